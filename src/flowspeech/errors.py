@@ -1,0 +1,27 @@
+"""Exceptions a user can cause, each with a message that says what to do."""
+
+from __future__ import annotations
+
+
+class FlowspeechError(Exception):
+    """Base class of every error flowspeech raises on purpose."""
+
+
+class AudioError(FlowspeechError):
+    """A wav file is missing, unreadable, empty, or has the wrong format."""
+
+
+class TextError(FlowspeechError, ValueError):
+    """Text cannot be turned into tokens (empty, unsupported characters, too long)."""
+
+
+class ConfigError(FlowspeechError, ValueError):
+    """A configuration or preset is unknown or inconsistent."""
+
+
+class CheckpointError(FlowspeechError):
+    """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
+
+
+class DatasetError(FlowspeechError):
+    """A dataset folder or filelist cannot be read."""
