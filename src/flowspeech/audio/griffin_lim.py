@@ -1,0 +1,157 @@
+"""Griffin-Lim inversion of a log-mel spectrogram: audio to listen to before a vocoder exists.
+
+Two steps:
+
+1. mel -> linear magnitude by non-negative least squares against the mel basis
+   (:func:`nnls`; it reproduces the mel exactly, where the clipped pseudo-inverse leaves a
+   few percent of residual and a noisier reconstruction);
+2. phase retrieval by fast Griffin-Lim (Griffin & Lim, 1984; with the momentum of
+   Perraudin, Balazs & Sondergaard, 2013), in torch so that it runs batched and on the
+   mel's device. Same update as ``librosa.griffinlim``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from flowspeech.audio.config import MelConfig
+from flowspeech.audio.features import mel_basis
+from flowspeech.errors import AudioError, ConfigError
+
+
+def griffin_lim(
+    mel: Tensor | np.ndarray,
+    config: MelConfig | None = None,
+    n_iter: int = 60,
+    power: float = 1.0,
+    momentum: float = 0.99,
+    seed: int = 0,
+) -> np.ndarray:
+    """Waveform from a log-mel spectrogram computed with ``config``, by fast Griffin-Lim.
+
+    Meant for listening to features (or a text-to-mel model's output) before a neural vocoder
+    is trained; the result has the usual Griffin-Lim phasiness.
+
+    Args:
+        mel: ``[n_mels, F]`` or ``[B, n_mels, F]`` log-mel (as :class:`MelSpectrogram`
+            returns), torch (any device; the iterations run there) or numpy.
+        config: the features' settings; default ``MelConfig.glow_tts()``.
+        n_iter: Griffin-Lim iterations (0: random phase).
+        power: the recovered magnitude is raised to this power first; 1.2-1.5 sharpens
+            harmonics and lowers the noise floor (Tacotron, Wang et al., 2017, used 1.5).
+        momentum: fast Griffin-Lim momentum in [0, 1); 0 is plain Griffin-Lim.
+        seed: seed of the random initial phase (results are reproducible).
+
+    Returns:
+        float32 ``[T]`` or ``[B, T]`` with ``T = hop * (F - 1)`` for ``"center"`` padding
+        and ``T = hop * F`` for ``"vits"`` padding, so that ``config.n_frames(T) == F``.
+    """
+    config = MelConfig.glow_tts() if config is None else config
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+        raise ConfigError(f"n_iter must be a non-negative integer, got {n_iter!r}")
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
+    if not power > 0:
+        raise ConfigError(f"power must be > 0, got {power!r}")
+
+    if isinstance(mel, Tensor):
+        log_mel = mel.detach().float()
+    else:
+        log_mel = torch.from_numpy(np.array(mel, dtype=np.float32))
+    if log_mel.ndim not in (2, 3) or log_mel.shape[-2] != config.n_mels:
+        raise AudioError(
+            f"expected a mel spectrogram of shape [{config.n_mels}, F] or "
+            f"[B, {config.n_mels}, F], got {tuple(log_mel.shape)}"
+        )
+    if log_mel.shape[-1] < 2:
+        raise AudioError(f"need at least 2 mel frames to invert, got {log_mel.shape[-1]}")
+    squeeze = log_mel.ndim == 2
+    if squeeze:
+        log_mel = log_mel[None]
+
+    basis = torch.tensor(mel_basis(config), device=log_mel.device)
+    mel_lin = log_mel.exp()
+    if config.magnitude_eps:
+        # sqrt(|X|^2 + eps) puts a floor of sqrt(eps) in every bin; remove its mel image so
+        # that it is not rebuilt as broadband noise.
+        floor = math.sqrt(config.magnitude_eps) ** config.power * basis.sum(dim=1)
+        mel_lin = (mel_lin - floor[:, None]).clamp_(min=0)
+    magnitude = nnls(basis, mel_lin) ** (1 / config.power)  # nnls gives |X| ** config.power
+    if power != 1.0:
+        # Sharpen, keeping each item's energy so that the level stays where it was.
+        sharp = magnitude**power
+        energy = magnitude.square().sum(dim=(1, 2), keepdim=True)
+        sharp_energy = sharp.square().sum(dim=(1, 2), keepdim=True).clamp(min=1e-30)
+        magnitude = sharp * (energy / sharp_energy).sqrt()
+    wav = _fast_griffin_lim(magnitude, config, n_iter, momentum, seed).cpu().numpy()
+    return wav[0] if squeeze else wav
+
+
+def nnls(basis: Tensor, target: Tensor, n_iter: int = 50) -> Tensor:
+    """Non-negative least squares ``min_{S >= 0} ||basis @ S - target||^2``, batched.
+
+    Accelerated projected gradient (FISTA; Beck & Teboulle, 2009) started from the clipped
+    pseudo-inverse. (``librosa.util.nnls`` scales its objective by ``1 / target.size``, so
+    on more than one frame L-BFGS-B stops at that starting point; here 50 iterations bring
+    the relative mel residual on LJSpeech from ~2e-2 to ~5e-5.)
+
+    Shapes:
+        basis ``[M, N]``, target ``[..., M, F]`` -> ``[..., N, F]``, non-negative.
+    """
+    pinv = torch.linalg.pinv(basis.double()).to(basis.dtype)
+    step = 1.0 / torch.linalg.matrix_norm(basis.double(), ord=2).item() ** 2  # 1 / Lipschitz
+    solution = torch.matmul(pinv, target).clamp_(min=0)
+    point, momentum = solution, 1.0
+    for _ in range(n_iter):
+        gradient = torch.matmul(basis.T, torch.matmul(basis, point) - target)
+        updated = (point - step * gradient).clamp_(min=0)
+        next_momentum = (1 + math.sqrt(1 + 4 * momentum**2)) / 2
+        point = updated + ((momentum - 1) / next_momentum) * (updated - solution)
+        solution, momentum = updated, next_momentum
+    return solution
+
+
+def _fast_griffin_lim(
+    magnitude: Tensor, config: MelConfig, n_iter: int, momentum: float, seed: int
+) -> Tensor:
+    """Phase retrieval for ``magnitude [B, n_fft // 2 + 1, F]`` -> waveform ``[B, T]``."""
+    n_frames = magnitude.shape[-1]
+    if config.padding == "center":
+        shift, length = 0, config.hop_length * (n_frames - 1)
+    else:
+        # A "vits" frame t is centred on sample t * hop + shift. Run the iterations on the
+        # signal advanced by `shift`, which centred framing then sees frame-aligned, and
+        # delay the result back at the end (the first `shift` samples are unknown: zeros).
+        shift = config.n_fft // 2 - config.pad
+        length = config.hop_length * n_frames - shift
+    window = torch.hann_window(
+        config.win_length, periodic=True, dtype=magnitude.dtype, device=magnitude.device
+    )
+    stft_args = dict(
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        win_length=config.win_length,
+        window=window,
+        center=True,
+    )
+
+    generator = torch.Generator().manual_seed(seed)
+    phase = torch.rand(magnitude.shape, generator=generator, dtype=magnitude.dtype)
+    angles = torch.polar(torch.ones_like(phase), phase * (2 * math.pi)).to(magnitude.device)
+    decay = momentum / (1 + momentum)
+    previous = None
+    for _ in range(n_iter):
+        wav = torch.istft(magnitude * angles, length=length, **stft_args)
+        rebuilt = torch.stft(wav, pad_mode="reflect", return_complex=True, **stft_args)
+        # Accelerated projection (Perraudin et al., 2013): extrapolate away from the
+        # previous consistent estimate, then keep only the phase.
+        angles = rebuilt if previous is None else rebuilt - decay * previous
+        angles = angles / (angles.abs() + 1e-16)
+        previous = rebuilt
+    wav = torch.istft(magnitude * angles, length=length, **stft_args)
+    return F.pad(wav, (shift, 0)) if shift else wav

@@ -1,0 +1,413 @@
+"""Tests of flowspeech.audio: features against a plain librosa computation, I/O, levels,
+resampling and Griffin-Lim."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import scipy.optimize
+import soundfile as sf
+import torch
+
+import flowspeech.audio.io as audio_io
+from flowspeech.audio import (
+    LinearSpectrogram,
+    MelConfig,
+    MelSpectrogram,
+    griffin_lim,
+    load_wav,
+    mel_basis,
+    mel_spectrogram,
+    normalize_loudness,
+    normalize_peak,
+    resample,
+    save_wav,
+)
+from flowspeech.audio.griffin_lim import nnls
+from flowspeech.errors import AudioError, ConfigError
+
+torch.set_num_threads(1)
+
+LJ_WAV = (
+    Path(__file__).resolve().parents[2]
+    / "shared/corpus/data/ljspeech_real_sample/wavs/LJ001-0001.wav"
+)
+
+
+def _noise(n: int = 11025, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).uniform(-0.5, 0.5, n)).astype(np.float32)
+
+
+def _sine(freq: float = 440.0, n: int = 11025, sr: int = 22050, amp: float = 0.5) -> np.ndarray:
+    return amp * np.sin(2 * np.pi * freq * np.arange(n) / sr)
+
+
+def _harmonic(n: int = 11025, sr: int = 22050, f0: float = 220.0) -> np.ndarray:
+    t = np.arange(n) / sr
+    return sum(0.3 / k * np.sin(2 * np.pi * f0 * k * t + k) for k in range(1, 8)).astype(
+        np.float32
+    )
+
+
+def _librosa_spec(x: np.ndarray, c: MelConfig) -> np.ndarray:
+    """|STFT| computed the plain librosa way, with the authors' padding."""
+    if c.padding == "vits":
+        pad = (c.n_fft - c.hop_length) // 2
+        x, center = np.pad(x, (pad, pad), mode="reflect"), False
+    else:
+        center = True
+    stft = librosa.stft(
+        x, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
+        window="hann", center=center, pad_mode="reflect",
+    )
+    return np.sqrt(np.abs(stft) ** 2 + c.magnitude_eps)
+
+
+def _librosa_mel(x: np.ndarray, c: MelConfig) -> np.ndarray:
+    basis = librosa.filters.mel(
+        sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax,
+        htk=False, norm="slaney",
+    )
+    return np.log(np.clip(basis @ _librosa_spec(x, c), 1e-5, None))
+
+
+FEATURE_CONFIGS = {
+    "glow_tts": MelConfig.glow_tts(),
+    "vits_padding": MelConfig(padding="vits"),
+    "fmax_none": MelConfig(fmax=None),
+    "16k_hop200": MelConfig(sample_rate=16000, n_fft=800, hop_length=200, win_length=800),
+    "24k_hop300_win900": MelConfig(sample_rate=24000, hop_length=300, win_length=900,
+                                   padding="vits", fmax=None),
+    "vits_preset": MelConfig.vits(),
+}
+
+
+# ------------------------------------------------------------------------------ features
+
+
+@pytest.mark.parametrize("name", FEATURE_CONFIGS)
+@pytest.mark.parametrize("signal", ["noise", "sine"])
+def test_mel_matches_librosa(name: str, signal: str) -> None:
+    config = FEATURE_CONFIGS[name]
+    # The sine is compared in float64: its far-off bins sit near the 1e-5 clamp, where
+    # float32 rounding of either FFT alone moves the log by ~1e-3.
+    x = _noise() if signal == "noise" else _sine(sr=config.sample_rate)
+    ours = MelSpectrogram(config)(torch.from_numpy(x)).numpy()
+    ref = _librosa_mel(x, config)
+    assert ours.shape == ref.shape == (config.n_mels, config.n_frames(len(x)))
+    assert ours.dtype == x.dtype
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["glow_tts", "vits_preset"])
+def test_linear_spectrogram_matches_librosa(name: str) -> None:
+    config = FEATURE_CONFIGS[name]
+    x = _noise()
+    ours = LinearSpectrogram(config)(torch.from_numpy(x)[None])
+    ref = _librosa_spec(x, config)
+    assert ours.shape == (1, config.n_fft // 2 + 1, config.n_frames(len(x)))
+    assert np.abs(ours[0].numpy() - ref).max() < 1e-4 * np.abs(ref).max()
+    silent = LinearSpectrogram(MelConfig.vits())(torch.zeros(4096))
+    assert torch.allclose(silent, torch.full_like(silent, 1e-3))  # sqrt(0 + 1e-6)
+
+
+def test_batched_shapes_and_dtypes() -> None:
+    config = MelConfig.vits()
+    module = MelSpectrogram(config)
+    batch = torch.from_numpy(np.stack([_noise(seed=0), _noise(seed=1)]))
+    out = module(batch)
+    assert out.shape == (2, 80, config.n_frames(batch.shape[-1]))
+    for i in range(2):
+        torch.testing.assert_close(out[i], module(batch[i]), atol=1e-5, rtol=0)
+    assert module(batch.double()).dtype == torch.float64
+    assert module(batch.half()).dtype == torch.float32
+    lin = LinearSpectrogram(config)(batch)
+    assert lin.shape == (2, 513, out.shape[-1])
+
+
+def test_module_buffers_and_gradients() -> None:
+    module = MelSpectrogram()
+    assert module.state_dict() == {}  # derived from the config, so not checkpointed
+    assert {name for name, _ in module.named_buffers()} == {"window", "mel_basis"}
+    assert list(module.parameters()) == []
+    out = module(torch.from_numpy(_noise()))
+    assert out.grad_fn is None  # nothing recorded for a plain input
+    wav = torch.from_numpy(_noise()).requires_grad_()
+    MelSpectrogram(MelConfig.vits())(wav).sum().backward()
+    assert wav.grad is not None and torch.isfinite(wav.grad).all()
+
+
+def test_functional_form_accepts_numpy() -> None:
+    x = _noise()
+    expected = MelSpectrogram()(torch.from_numpy(x))
+    torch.testing.assert_close(mel_spectrogram(x), expected)
+    torch.testing.assert_close(mel_spectrogram(torch.from_numpy(x), MelConfig()), expected)
+
+
+@pytest.mark.parametrize(
+    "wav, match",
+    [
+        (torch.zeros(2, 1, 4096), "shape"),
+        (torch.zeros(4096, dtype=torch.int16), "32768"),
+        (torch.zeros(300), "too short"),
+        (np.zeros(4096, dtype=np.float32), "torch.Tensor"),
+    ],
+)
+def test_bad_waveforms_raise(wav, match: str) -> None:
+    with pytest.raises(AudioError, match=match):
+        MelSpectrogram()(wav)
+
+
+# --------------------------------------------------------------------------------- config
+
+
+def test_presets() -> None:
+    glow = MelConfig.glow_tts()
+    assert (glow.sample_rate, glow.n_fft, glow.hop_length, glow.win_length) == (
+        22050, 1024, 256, 1024)
+    assert (glow.n_mels, glow.fmin, glow.fmax, glow.padding) == (80, 0.0, 8000.0, "center")
+    assert (glow.log_clamp, glow.magnitude_eps, glow.power) == (1e-5, 0.0, 1.0)
+    vits = MelConfig.vits()
+    assert (vits.fmax, vits.fmax_hz, vits.padding, vits.magnitude_eps) == (
+        None, 11025.0, "vits", 1e-6)
+    assert MelConfig.preset("waveglow") == MelConfig.preset("glow-tts") == glow
+    assert MelConfig.preset("naturalspeech") == vits
+    with pytest.raises(ConfigError, match="unknown mel preset"):
+        MelConfig.preset("tacotron")
+
+
+def test_config_round_trip_and_unknown_keys() -> None:
+    config = MelConfig(sample_rate=16000, hop_length=200, fmax=None, padding="vits")
+    assert MelConfig.from_dict(config.to_dict()) == config
+    assert hash(config) == hash(MelConfig.from_dict(config.to_dict()))
+    with pytest.raises(ConfigError, match="hop_size"):
+        MelConfig.from_dict({**config.to_dict(), "hop_size": 256})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_fft": 0}, {"n_fft": 1023}, {"win_length": 2048}, {"hop_length": 256.0},
+        {"fmax": 12000.0}, {"fmin": 9000.0}, {"padding": "same"}, {"power": 3.0},
+        {"compression": "db"}, {"log_clamp": 0.0}, {"magnitude_eps": -1.0}, {"fmin": None},
+    ],
+)
+def test_invalid_config_raises(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        MelConfig(**kwargs)
+
+
+@pytest.mark.parametrize("padding", ["center", "vits"])
+@pytest.mark.parametrize("hop", [256, 255])
+def test_n_frames_matches_spectrogram(padding: str, hop: int) -> None:
+    config = MelConfig(hop_length=hop, padding=padding)
+    module = LinearSpectrogram(config)
+    for n in (config.min_samples, 1000, 1024, 4096, 4097, 4351):
+        assert module(torch.zeros(n)).shape[-1] == config.n_frames(n), n
+    assert config.n_frames(config.min_samples - 1) == 0
+
+
+# ------------------------------------------------------------------------------------ I/O
+
+
+def test_wav_round_trip_within_half_a_step(tmp_path: Path) -> None:
+    x = _noise() * 1.99  # inside [-1, 32767 / 32768], where no sample clips
+    x[:3] = [-1.0, 0.0, 32767 / 32768]
+    save_wav(tmp_path / "a.wav", x, 22050)
+    info = sf.info(str(tmp_path / "a.wav"))
+    assert (info.subtype, info.samplerate, info.channels) == ("PCM_16", 22050, 1)
+    y, sr = load_wav(tmp_path / "a.wav")
+    assert sr == 22050 and y.dtype == np.float32 and y.shape == x.shape
+    assert np.abs(y - x).max() <= 0.5 / 32768 + 1e-9
+    save_wav(tmp_path / "clip.wav", np.array([2.0, -3.0, 0.5], np.float32), 8000)
+    assert load_wav(tmp_path / "clip.wav")[0].tolist() == [32767 / 32768, -1.0, 0.5]
+
+
+def test_npy_round_trip_is_exact_and_accepts_torch(tmp_path: Path) -> None:
+    x = torch.from_numpy(_noise())[None]  # [1, T]
+    save_wav(tmp_path / "a.npy", x, 22050)
+    y, sr = load_wav(tmp_path / "a.npy", sample_rate=22050)
+    assert sr == 22050 and np.array_equal(y, x[0].numpy())
+    with pytest.raises(AudioError, match="sample_rate"):
+        load_wav(tmp_path / "a.npy")
+
+
+def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "out.wav"
+    save_wav(target, _noise(), 22050)
+    save_wav(target, _noise(seed=1), 22050)  # overwrite in place
+    assert os.listdir(tmp_path) == ["out.wav"]
+    before = target.read_bytes()
+
+    def failing_write(file, data, *args, **kwargs):
+        file.write(b"RIFF\x00partial")
+        raise KeyboardInterrupt  # e.g. Ctrl-C half way through
+
+    monkeypatch.setattr(audio_io.sf, "write", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_wav(target, _noise(seed=2), 22050)
+    assert target.read_bytes() == before
+    assert os.listdir(tmp_path) == ["out.wav"]
+
+
+def test_save_rejects_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match="NaN"):
+        save_wav(tmp_path / "a.wav", np.array([0.0, np.nan], np.float32), 22050)
+    with pytest.raises(AudioError, match="shape"):
+        save_wav(tmp_path / "a.wav", np.zeros((2, 100), np.float32), 22050)
+    with pytest.raises(AudioError, match=".mp3"):
+        save_wav(tmp_path / "a.mp3", np.zeros(100, np.float32), 22050)
+    assert os.listdir(tmp_path) == []
+
+
+def test_load_errors_name_the_path(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(np.random.default_rng(0).bytes(2000))
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all\n" * 50)
+    no_samples = tmp_path / "zero.wav"
+    sf.write(no_samples, np.zeros(0, np.float32), 22050, subtype="PCM_16")
+    cases = {
+        tmp_path / "missing.wav": "no such file",
+        empty: "empty",
+        garbage: "cannot be read",
+        text: "cannot be read",
+        no_samples: "no samples",
+        tmp_path: "directory",
+    }
+    for path, cause in cases.items():
+        with pytest.raises(AudioError, match=cause) as info:
+            load_wav(path)
+        assert str(path) in str(info.value)
+
+
+def test_load_mono_stereo_and_resample(tmp_path: Path) -> None:
+    left, right = _noise(seed=0), _noise(seed=1)
+    sf.write(tmp_path / "st.wav", np.stack([left, right], 1), 22050, subtype="FLOAT")
+    mono, sr = load_wav(tmp_path / "st.wav")
+    np.testing.assert_allclose(mono, (left + right) / 2, atol=1e-7)
+    both, _ = load_wav(tmp_path / "st.wav", mono=False)
+    assert both.shape == (2, len(left)) and np.array_equal(both[1], right)
+    down, sr = load_wav(tmp_path / "st.wav", sample_rate=16000)
+    assert sr == 16000 and len(down) == int(np.ceil(len(left) * 16000 / 22050))
+
+
+@pytest.mark.parametrize("orig, target", [(22050, 16000), (16000, 24000), (44100, 22050)])
+def test_resample_keeps_length_and_frequency(orig: int, target: int) -> None:
+    x = _sine(1000.0, n=orig // 2, sr=orig).astype(np.float32)
+    y = resample(x, orig, target)
+    assert y.dtype == np.float32 and len(y) == int(np.ceil(len(x) * target / orig))
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    peak_hz = np.argmax(spectrum) * target / len(y)
+    assert abs(peak_hz - 1000.0) < 2 * target / len(y)
+    assert abs(np.sqrt(np.mean(y[100:-100] ** 2)) - 0.5 / np.sqrt(2)) < 0.01
+    assert np.array_equal(resample(x, orig, orig), x)
+
+
+# --------------------------------------------------------------------------------- levels
+
+
+def _dbfs(x) -> float:
+    return 20 * np.log10(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2)))
+
+
+def test_normalize_peak() -> None:
+    x = _noise() * 0.1
+    y = normalize_peak(x, peak_db=-3.0)
+    assert y.dtype == np.float32
+    assert abs(20 * np.log10(np.abs(y).max()) + 3.0) < 1e-4
+    t = normalize_peak(torch.from_numpy(x))
+    assert isinstance(t, torch.Tensor) and abs(float(t.abs().max()) - 10 ** (-1 / 20)) < 1e-6
+    assert np.array_equal(normalize_peak(np.zeros(10, np.float32)), np.zeros(10))
+    with pytest.raises(ConfigError):
+        normalize_peak(x, peak_db=3.0)
+
+
+def test_normalize_loudness_hits_target_and_caps_peak() -> None:
+    x = _sine(n=22050).astype(np.float32) * 0.01  # crest factor 3 dB
+    y = normalize_loudness(x, target_db=-20.0)
+    assert abs(_dbfs(y) + 20.0) < 1e-3
+    # A full-scale-RMS target would clip: the peak is held at -1 dBFS instead.
+    capped = normalize_loudness(x, target_db=-1.0, peak_db=-1.0)
+    assert abs(np.abs(capped).max() - 10 ** (-1 / 20)) < 1e-6
+    assert _dbfs(capped) < -3.0
+    t = normalize_loudness(torch.from_numpy(x), target_db=-26.0)
+    assert isinstance(t, torch.Tensor) and abs(_dbfs(t.numpy()) + 26.0) < 1e-3
+
+
+# ---------------------------------------------------------------------------- Griffin-Lim
+
+
+def _relative_mel_error(wav: np.ndarray, mel: torch.Tensor, config: MelConfig) -> float:
+    rebuilt = mel_spectrogram(torch.from_numpy(wav), config).exp()
+    return float((rebuilt - mel.exp()).norm() / mel.exp().norm())
+
+
+@pytest.mark.parametrize("config", [MelConfig.glow_tts(), MelConfig.vits()],
+                         ids=["center", "vits"])
+def test_griffin_lim_reconstructs_harmonic_signal(config: MelConfig) -> None:
+    x = _harmonic()
+    mel = mel_spectrogram(x, config)
+    n_frames = mel.shape[-1]
+    wav = griffin_lim(mel, config, n_iter=60)
+    assert wav.dtype == np.float32 and wav.ndim == 1
+    assert abs(len(wav) - len(x)) < config.hop_length
+    assert config.n_frames(len(wav)) == n_frames
+    error = _relative_mel_error(wav, mel, config)
+    random_phase = _relative_mel_error(griffin_lim(mel, config, n_iter=0), mel, config)
+    assert error < 0.2 < 0.4 < random_phase  # measured: ~0.1-0.15 vs ~0.57
+    # Batched, numpy input.
+    batch = griffin_lim(np.stack([mel.numpy()] * 2), config, n_iter=2)
+    assert batch.shape == (2, len(wav))
+
+
+def test_griffin_lim_rejects_bad_mel() -> None:
+    with pytest.raises(AudioError, match="80"):
+        griffin_lim(torch.zeros(40, 10))
+    with pytest.raises(ConfigError):
+        griffin_lim(torch.zeros(80, 10), momentum=1.0)
+
+
+def test_nnls_solves_the_constrained_problem() -> None:
+    rng = np.random.default_rng(0)
+    basis = mel_basis(MelConfig(n_fft=256, hop_length=64, win_length=256, n_mels=20))
+    truth = rng.uniform(0, 1, (basis.shape[1], 6)).astype(np.float32)
+    target = basis @ truth
+    ours = nnls(torch.tensor(basis), torch.from_numpy(target)[None], n_iter=500)[0].numpy()
+    assert (ours >= 0).all()
+    for j in range(target.shape[1]):
+        best = scipy.optimize.nnls(basis.astype(np.float64), target[:, j].astype(np.float64))[1]
+        residual = np.linalg.norm(basis @ ours[:, j] - target[:, j])
+        assert residual <= best + 1e-3 * np.linalg.norm(target[:, j])
+
+
+# ---------------------------------------------------------------------------- real speech
+
+
+@pytest.mark.skipif(not LJ_WAV.exists(), reason="LJSpeech sample not available")
+def test_real_speech() -> None:
+    wav, sr = load_wav(LJ_WAV)
+    assert sr == 22050 and wav.dtype == np.float32 and np.abs(wav).max() <= 1.0
+    wav = wav[: sr * 2]
+    for config in (MelConfig.glow_tts(), MelConfig.vits()):
+        mel = mel_spectrogram(wav, config)
+        # Quiet bands sit near the 1e-5 clamp, where float32 rounding moves the log by
+        # ~3e-4; in float64 the two computations agree to ~1e-12.
+        assert np.abs(mel.numpy() - _librosa_mel(wav, config)).max() < 1e-3
+        wav64 = wav.astype(np.float64)
+        mel64 = mel_spectrogram(wav64, config).numpy()
+        assert np.abs(mel64 - _librosa_mel(wav64, config)).max() < 1e-8
+        assert _relative_mel_error(griffin_lim(mel, config), mel, config) < 0.15
+
+
+def test_import_does_not_load_librosa() -> None:
+    code = "import sys, flowspeech.audio; assert 'librosa' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
