@@ -1,0 +1,24 @@
+"""Monotonic Alignment Search (Glow-TTS, Kim et al. 2020, Sec. 3.2) and duration helpers.
+
+- :func:`maximum_path`: most likely monotonic hard alignment between text tokens and mel
+  frames (numba on CPU, torch on CUDA; both identical to the authors' implementation).
+- :func:`durations_from_path`: frames per token of an alignment (duration targets).
+- :func:`path_from_durations`: alignment from durations (inference-time expansion).
+"""
+
+from flowspeech.align.durations import durations_from_path, path_from_durations
+from flowspeech.align.mas import (
+    AlignmentError,
+    maximum_path,
+    maximum_path_numba,
+    maximum_path_torch,
+)
+
+__all__ = [
+    "AlignmentError",
+    "durations_from_path",
+    "maximum_path",
+    "maximum_path_numba",
+    "maximum_path_torch",
+    "path_from_durations",
+]

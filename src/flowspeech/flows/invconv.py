@@ -31,7 +31,9 @@ def _random_rotation(n: int) -> torch.Tensor:
     Q from the QR decomposition of a Gaussian matrix; if ``det Q < 0`` the first column is
     negated, as WaveGlow and Glow-TTS do, so that ``log det W`` is defined at the start.
     """
-    w = torch.linalg.qr(torch.randn(n, n))[0]
+    # Made on the CPU even under a `torch.device("meta")` context (used to count parameters
+    # without allocating), where the data-dependent sign check could not run.
+    w = torch.linalg.qr(torch.randn(n, n, device="cpu"))[0]
     if torch.det(w) < 0:
         w[:, 0] = -w[:, 0]
     return w

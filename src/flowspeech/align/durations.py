@@ -1,0 +1,73 @@
+"""Hard alignments to durations and back (Glow-TTS, Kim et al. 2020, Sec. 3.2 and 3.3).
+
+Training takes each token's frame count from the MAS path as the duration predictor's
+target; inference expands the prior with predicted durations, ``A(y) = x`` for the frames
+``sum(d[:x]) <= y < sum(d[:x + 1])`` (the authors' ``commons.generate_path``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["durations_from_path", "path_from_durations"]
+
+
+def durations_from_path(path: torch.Tensor) -> torch.Tensor:
+    """Frames per token of a hard alignment.
+
+    Args:
+        path: ``[B, T_text, T_frames]`` 0/1 alignment (any dtype), e.g. from
+            :func:`flowspeech.align.maximum_path`.
+
+    Returns:
+        ``[B, T_text]`` int64; row ``b`` sums to the number of aligned frames of item ``b``.
+    """
+    if not isinstance(path, torch.Tensor) or path.dim() != 3:
+        raise ValueError(f"path must be [B, T_text, T_frames], got shape "
+                         f"{tuple(getattr(path, 'shape', ()))}")
+    # Summing in int64 is exact for any length (a float16 sum is not beyond 2048 frames).
+    return path.sum(dim=2, dtype=torch.long)
+
+
+def path_from_durations(durations: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """Expands durations into a monotonic hard alignment.
+
+    Token ``x`` of item ``b`` covers frames ``[start, start + durations[b, x])`` with
+    ``start = durations[b, :x].sum()``, cut off where ``frame_mask`` is 0. Vectorised: one
+    cumulative sum and two comparisons, no loop over tokens.
+
+    Args:
+        durations: ``[B, T_text]`` non-negative whole numbers of frames, int or float (e.g.
+            ``torch.ceil`` of predicted durations); padded tokens should have 0.
+        frame_mask: ``[B, 1, T_frames]`` or ``[B, T_frames]`` valid frames, or the
+            ``[B, T_text, T_frames]`` text-frame mask the authors' ``generate_path`` takes.
+
+    Returns:
+        ``[B, T_text, T_frames]`` 0/1 alignment in the dtype of ``frame_mask`` (float32 if
+        that is not floating point), on the device of ``durations``.
+    """
+    if not isinstance(durations, torch.Tensor) or durations.dim() != 2:
+        raise ValueError(f"durations must be [B, T_text], got shape "
+                         f"{tuple(getattr(durations, 'shape', ()))}")
+    if frame_mask.dim() == 2:
+        frame_mask = frame_mask.unsqueeze(1)
+    batch, n_text = durations.shape
+    if (frame_mask.dim() != 3 or frame_mask.size(0) != batch
+            or frame_mask.size(1) not in (1, n_text)):
+        raise ValueError(f"frame_mask must be [B, 1, T_frames], [B, T_frames] or "
+                         f"[B, T_text, T_frames] with B={batch}, T_text={n_text}; got shape "
+                         f"{tuple(frame_mask.shape)}")
+    if durations.is_floating_point():
+        bad = (durations < 0) | (durations != torch.round(durations))
+    else:
+        bad = durations < 0
+    if bool(bad.any()):
+        raise ValueError("durations must be non-negative whole numbers of frames "
+                         "(round or ceil predicted durations first)")
+    ends = torch.cumsum(durations.long(), dim=1)          # [B, T_text], exclusive end frame
+    starts = ends - durations.long()
+    frames = torch.arange(frame_mask.size(2), device=durations.device)
+    on_path = (frames >= starts.unsqueeze(2)) & (frames < ends.unsqueeze(2))
+    on_path &= frame_mask.to(device=durations.device, dtype=torch.bool)
+    dtype = frame_mask.dtype if frame_mask.is_floating_point() else torch.float32
+    return on_path.to(dtype)
