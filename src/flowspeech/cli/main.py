@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from flowspeech import __version__
-from flowspeech.cli import audio_cmds, presets_cmd, text_cmd
+from flowspeech.cli import audio_cmds, presets_cmd, text_cmd, train_cmd
 
 # Each command module has register(subparsers) which adds its parser(s) and sets `run`.
-COMMAND_MODULES = [text_cmd, audio_cmds, presets_cmd]
+COMMAND_MODULES = [text_cmd, audio_cmds, presets_cmd, train_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,94 @@
+"""``flowspeech train MODEL``: train any model with the shared loop (also under torchrun)."""
+
+from __future__ import annotations
+
+MODEL_TYPES = ("glow-tts",)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model (single process, or multi-GPU/multi-node under torchrun)",
+        description="Train MODEL on DATA, writing checkpoints, config.yaml, train.log and "
+        "TensorBoard logs into OUT. Multi-GPU: torchrun --nproc_per_node=N "
+        "$(which flowspeech) train ...",
+    )
+    p.add_argument("model", choices=MODEL_TYPES, help="model type")
+    p.add_argument("--config", help="preset name (see `flowspeech presets`) or YAML file; "
+                   "with --resume defaults to OUT/config.yaml")
+    p.add_argument("--data", required=True, help="dataset folder (LJSpeech layout, optionally "
+                   "with filelists/) or a path|text filelist")
+    p.add_argument("--val-data", help="validation set (default: the dataset's val split, if any)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (default: the config's)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
+    p.add_argument("--cache-dir", help="feature cache folder (default: DATA/.flowspeech_cache)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="override train.precision")
+    p.add_argument("--num-workers", type=int, help="override train.num_workers")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set train.learning_rate=0.5 "
+                   "(value parsed as YAML; repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML)."""
+    import yaml
+
+    from flowspeech.errors import ConfigError
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from flowspeech.config import load_config
+    from flowspeech.errors import ConfigError
+
+    config_source = args.config
+    if config_source is None:
+        saved = Path(args.out) / "config.yaml"
+        if args.resume and saved.is_file():
+            config_source = str(saved)
+        else:
+            raise ConfigError("give --config (a preset name or YAML file); "
+                              "only --resume can take it from the run folder")
+    overrides = parse_overrides(args.set)
+    train = overrides.setdefault("train", {})
+    for flag, key in (("batch_size", "batch_size"), ("precision", "precision"), ("num_workers", "num_workers")):
+        value = getattr(args, flag)
+        if value is not None:
+            train[key] = value
+    config = load_config(config_source, overrides)
+    if config["model"] != args.model:
+        raise ConfigError(f"config {config_source} describes a {config['model']!r} model, not {args.model!r}")
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from flowspeech.training.recipes import recipe_for
+    from flowspeech.training.trainer import Trainer
+
+    trainer = Trainer(recipe_for(config), args.out, args.data, val_data=args.val_data,
+                      cache_dir=args.cache_dir, resume=args.resume, max_steps=args.max_steps,
+                      device=args.device, progress=not args.no_progress)
+    result = trainer.fit()
+    if not trainer.dist.is_main:
+        return 0
+    if result:
+        print("last averages: " + " ".join(f"{k}={v:.4f}" for k, v in result.items()))
+    print(f"run folder: {args.out} (step {trainer.step})")
+    return 0

@@ -1,0 +1,67 @@
+"""Atomic writes and validated reads of the small files the CLI handles."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from flowspeech.errors import FlowspeechError
+
+
+def atomic_write(path: str | Path, write_fn, suffix: str = "") -> None:
+    """Call ``write_fn(tmp_path)`` then rename the temp file onto ``path``.
+
+    The temp file lives in the destination folder so the rename is atomic: an interrupted
+    write never leaves a truncated ``path``, and an existing ``path`` stays intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_save_npy(path: str | Path, array) -> None:
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+    atomic_write(path, write)
+
+
+def load_mel_npy(path: str | Path, n_mels: int | None = None):
+    """Read a ``[n_mels, frames]`` float array, with a clear error for anything else."""
+    import numpy as np
+
+    try:
+        mel = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FlowspeechError(f"mel file {path} does not exist") from None
+    except (ValueError, OSError) as err:
+        raise FlowspeechError(f"mel file {path} is not a readable .npy array: {err}") from None
+    if mel.ndim == 3 and mel.shape[0] == 1:
+        mel = mel[0]
+    if mel.ndim != 2:
+        raise FlowspeechError(f"mel file {path} has shape {mel.shape}; expected [n_mels, frames]")
+    if n_mels is not None and mel.shape[0] != n_mels:
+        if mel.shape[1] == n_mels:
+            raise FlowspeechError(
+                f"mel file {path} has shape {mel.shape}: it looks transposed; expected "
+                f"[{n_mels}, frames]")
+        raise FlowspeechError(f"mel file {path} has {mel.shape[0]} bands; the config expects {n_mels}")
+    if not np.isfinite(mel).all():
+        raise FlowspeechError(f"mel file {path} contains NaN or infinite values")
+    return mel.astype(np.float32)

@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny datasets written into a temporary folder by the test itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+SENTENCES = [
+    "The cat sat on the mat.",
+    "A quick brown fox jumps.",
+    "Hello world, this is a test.",
+    "Flows are invertible.",
+    "Speech synthesis is fun.",
+    "One two three four five.",
+    "Monotonic alignment search.",
+    "The rain in Spain stays mainly.",
+]
+
+
+def _voice_like(rng: np.random.Generator, seconds: float, sample_rate: int) -> np.ndarray:
+    """A few harmonic 'syllables' with changing pitch and gaps: cheap speech-like audio."""
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    out = np.zeros(n)
+    n_syl = max(2, int(seconds * 4))
+    edges = np.linspace(0, n, n_syl + 1).astype(int)
+    for a, b in zip(edges[:-1], edges[1:]):
+        f0 = rng.uniform(100, 250)
+        seg = t[a:b]
+        env = np.hanning(b - a)
+        tone = sum(np.sin(2 * np.pi * f0 * k * seg) / k for k in range(1, 6))
+        out[a:b] = env * tone
+    out += 0.003 * rng.standard_normal(n)
+    return (0.3 * out / np.max(np.abs(out))).astype(np.float32)
+
+
+def make_ljspeech(root: Path, n: int = 8, sample_rate: int = 22050, seed: int = 0,
+                  with_filelists: bool = True) -> Path:
+    """An LJSpeech-layout folder: ``metadata.csv``, ``wavs/``, and glow-tts filelists
+    (all rows in train, the first two also in val)."""
+    rng = np.random.default_rng(seed)
+    (root / "wavs").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        uid = f"LJ001-{i + 1:04d}"
+        text = SENTENCES[i % len(SENTENCES)]
+        seconds = 0.4 + 0.06 * len(text.split()) + rng.uniform(0, 0.2)
+        sf.write(root / "wavs" / f"{uid}.wav", _voice_like(rng, seconds, sample_rate), sample_rate,
+                 subtype="PCM_16")
+        rows.append((uid, text))
+    (root / "metadata.csv").write_text("".join(f"{u}|{t}|{t}\n" for u, t in rows))
+    if with_filelists:
+        (root / "filelists").mkdir(exist_ok=True)
+        (root / "filelists" / "ljs_audio_text_train_filelist.txt").write_text(
+            "".join(f"DUMMY/{u}.wav|{t}\n" for u, t in rows))
+        (root / "filelists" / "ljs_audio_text_val_filelist.txt").write_text(
+            "".join(f"DUMMY/{u}.wav|{t}\n" for u, t in rows[:2]))
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return make_ljspeech(tmp_path / "data")
+
+
+TINY_GLOW_TTS = {
+    "base": "glow-tts-small",
+    "model_args": {
+        "hidden_channels": 32, "filter_channels": 64, "filter_channels_dp": 32, "n_heads": 2,
+        "n_layers_enc": 1, "n_blocks_dec": 2, "n_block_layers": 2, "hidden_channels_dec": 32,
+        "p_dropout": 0.0, "p_dropout_dec": 0.0,
+    },
+    "train": {"batch_size": 4, "num_workers": 0, "log_every": 1, "eval_every": 1000,
+              "checkpoint_every": 2, "keep_checkpoints": 3, "warmup_steps": 10, "n_buckets": 1},
+}
+
+
+@pytest.fixture
+def tiny_glow_tts_config(tmp_path: Path) -> Path:
+    import yaml
+
+    path = tmp_path / "tiny-glow-tts.yaml"
+    path.write_text(yaml.safe_dump(TINY_GLOW_TTS))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tests run on small CPUs next to other work; one intra-op thread is faster and
+    # deterministic.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

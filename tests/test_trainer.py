@@ -1,0 +1,163 @@
+"""The shared training loop: end to end through the CLI, checkpoints, exact resume, NaN
+guards, clear errors, and DDP with two CPU processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowspeech.cli.main import main
+from flowspeech.config import load_config
+from flowspeech.errors import CheckpointError, ConfigError
+from flowspeech.training.checkpoint import CheckpointManager, load_checkpoint, load_state_dict_checked
+
+
+def train(config: Path, data: Path, out: Path, *extra: str) -> int:
+    return main(["train", "glow-tts", "--config", str(config), "--data", str(data), "--out", str(out),
+                 "--no-progress", "--device", "cpu", *extra])
+
+
+def latest_state(run: Path) -> dict:
+    _, path = CheckpointManager(run).list()[-1]
+    return load_checkpoint(path, "glow-tts")
+
+
+def test_train_writes_run_folder_and_rotates_checkpoints(tiny_glow_tts_config, tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "8") == 0
+    steps = [s for s, _ in CheckpointManager(run).list()]
+    assert steps == [4, 6, 8]  # every 2 steps, keep 3
+    assert (run / "config.yaml").is_file() and (run / "train.log").is_file()
+    assert any((run / "tensorboard").iterdir())
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files
+    payload = latest_state(run)
+    assert payload["step"] == 8 and payload["model_type"] == "glow-tts"
+    log = (run / "train.log").read_text()
+    assert "step 8" in log and "nll=" in log
+
+
+def test_resume_is_exact(tiny_glow_tts_config, tiny_dataset, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(tiny_glow_tts_config, tiny_dataset, straight, "--max-steps", "6") == 0
+    # Stop at step 3 (mid-epoch: 2 batches per epoch), then continue to 6.
+    assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "3",
+                 "--set", "train.checkpoint_every=3") == 0
+    assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "6", "--resume",
+                 "--set", "train.checkpoint_every=3") == 0
+    a, b = latest_state(straight), latest_state(resumed)
+    assert a["step"] == b["step"] == 6
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    opt_a, opt_b = a["optimizers"]["main"]["state"], b["optimizers"]["main"]["state"]
+    for k in opt_a:
+        assert torch.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"])
+
+
+def test_existing_run_needs_resume(tiny_glow_tts_config, tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "2") == 0
+    assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "4") == 1  # refused
+    assert [s for s, _ in CheckpointManager(run).list()] == [2]  # nothing lost
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(tiny_glow_tts_config, tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "4") == 0
+    newest = CheckpointManager(run).path_for(4)
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a crash mid-copy
+    assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "6", "--resume") == 0
+    out = capsys.readouterr().out
+    assert "skipping unreadable checkpoint" in out and "resumed from" in out and "step_00000002" in out
+    assert latest_state(run)["step"] == 6
+
+
+def test_resume_with_a_different_model_is_refused(tiny_glow_tts_config, tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "2") == 0
+    code = train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "4", "--resume",
+                 "--set", "model_args.hidden_channels=48")
+    assert code == 1
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "iteration": 3}, foreign)
+    with pytest.raises(CheckpointError, match="flowspeech import"):
+        load_checkpoint(foreign)
+    module = torch.nn.Linear(3, 2)
+    with pytest.raises(CheckpointError, match="shape mismatch.*weight"):
+        load_state_dict_checked(module, {"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}, "x.pt")
+    with pytest.raises(CheckpointError, match="missing: bias"):
+        load_state_dict_checked(module, {"weight": torch.zeros(2, 3)}, "x.pt")
+
+
+def test_nan_steps_are_skipped_without_touching_weights(tiny_glow_tts_config, tiny_dataset, tmp_path, capsys):
+    from flowspeech.training.recipes.glow_tts import GlowTTSRecipe
+    from flowspeech.training.trainer import Trainer
+
+    class NaNAtStep3(GlowTTSRecipe):
+        def training_step(self, ctx, batch):
+            if ctx.step == 2:  # the third step (0-based)
+                self.before = {k: v.clone() for k, v in ctx.raw_model.state_dict().items()}
+                out = ctx.model(*self._inputs(batch))
+                loss = out.z.sum() * float("nan")
+                ctx.optimize(loss)
+                self.after = {k: v.clone() for k, v in ctx.raw_model.state_dict().items()}
+                return {"loss": loss}
+            return super().training_step(ctx, batch)
+
+    recipe = NaNAtStep3(load_config(tiny_glow_tts_config))
+    trainer = Trainer(recipe, tmp_path / "run", str(tiny_dataset), max_steps=5, device="cpu",
+                      progress=False, tensorboard=False)
+    trainer.fit()
+    assert trainer.step == 5
+    for k in recipe.before:
+        assert torch.equal(recipe.before[k], recipe.after[k]), k
+    assert "step 3: skipped" in capsys.readouterr().out
+    assert all(torch.isfinite(v).all() for v in trainer.raw_model.state_dict().values()
+               if v.is_floating_point())
+
+
+def test_unknown_train_key_is_an_error(tiny_dataset, tmp_path):
+    from flowspeech.training.recipes import recipe_for
+
+    config = load_config("glow-tts-small", {"train": {"learning_rat": 1.0}})
+    with pytest.raises(ConfigError, match="learning_rat"):
+        recipe_for(config)
+
+
+def test_validation_logs_images_and_audio(tiny_glow_tts_config, tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "2", "--set", "train.eval_every=2") == 0
+    log = (run / "train.log").read_text()
+    assert "validation nll=" in log
+    events = list((run / "tensorboard").glob("events.*"))
+    assert events and sum(p.stat().st_size for p in events) > 50_000  # figures + audio
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tiny_glow_tts_config, tiny_dataset, tmp_path):
+    """torchrun with the gloo backend: two ranks train in lockstep and rank 0 checkpoints."""
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "flowspeech.cli.main", "train", "glow-tts", "--config", str(tiny_glow_tts_config),
+           "--data", str(tiny_dataset), "--out", str(run), "--max-steps", "4", "--no-progress",
+           "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    payload = latest_state(run)
+    assert payload["step"] == 4
+    assert payload["trainer"]["world_size"] == 2
+    assert len(payload["trainer"]["rng"]) == 2  # every rank's random state, for exact resume
