@@ -11,10 +11,19 @@ import argparse
 import sys
 
 from flowspeech import __version__
-from flowspeech.cli import audio_cmds, presets_cmd, text_cmd, train_cmd
+from flowspeech.cli import (
+    audio_cmds,
+    import_cmd,
+    preprocess_cmd,
+    presets_cmd,
+    synthesize_cmd,
+    text_cmd,
+    train_cmd,
+)
 
 # Each command module has register(subparsers) which adds its parser(s) and sets `run`.
-COMMAND_MODULES = [text_cmd, audio_cmds, presets_cmd, train_cmd]
+COMMAND_MODULES = [synthesize_cmd, text_cmd, audio_cmds, presets_cmd, preprocess_cmd, train_cmd,
+                   import_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from flowspeech.errors import ConfigError
 # model type -> (module, class). Each class has ``from_config(config: dict)``.
 MODELS: dict[str, tuple[str, str]] = {
     "glow-tts": ("flowspeech.models.glow_tts", "GlowTTS"),
+    "waveglow": ("flowspeech.models.waveglow", "WaveGlow"),
 }
 
 

@@ -1,0 +1,99 @@
+"""``flowspeech synthesize``: text to a wav file."""
+
+from __future__ import annotations
+
+from flowspeech.cli.common import add_seed_arg
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "synthesize", help="speak text into a wav (or .npy) file",
+        description="Synthesise TEXT with a Glow-TTS acoustic model and a vocoder. Without "
+        "--acoustic the voice shipped with the package is used.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="text to speak (long text is split into sentences)")
+    src.add_argument("--text-file", help="file with one utterance per line (optionally ID|text)")
+    p.add_argument("--out", required=True, help="output .wav / .npy; with --text-file, a folder "
+                   "gets one file per line (ID.wav), a file gets all lines joined")
+    p.add_argument("--acoustic", help="Glow-TTS checkpoint (default: the shipped voice)")
+    p.add_argument("--vocoder", default="griffin-lim",
+                   help="griffin-lim (default) or a vocoder checkpoint (WaveGlow, FloWaveNet)")
+    p.add_argument("--noise-scale", type=float, default=0.667,
+                   help="prior temperature (default 0.667; the paper's listening tests used 0.333)")
+    p.add_argument("--length-scale", type=float, default=1.0, help="speaking rate: > 1 is slower")
+    p.add_argument("--sigma", type=float, default=None, help="vocoder sampling temperature (WaveGlow: 0.6)")
+    p.add_argument("--speaker", help="speaker name or id (multi-speaker models)")
+    p.add_argument("--save-mel", help="also save the acoustic model's mel as .npy [n_mels, frames]")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    add_seed_arg(p)
+    p.set_defaults(run=run)
+
+
+def _read_lines(path: str) -> list[tuple[str, str]]:
+    from pathlib import Path
+
+    from flowspeech.errors import FlowspeechError
+
+    try:
+        raw = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise FlowspeechError(f"cannot read --text-file {path}: {err}") from None
+    rows = []
+    for n, line in enumerate(raw, 1):
+        if not line.strip():
+            continue
+        if "|" in line:
+            uid, _, text = line.partition("|")
+            text = text.split("|")[-1]
+        else:
+            uid, text = f"{n:04d}", line
+        rows.append((uid.strip(), text.strip()))
+    if not rows:
+        raise FlowspeechError(f"--text-file {path} has no text")
+    return rows
+
+
+def run(args) -> int:
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from flowspeech.audio import save_wav
+    from flowspeech.cli.common import check_audio_output
+    from flowspeech.inference.synthesizer import Synthesizer
+    from flowspeech.utils.files import atomic_save_npy
+
+    t0 = time.perf_counter()
+    tts = Synthesizer(args.acoustic, vocoder=args.vocoder, device=args.device,
+                      noise_scale=args.noise_scale, length_scale=args.length_scale, sigma=args.sigma)
+    t_load = time.perf_counter() - t0
+    kwargs = {"seed": args.seed, "speaker": args.speaker}
+    out = Path(args.out)
+    per_line_folder = args.text_file is not None and out.suffix == ""
+    t1 = time.perf_counter()
+    if per_line_folder:
+        out.mkdir(parents=True, exist_ok=True)
+        total = 0.0
+        for uid, text in _read_lines(args.text_file):
+            result = tts.synthesize_full(text, **kwargs)
+            save_wav(out / f"{uid}.wav", result.waveform, result.sample_rate)
+            total += len(result.waveform) / result.sample_rate
+        summary = f"{out}/: {total:.2f} s of audio in {len(_read_lines(args.text_file))} files"
+    else:
+        check_audio_output(str(out))
+        if args.text_file is not None:
+            result = tts.synthesize_sentences([t for _, t in _read_lines(args.text_file)], **kwargs)
+        else:
+            result = tts.synthesize_full(args.text, **kwargs)
+        save_wav(out, result.waveform, result.sample_rate)
+        if args.save_mel:
+            atomic_save_npy(args.save_mel, np.concatenate(result.mels, axis=1).astype(np.float32))
+        total = len(result.waveform) / result.sample_rate
+        summary = f"{out}: {total:.2f} s of audio, {len(result.sentences)} sentence(s)"
+    t_synth = time.perf_counter() - t1
+    print(f"{summary}; acoustic model {tts.acoustic_path} ({tts.config.get('description', 'glow-tts')}), "
+          f"vocoder {tts.vocoder.describe()}; load {t_load:.2f} s, synthesis {t_synth:.2f} s "
+          f"(real-time factor {t_synth / max(total, 1e-9):.2f})")
+    return 0

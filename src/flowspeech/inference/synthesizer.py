@@ -1,0 +1,148 @@
+"""Text in, waveform out: the Python front door of flowspeech.
+
+    >>> from flowspeech import Synthesizer
+    >>> tts = Synthesizer("runs/glow-tts/checkpoints/step_00100000.pt", vocoder="griffin-lim")
+    >>> waveform, sample_rate = tts.synthesize("Hello world.")
+
+Long text is split into sentences, which are synthesised as one padded batch and joined
+with a short pause. Randomness (the prior's temperature) is drawn from a generator seeded
+per call, so ``seed=`` reproduces a result exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowspeech.errors import ConfigError, FlowspeechError
+
+
+@dataclass
+class SynthesisResult:
+    waveform: np.ndarray     # float32 [samples]
+    sample_rate: int
+    mels: list[np.ndarray]   # one [n_mels, frames] per sentence
+    sentences: list[str]
+
+
+class Synthesizer:
+    """Acoustic model + vocoder.
+
+    Args:
+        acoustic: a Glow-TTS checkpoint (trained with ``flowspeech train`` or converted with
+            ``flowspeech import``), or None for the voice shipped with the package.
+        vocoder: ``"griffin-lim"`` or a vocoder checkpoint (WaveGlow, FloWaveNet).
+        device: ``"cpu"``, ``"cuda"``...
+        noise_scale: prior temperature (0.667 as the authors' code; 0.333 in the paper's tests).
+        length_scale: > 1 speaks slower.
+        sentence_pause: seconds of silence between sentences.
+        max_seconds: longest audio one sentence may produce (guards against runaway
+            durations on odd input).
+    """
+
+    def __init__(self, acoustic: str | Path | None = None, vocoder: str | Path = "griffin-lim",
+                 device: str | torch.device = "cpu", noise_scale: float = 0.667,
+                 length_scale: float = 1.0, sigma: float | None = None,
+                 sentence_pause: float = 0.2, max_seconds: float = 30.0, batch_size: int = 16):
+        from flowspeech.config import mel_config
+        from flowspeech.inference.loading import load_model
+        from flowspeech.inference.vocoders import load_vocoder
+        from flowspeech.text import TextFrontend
+
+        self.device = torch.device(device)
+        if acoustic is None:
+            from flowspeech.voices import default_voice
+
+            voice = default_voice()
+            acoustic = voice.acoustic
+            if str(vocoder) == "griffin-lim" and voice.vocoder is not None:
+                vocoder = voice.vocoder
+        self.acoustic_path = str(acoustic)
+        self.model, payload = load_model(acoustic, device=self.device)
+        if payload["model_type"] != "glow-tts":
+            raise ConfigError(f"{acoustic} holds a {payload['model_type']!r} model; the acoustic "
+                              f"model must be glow-tts")
+        self.config = payload["config"]
+        self.frontend = TextFrontend(**self.config.get("text", {}))
+        self.mel_config = mel_config(self.config)
+        speakers = (payload.get("inference") or {}).get("speakers")
+        self.speakers = None
+        if speakers:
+            from flowspeech.data import SpeakerTable
+
+            self.speakers = SpeakerTable.from_dict(speakers)
+        self.vocoder = load_vocoder(vocoder, self.mel_config, self.device, sigma)
+        if self.vocoder.mel_config != self.mel_config:
+            raise ConfigError(
+                f"the vocoder expects other features than the acoustic model makes "
+                f"(vocoder {self.vocoder.mel_config}, acoustic model {self.mel_config}); use a "
+                f"vocoder trained on the same audio settings")
+        self.noise_scale = noise_scale
+        self.length_scale = length_scale
+        self.sentence_pause = sentence_pause
+        self.max_frames = int(max_seconds * self.mel_config.sample_rate / self.mel_config.hop_length)
+        self.batch_size = batch_size
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel_config.sample_rate
+
+    def _speaker_ids(self, speaker: str | int | None, n: int):
+        if self.model.n_speakers <= 1:
+            if speaker not in (None, 0, "0"):
+                raise ConfigError("this voice has one speaker; do not pass a speaker")
+            return None
+        if speaker is None:
+            raise ConfigError("this is a multi-speaker model: choose a speaker"
+                              + (f" ({', '.join(self.speakers.names[:10])})" if self.speakers else ""))
+        sid = self.speakers.id(str(speaker)) if self.speakers is not None else int(speaker)
+        return torch.full((n,), sid, dtype=torch.long, device=self.device)
+
+    def synthesize_sentences(self, sentences: list[str], *, noise_scale: float | None = None,
+                             length_scale: float | None = None, seed: int | None = None,
+                             speaker: str | int | None = None) -> SynthesisResult:
+        """Synthesise each string as one utterance and join them with pauses."""
+        if not sentences:
+            raise FlowspeechError("nothing to synthesise: the text is empty")
+        ids = [self.frontend.encode(s) for s in sentences]
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
+        mels, waves = [], []
+        for start in range(0, len(ids), self.batch_size):
+            chunk = ids[start:start + self.batch_size]
+            lengths = torch.tensor([len(x) for x in chunk], device=self.device)
+            tokens = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long, device=self.device)
+            for i, x in enumerate(chunk):
+                tokens[i, : len(x)] = torch.tensor(x, device=self.device)
+            with torch.inference_mode():
+                mel, mel_lengths, _ = self.model.infer(
+                    tokens, lengths, self._speaker_ids(speaker, len(chunk)),
+                    noise_scale=self.noise_scale if noise_scale is None else noise_scale,
+                    length_scale=self.length_scale if length_scale is None else length_scale,
+                    generator=generator, max_frames=self.max_frames)
+            waves.extend(self.vocoder.vocode(mel, mel_lengths, generator))
+            mels.extend(mel[i, :, :n].float().cpu().numpy() for i, n in enumerate(mel_lengths.tolist()))
+        pause = np.zeros(int(self.sentence_pause * self.sample_rate), dtype=np.float32)
+        pieces = []
+        for i, w in enumerate(waves):
+            if i:
+                pieces.append(pause)
+            pieces.append(np.asarray(w, dtype=np.float32))
+        waveform = np.clip(np.concatenate(pieces), -1.0, 1.0)
+        return SynthesisResult(waveform, self.sample_rate, mels, list(sentences))
+
+    def synthesize_full(self, text: str, **kwargs) -> SynthesisResult:
+        """Like :meth:`synthesize`, also returning the mels and the sentence split."""
+        from flowspeech.text import split_sentences
+
+        sentences = split_sentences(text, max_chars=min(300, self.frontend.max_chars))
+        return self.synthesize_sentences(sentences, **kwargs)
+
+    def synthesize(self, text: str, **kwargs) -> tuple[np.ndarray, int]:
+        """``text`` -> ``(waveform float32 [samples], sample_rate)``. Keyword arguments:
+        ``noise_scale``, ``length_scale``, ``seed``, ``speaker``."""
+        result = self.synthesize_full(text, **kwargs)
+        return result.waveform, result.sample_rate

@@ -1,0 +1,140 @@
+"""The `flowspeech` command end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from flowspeech.cli.main import main
+from flowspeech.training.checkpoint import CheckpointManager
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = ("import sys, time; t = time.perf_counter(); from flowspeech.cli.main import build_parser; "
+            "build_parser().format_help(); "
+            "heavy = [m for m in ('torch', 'librosa', 'numba', 'numpy') if m in sys.modules]; "
+            "print(heavy, time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    heavy, seconds = out.rsplit("]", 1)
+    assert heavy == "[", heavy
+    assert float(seconds) < 0.5
+    result = subprocess.run([sys.executable, "-m", "flowspeech.cli.main", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("synthesize", "text", "mel", "griffin-lim", "presets", "train", "import", "preprocess"):
+        assert command in result.stdout
+
+
+def test_text_command(capsys):
+    assert main(["text", "Dr. Smith paid $5 on May 3rd."]) == 0
+    out = capsys.readouterr().out
+    assert "doctor smith paid five dollars" in out and "{D AA1 K T ER0}" in out and "ids (" in out
+    assert main(["text", "Hello", "--json", "--phonemizer", "none"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["normalized"] == "hello" and len(data["ids"]) == 5
+
+
+def test_text_command_reports_bad_input(capsys):
+    assert main(["text", "   "]) == 1
+    assert "empty" in capsys.readouterr().err
+
+
+def test_presets_lists_exact_counts(capsys):
+    assert main(["presets"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert rows["glow-tts-base"] == ["glow-tts", "28623889"]
+    assert rows["glow-tts-base-blank"][0] == "glow-tts"
+
+
+def test_mel_and_griffin_lim(tmp_path, tiny_dataset, capsys):
+    wav = tiny_dataset / "wavs" / "LJ001-0001.wav"
+    mel_path = tmp_path / "mel.npy"
+    assert main(["mel", str(wav), str(mel_path)]) == 0
+    mel = np.load(mel_path)
+    n = sf.info(wav).frames
+    assert mel.dtype == np.float32 and mel.shape == (80, n // 256 + 1)
+    out_wav, out_npy = tmp_path / "gl.wav", tmp_path / "gl.npy"
+    assert main(["griffin-lim", str(mel_path), str(out_wav), "--seed", "1", "--n-iter", "8"]) == 0
+    assert main(["griffin-lim", str(mel_path), "--out", str(out_npy), "--seed", "1", "--n-iter", "8"]) == 0
+    audio, sr = sf.read(out_wav)
+    samples = np.load(out_npy)
+    assert sr == 22050 and samples.dtype == np.float32
+    assert abs(len(samples) - 256 * (mel.shape[1] - 1)) <= 256
+    assert np.max(np.abs(audio - samples)) < 1.5 / 32768  # same seed, same audio (16-bit rounding)
+
+
+def test_audio_commands_report_bad_files(tmp_path, capsys):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEfmt garbage")
+    assert main(["mel", str(broken), str(tmp_path / "m.npy")]) == 1
+    assert "broken.wav" in capsys.readouterr().err
+    np.save(tmp_path / "t.npy", np.zeros((40, 80), np.float32))
+    assert main(["griffin-lim", str(tmp_path / "t.npy"), str(tmp_path / "x.wav")]) == 1
+    assert "transposed" in capsys.readouterr().err
+    assert main(["griffin-lim", str(tmp_path / "t.npy"), str(tmp_path / "x.mp3")]) == 1
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_glow_tts_config, tiny_dataset, tmp_path) -> Path:
+    run = tmp_path / "run"
+    assert main(["train", "glow-tts", "--config", str(tiny_glow_tts_config), "--data", str(tiny_dataset),
+                 "--out", str(run), "--max-steps", "2", "--no-progress", "--device", "cpu"]) == 0
+    return CheckpointManager(run).list()[-1][1]
+
+
+def test_synthesize_end_to_end(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "hello.wav"
+    args = ["synthesize", "--acoustic", str(tiny_checkpoint), "--text", "Hello world. How are you?",
+            "--out", str(out), "--seed", "3", "--save-mel", str(tmp_path / "mel.npy")]
+    assert main(args) == 0
+    report = capsys.readouterr().out
+    assert "2 sentence(s)" in report and "griffin-lim" in report
+    audio, sr = sf.read(out)
+    assert sr == 22050 and len(audio) > 0
+    assert np.load(tmp_path / "mel.npy").shape[0] == 80
+    again = tmp_path / "again.wav"
+    assert main(args[:-4] + ["--out", str(again), "--seed", "3"]) == 0
+    assert np.array_equal(sf.read(again)[0], audio)  # same seed, same waveform
+    slow = tmp_path / "slow.npy"
+    assert main(["synthesize", "--acoustic", str(tiny_checkpoint), "--text", "Hello world.",
+                 "--out", str(slow), "--length-scale", "2", "--seed", "3"]) == 0
+    assert np.load(slow).dtype == np.float32
+
+
+def test_synthesize_text_file_to_folder(tiny_checkpoint, tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("LJ050-0001|First line.\nLJ050-0002|Second line, a bit longer.\n\n")
+    folder = tmp_path / "wavs"
+    assert main(["synthesize", "--acoustic", str(tiny_checkpoint), "--text-file", str(lines),
+                 "--out", str(folder)]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["LJ050-0001.wav", "LJ050-0002.wav"]
+
+
+def test_synthesize_errors(tiny_checkpoint, tmp_path, capsys):
+    assert main(["synthesize", "--acoustic", str(tiny_checkpoint), "--text", "...", "--out",
+                 str(tmp_path / "x.wav")]) == 1
+    assert "empty" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(tiny_checkpoint.read_bytes()[:5000])
+    assert main(["synthesize", "--acoustic", str(corrupt), "--text", "Hi.", "--out", str(tmp_path / "y.wav")]) == 1
+    assert "corrupt" in capsys.readouterr().err
+    assert main(["synthesize", "--acoustic", str(tiny_checkpoint), "--vocoder", str(tiny_checkpoint),
+                 "--text", "Hi.", "--out", str(tmp_path / "z.wav")]) == 1
+    assert "not a vocoder" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("x.wav", "y.wav", "z.wav"))
+
+
+def test_python_api(tiny_checkpoint):
+    from flowspeech import Synthesizer
+
+    tts = Synthesizer(tiny_checkpoint)
+    waveform, rate = tts.synthesize("A short test.", seed=1)
+    assert rate == 22050 and waveform.dtype == np.float32 and waveform.ndim == 1
+    long_text = " ".join(["This sentence repeats to make a long text."] * 12)
+    result = tts.synthesize_full(long_text, seed=1)
+    assert len(result.sentences) == 12 and len(result.mels) == 12
