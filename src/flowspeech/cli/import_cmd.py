@@ -4,6 +4,7 @@ from __future__ import annotations
 
 IMPORTERS = {
     "glow-tts": "flowspeech.models.glow_tts_import:import_glow_tts",
+    "waveglow": "flowspeech.models.waveglow_import:import_waveglow",
 }
 
 
@@ -26,6 +27,11 @@ def run(args) -> int:
 
     module_name, func_name = IMPORTERS[args.model].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
+    if args.config and args.model != "glow-tts":
+        from flowspeech.errors import ConfigError
+
+        raise ConfigError(f"--config applies to glow-tts imports only; {args.model} reads its "
+                          f"configuration from the checkpoint's tensors")
     kwargs = {"preset": args.config} if args.config else {}
     config = func(args.src, args.out, **kwargs)
     print(f"{args.out}: {config.get('description', args.model)}")
