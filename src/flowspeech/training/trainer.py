@@ -348,6 +348,8 @@ class Trainer:
         try:
             while self.step < self.max_steps:
                 self.sampler.set_epoch(self.epoch)
+                if hasattr(self.train_set, "set_epoch"):  # e.g. random vocoder segments
+                    self.train_set.set_epoch(self.epoch)
                 self.sampler.load_state_dict({"epoch": self.epoch, "batches_yielded": self.batch_in_epoch})
                 for batch in self._loader():
                     batch = self._to_device(batch)
