@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-MODEL_TYPES = ("glow-tts",)
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a model (single process, or multi-GPU/multi-node under torchrun)",
@@ -12,7 +9,9 @@ def register(subparsers) -> None:
         "TensorBoard logs into OUT. Multi-GPU: torchrun --nproc_per_node=N "
         "$(which flowspeech) train ...",
     )
-    p.add_argument("model", choices=MODEL_TYPES, help="model type")
+    from flowspeech.training.recipes import RECIPES  # a plain table: no heavy imports
+
+    p.add_argument("model", choices=sorted(RECIPES), help="model type")
     p.add_argument("--config", help="preset name (see `flowspeech presets`) or YAML file; "
                    "with --resume defaults to OUT/config.yaml")
     p.add_argument("--data", required=True, help="dataset folder (LJSpeech layout, optionally "
