@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from flowspeech.cli.main import main
 from flowspeech.training.checkpoint import CheckpointManager
@@ -138,3 +139,37 @@ def test_python_api(tiny_checkpoint):
     long_text = " ".join(["This sentence repeats to make a long text."] * 12)
     result = tts.synthesize_full(long_text, seed=1)
     assert len(result.sentences) == 12 and len(result.mels) == 12
+
+
+def test_align_writes_durations_that_cover_the_audio(tiny_checkpoint, tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "align.jsonl"
+    assert main(["align", "--acoustic", str(tiny_checkpoint), "--data", str(tiny_dataset),
+                 "--split", "val", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert len(row["tokens"]) == len(row["durations"]) == len(row["start"])
+        assert sum(row["durations"]) == row["frames"] and min(row["durations"]) >= 1
+        assert row["end"][-1] == pytest.approx(row["frames"] * 256 / 22050, abs=1e-3)
+        assert np.isfinite(row["nll_per_dim"])
+    assert "nats per dimension" in capsys.readouterr().out
+
+
+def test_export_half_precision_loads_and_speaks(tiny_checkpoint, tmp_path):
+    from flowspeech import Synthesizer
+    from flowspeech.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "voice.pt"
+    assert main(["export", str(tiny_checkpoint), "--out", str(out), "--half"]) == 0
+    payload = load_checkpoint(out, "glow-tts")
+    assert "optimizers" not in payload
+    assert all(v.dtype in (torch.float16, torch.bool) for v in payload["model"].values())
+    assert out.stat().st_size < tiny_checkpoint.stat().st_size / 2
+    full = Synthesizer(tiny_checkpoint).synthesize("Hello.", seed=0, noise_scale=0.0)[0]
+    half = Synthesizer(out).synthesize("Hello.", seed=0, noise_scale=0.0)[0]
+    assert len(full) == len(half)
+
+
+def test_voices_command(capsys):
+    assert main(["voices"]) == 0
+    assert capsys.readouterr().out.strip()

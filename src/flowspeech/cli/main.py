@@ -12,18 +12,22 @@ import sys
 
 from flowspeech import __version__
 from flowspeech.cli import (
+    align_cmd,
     audio_cmds,
+    export_cmd,
     import_cmd,
     preprocess_cmd,
     presets_cmd,
     synthesize_cmd,
     text_cmd,
     train_cmd,
+    vocode_cmd,
+    voices_cmd,
 )
 
 # Each command module has register(subparsers) which adds its parser(s) and sets `run`.
 COMMAND_MODULES = [synthesize_cmd, text_cmd, audio_cmds, presets_cmd, preprocess_cmd, train_cmd,
-                   import_cmd]
+                   import_cmd, align_cmd, export_cmd, voices_cmd, vocode_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
