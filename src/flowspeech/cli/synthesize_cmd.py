@@ -23,6 +23,8 @@ def register(subparsers) -> None:
                    help="prior temperature (default 0.667; the paper's listening tests used 0.333)")
     p.add_argument("--length-scale", type=float, default=1.0, help="speaking rate: > 1 is slower")
     p.add_argument("--sigma", type=float, default=None, help="vocoder sampling temperature (WaveGlow: 0.6)")
+    p.add_argument("--denoise", type=float, default=0.0,
+                   help="WaveGlow denoiser strength, 0 (off, default) to 1; try 0.1")
     p.add_argument("--speaker", help="speaker name or id (multi-speaker models)")
     p.add_argument("--save-mel", help="also save the acoustic model's mel as .npy [n_mels, frames]")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
@@ -67,7 +69,8 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     tts = Synthesizer(args.acoustic, vocoder=args.vocoder, device=args.device,
-                      noise_scale=args.noise_scale, length_scale=args.length_scale, sigma=args.sigma)
+                      noise_scale=args.noise_scale, length_scale=args.length_scale, sigma=args.sigma,
+                      denoise=args.denoise)
     t_load = time.perf_counter() - t0
     kwargs = {"seed": args.seed, "speaker": args.speaker}
     out = Path(args.out)

@@ -37,6 +37,8 @@ class Synthesizer:
         vocoder: ``"griffin-lim"`` or a vocoder checkpoint (WaveGlow, FloWaveNet).
         device: ``"cpu"``, ``"cuda"``...
         noise_scale: prior temperature (0.667 as the authors' code; 0.333 in the paper's tests).
+        sigma: neural vocoder temperature (WaveGlow's default 0.6).
+        denoise: WaveGlow bias-removal strength (0 = off, the authors' default; try 0.1).
         length_scale: > 1 speaks slower.
         sentence_pause: seconds of silence between sentences.
         max_seconds: longest audio one sentence may produce (guards against runaway
@@ -45,7 +47,7 @@ class Synthesizer:
 
     def __init__(self, acoustic: str | Path | None = None, vocoder: str | Path = "griffin-lim",
                  device: str | torch.device = "cpu", noise_scale: float = 0.667,
-                 length_scale: float = 1.0, sigma: float | None = None,
+                 length_scale: float = 1.0, sigma: float | None = None, denoise: float = 0.0,
                  sentence_pause: float = 0.2, max_seconds: float = 30.0, batch_size: int = 16):
         from flowspeech.config import mel_config
         from flowspeech.inference.loading import load_model
@@ -74,7 +76,11 @@ class Synthesizer:
             from flowspeech.data import SpeakerTable
 
             self.speakers = SpeakerTable.from_dict(speakers)
-        self.vocoder = load_vocoder(vocoder, self.mel_config, self.device, sigma)
+        if str(vocoder) == "griffin-lim" and (sigma is not None or denoise):
+            raise ConfigError("sigma and denoise apply to neural vocoders, not Griffin-Lim")
+        self.vocoder = (load_vocoder(vocoder, self.mel_config, self.device)
+                        if str(vocoder) == "griffin-lim"
+                        else load_vocoder(vocoder, self.mel_config, self.device, sigma, denoise=denoise))
         if self.vocoder.mel_config != self.mel_config:
             raise ConfigError(
                 f"the vocoder expects other features than the acoustic model makes "

@@ -8,6 +8,7 @@ from flowspeech.errors import ConfigError
 
 RECIPES: dict[str, tuple[str, str]] = {
     "glow-tts": ("flowspeech.training.recipes.glow_tts", "GlowTTSRecipe"),
+    "waveglow": ("flowspeech.training.recipes.waveglow", "WaveGlowRecipe"),
 }
 
 
