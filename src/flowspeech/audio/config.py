@@ -13,7 +13,12 @@ from typing import Any, ClassVar
 from flowspeech.errors import ConfigError
 
 PADDINGS = ("center", "vits")
-COMPRESSIONS = ("log",)
+COMPRESSIONS = ("log", "db_normalized")
+
+# The "db_normalized" scaling of FloWaveNet (Kim et al., 2019; the authors' preprocessing.py):
+# 20 log10 of the mel, minus a reference level of 20 dB, with -100 dB mapped to 0 and 0 dB to 1.
+DB_REFERENCE = 20.0
+DB_MIN = -100.0
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,8 @@ class MelConfig:
     The spectrogram of a waveform ``x`` is ``S = (|STFT(x)|^2 + magnitude_eps) ** (power / 2)``
     (``power=1``: magnitude, ``power=2``: power), the mel spectrogram is ``M @ S`` with
     ``M`` librosa's Slaney-normalised mel basis (Slaney, 1998; ``librosa.filters.mel`` with
-    ``htk=False, norm="slaney"``), and the features are ``log(clamp(M @ S, min=log_clamp))``.
+    ``htk=False, norm="slaney"``), and the features are ``log(clamp(M @ S, min=log_clamp))``
+    (``compression="log"``) or FloWaveNet's dB scaling into [0, 1] (``"db_normalized"``).
 
     Attributes:
         sample_rate: Hz.
@@ -44,10 +50,12 @@ class MelConfig:
         magnitude_eps: added to ``|STFT|^2`` before the square root. VITS adds 1e-6, which
             keeps the gradient of the square root finite; the Tacotron 2 STFT adds nothing.
         compression: amplitude scaling of the mel spectrogram. ``"log"``: natural log of the
-            mel clamped at ``log_clamp`` (Tacotron 2 ``dynamic_range_compression``). Other
-            scalings (e.g. FloWaveNet's ``20 log10`` mapped into [0, 1]) are new values of
-            this field.
-        log_clamp: floor applied before the log (1e-5 in Tacotron 2, WaveGlow, Glow-TTS, VITS).
+            mel clamped at ``log_clamp`` (Tacotron 2 ``dynamic_range_compression``).
+            ``"db_normalized"`` (FloWaveNet ``preprocessing.py``):
+            ``clip((20 log10(max(mel, log_clamp)) - 20 + 100) / 100, 0, 1)``, i.e. decibels
+            relative to a 20 dB reference, -100 dB and below mapped to 0, 0 dB and above to 1.
+        log_clamp: floor applied before the log (1e-5 in Tacotron 2, WaveGlow, Glow-TTS, VITS;
+            1e-4 in FloWaveNet).
     """
 
     sample_rate: int = 22050
@@ -63,7 +71,7 @@ class MelConfig:
     compression: str = "log"
     log_clamp: float = 1e-5
 
-    PRESETS: ClassVar[tuple[str, ...]] = ("glow_tts", "waveglow", "vits", "naturalspeech")
+    PRESETS: ClassVar[tuple[str, ...]] = ("glow_tts", "waveglow", "vits", "naturalspeech", "flowavenet")
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels"):
@@ -127,6 +135,18 @@ class MelConfig:
         return cls(fmax=None, padding="vits", magnitude_eps=1e-6)
 
     @classmethod
+    def flowavenet(cls) -> MelConfig:
+        """FloWaveNet (Kim et al., 2019) features, the authors' ``preprocessing.py``.
+
+        ``librosa.feature.melspectrogram`` defaults of their time: 22050 Hz, n_fft = window
+        = 1024, hop 256, centred reflect-padded frames, *power* spectrogram, 80 Slaney bands
+        over 125-7600 Hz; then ``clip((20 log10(max(mel, 1e-4)) - 20 + 100) / 100, 0, 1)``.
+        The authors also scale every waveform to a peak of 0.999 first
+        (``normalize_peak(wav, 20 * log10(0.999))``); that is the dataset's business.
+        """
+        return cls(fmin=125.0, fmax=7600.0, power=2.0, compression="db_normalized", log_clamp=1e-4)
+
+    @classmethod
     def preset(cls, name: str) -> MelConfig:
         """The preset called ``name`` (one of ``MelConfig.PRESETS``; ``-`` may stand for ``_``)."""
         name = name.replace("-", "_")
@@ -134,6 +154,8 @@ class MelConfig:
             return cls.glow_tts()
         if name in ("vits", "naturalspeech"):
             return cls.vits()
+        if name == "flowavenet":
+            return cls.flowavenet()
         raise ConfigError(f"unknown mel preset {name!r}; choose one of {cls.PRESETS}")
 
     # ------------------------------------------------------------------ (de)serialisation

@@ -7,6 +7,8 @@ The numbers match the authors' feature code exactly (see ``docs/audio.md``):
   Slaney mel basis, ``log(clamp(mel, 1e-5))``.
 * VITS / NaturalSpeech (``MelConfig.vits()``): VITS ``mel_processing.py`` (Kim et al., 2021),
   reflect padding of ``(n_fft - hop) / 2``, uncentred frames, ``sqrt(|X|^2 + 1e-6)``.
+* FloWaveNet (``MelConfig.flowavenet()``): the authors' ``preprocessing.py`` (Kim et al.,
+  2019), ``librosa.feature.melspectrogram`` (power, 125-7600 Hz), dB scaled into [0, 1].
 
 Neither module has parameters: with an input that does not require grad, autograd records
 nothing, so they cost no more than under ``torch.no_grad()``.
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowspeech.audio.config import MelConfig
+from flowspeech.audio.config import DB_MIN, DB_REFERENCE, MelConfig
 from flowspeech.errors import AudioError
 
 
@@ -102,6 +104,30 @@ def _spectrogram(wav: Tensor, window: Tensor, config: MelConfig) -> Tensor:
     return power if config.power == 2.0 else power.sqrt()
 
 
+def compress_mel(mel: Tensor, config: MelConfig) -> Tensor:
+    """Amplitude scaling of a linear mel spectrogram, as ``config.compression`` says.
+
+    ``"log"``: ``log(clamp(mel, log_clamp))``. ``"db_normalized"`` (FloWaveNet):
+    ``clip((20 log10(max(mel, log_clamp)) - 20 + 100) / 100, 0, 1)``.
+
+    Shapes: any; returns the same shape and dtype.
+    """
+    if config.compression == "log":
+        return torch.log(torch.clamp(mel, min=config.log_clamp))
+    db = 20.0 * torch.log10(torch.clamp(mel, min=config.log_clamp)) - DB_REFERENCE
+    return torch.clamp((db - DB_MIN) / -DB_MIN, 0.0, 1.0)
+
+
+def decompress_mel(features: Tensor, config: MelConfig) -> Tensor:
+    """Inverse of :func:`compress_mel`: the linear mel spectrogram (exact above the floors;
+    clamped or clipped values come back as the floor, and 1.0 of ``"db_normalized"`` as
+    0 dB re the 20 dB reference, i.e. ``mel = 10``)."""
+    if config.compression == "log":
+        return torch.exp(features)
+    db = features * -DB_MIN + DB_MIN + DB_REFERENCE
+    return torch.pow(10.0, db / 20.0)
+
+
 class LinearSpectrogram(nn.Module):
     """Linear-frequency spectrogram, as the VITS / NaturalSpeech posterior encoder reads it.
 
@@ -135,12 +161,13 @@ class LinearSpectrogram(nn.Module):
 
 
 class MelSpectrogram(nn.Module):
-    """Log-mel spectrogram exactly as the Glow-TTS / WaveGlow / VITS authors compute it.
+    """Mel spectrogram exactly as the Glow-TTS / WaveGlow / VITS / FloWaveNet authors compute it.
 
     ``log(clamp(M @ S, min=log_clamp))`` with ``S`` the STFT magnitude (see
     :class:`MelConfig`) and ``M`` librosa's Slaney mel basis. Tacotron 2 (Shen et al., 2018,
     Sec. 2.1) introduced these features; Glow-TTS (Kim et al., 2020, Sec. 4) and WaveGlow
-    (Prenger et al., 2019, Sec. 3) reuse its code.
+    (Prenger et al., 2019, Sec. 3) reuse its code. With ``MelConfig.flowavenet()`` ``S`` is
+    the power spectrogram and the scaling FloWaveNet's dB into [0, 1] (:func:`compress_mel`).
 
     Args:
         config: feature settings; default ``MelConfig.glow_tts()``.
@@ -168,7 +195,7 @@ class MelSpectrogram(nn.Module):
         batch, squeeze = _as_batch(wav, self.config)
         spec = _spectrogram(batch, self.window, self.config)
         mel = torch.matmul(self.mel_basis.to(spec.dtype), spec)
-        mel = torch.log(torch.clamp(mel, min=self.config.log_clamp))
+        mel = compress_mel(mel, self.config)
         return mel.squeeze(0) if squeeze else mel
 
 

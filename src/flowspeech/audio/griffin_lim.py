@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from flowspeech.audio.config import MelConfig
-from flowspeech.audio.features import mel_basis
+from flowspeech.audio.features import decompress_mel, mel_basis
 from flowspeech.errors import AudioError, ConfigError
 
 
@@ -75,7 +75,7 @@ def griffin_lim(
         log_mel = log_mel[None]
 
     basis = torch.tensor(mel_basis(config), device=log_mel.device)
-    mel_lin = log_mel.exp()
+    mel_lin = decompress_mel(log_mel, config)  # exp for log-mels; FloWaveNet's dB scaling
     if config.magnitude_eps:
         # sqrt(|X|^2 + eps) puts a floor of sqrt(eps) in every bin; remove its mel image so
         # that it is not rebuilt as broadband noise.

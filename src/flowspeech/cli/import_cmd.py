@@ -5,6 +5,7 @@ from __future__ import annotations
 IMPORTERS = {
     "glow-tts": "flowspeech.models.glow_tts_import:import_glow_tts",
     "waveglow": "flowspeech.models.waveglow_import:import_waveglow",
+    "flowavenet": "flowspeech.models.flowavenet_import:import_flowavenet",
 }
 
 

@@ -15,6 +15,7 @@ from flowspeech.errors import ConfigError
 MODELS: dict[str, tuple[str, str]] = {
     "glow-tts": ("flowspeech.models.glow_tts", "GlowTTS"),
     "waveglow": ("flowspeech.models.waveglow", "WaveGlow"),
+    "flowavenet": ("flowspeech.models.flowavenet", "FloWaveNet"),
 }
 
 
