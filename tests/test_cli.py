@@ -16,15 +16,12 @@ from flowspeech.cli.main import main
 from flowspeech.training.checkpoint import CheckpointManager
 
 
-def test_help_is_fast_and_imports_nothing_heavy():
-    code = ("import sys, time; t = time.perf_counter(); from flowspeech.cli.main import build_parser; "
-            "build_parser().format_help(); "
-            "heavy = [m for m in ('torch', 'librosa', 'numba', 'numpy') if m in sys.modules]; "
-            "print(heavy, time.perf_counter() - t)")
+def test_help_imports_nothing_heavy():
+    # `--help` stays instant because no command module imports torch & co. at import time.
+    code = ("import sys; from flowspeech.cli.main import build_parser; build_parser().format_help(); "
+            "print([m for m in ('torch', 'librosa', 'numba', 'numpy') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    heavy, seconds = out.rsplit("]", 1)
-    assert heavy == "[", heavy
-    assert float(seconds) < 0.5
+    assert out.strip() == "[]", out
     result = subprocess.run([sys.executable, "-m", "flowspeech.cli.main", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for command in ("synthesize", "text", "mel", "griffin-lim", "presets", "train", "import", "preprocess"):
