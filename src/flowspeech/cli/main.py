@@ -14,6 +14,7 @@ from flowspeech import __version__
 from flowspeech.cli import (
     align_cmd,
     audio_cmds,
+    evaluate_cmd,
     export_cmd,
     import_cmd,
     preprocess_cmd,
@@ -27,7 +28,7 @@ from flowspeech.cli import (
 
 # Each command module has register(subparsers) which adds its parser(s) and sets `run`.
 COMMAND_MODULES = [synthesize_cmd, text_cmd, audio_cmds, presets_cmd, preprocess_cmd, train_cmd,
-                   import_cmd, align_cmd, export_cmd, voices_cmd, vocode_cmd]
+                   import_cmd, align_cmd, export_cmd, voices_cmd, vocode_cmd, evaluate_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
