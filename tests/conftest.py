@@ -96,3 +96,9 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _private_user_voices(tmp_path_factory, monkeypatch):
+    # Never read or write the real ~/.local/share/flowspeech/voices from a test.
+    monkeypatch.setenv("FLOWSPEECH_VOICES", str(tmp_path_factory.mktemp("user_voices")))

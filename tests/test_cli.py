@@ -170,3 +170,47 @@ def test_export_half_precision_loads_and_speaks(tiny_checkpoint, tmp_path):
 def test_voices_command(capsys):
     assert main(["voices"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_user_voice_add_list_speak_remove(tiny_checkpoint, tmp_path, capsys):
+    import os
+
+    assert main(["voices", "add", "my-voice", "--acoustic", str(tiny_checkpoint), "--half",
+                 "--description", "a test voice"]) == 0
+    folder = Path(os.environ["FLOWSPEECH_VOICES"]) / "my-voice"
+    assert {p.name for p in folder.iterdir()} == {"acoustic.pt", "voice.json"}
+    capsys.readouterr()
+    assert main(["voices"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "my-voice" in x)
+    assert "user" in line and "a test voice" in line
+    out = tmp_path / "v.wav"
+    assert main(["synthesize", "--voice", "my-voice", "--text", "Hello.", "--out", str(out), "--seed", "0"]) == 0
+    assert "voice 'my-voice'" in capsys.readouterr().out and out.stat().st_size > 44
+    # Names are unique, checked, and a vocoder slot takes only a vocoder.
+    for argv, message in [(["my-voice"], "already exists"), (["../escape"], "voice name"),
+                          (["other", "--vocoder", str(tiny_checkpoint)], "not a vocoder")]:
+        assert main(["voices", "add", *argv, "--acoustic", str(tiny_checkpoint)]) != 0
+        assert message in capsys.readouterr().err
+    assert not (folder.parent / "other").exists() and not list(folder.parent.glob(".other*"))
+    assert main(["voices", "show", "my-voice"]) == 0
+    assert main(["voices", "remove", "my-voice"]) == 0
+    assert not folder.exists()
+    assert main(["synthesize", "--voice", "my-voice", "--text", "Hi.", "--out", str(out)]) != 0
+    assert "no voice named 'my-voice'" in capsys.readouterr().err
+
+
+def test_train_init_from_exported_weights(tiny_checkpoint, tiny_glow_tts_config, tiny_dataset, tmp_path, capsys):
+    from flowspeech.training.checkpoint import load_checkpoint
+
+    voice = tmp_path / "voice.pt"
+    assert main(["export", str(tiny_checkpoint), "--out", str(voice), "--half"]) == 0
+    run = tmp_path / "warm"
+    assert main(["train", "glow-tts", "--config", str(tiny_glow_tts_config), "--data", str(tiny_dataset),
+                 "--out", str(run), "--max-steps", "1", "--no-progress", "--init-from", str(voice),
+                 "--set", "train.learning_rate=1.0e-12"]) == 0
+    assert "initialised the weights from" in capsys.readouterr().out
+    start = load_checkpoint(voice)["model"]
+    after = load_checkpoint(sorted((run / "checkpoints").glob("step_*.pt"))[-1])["model"]
+    assert after["encoder.emb.weight"].dtype == torch.float32
+    for key, value in start.items():
+        torch.testing.assert_close(after[key].float(), value.float(), atol=1e-3, rtol=0)

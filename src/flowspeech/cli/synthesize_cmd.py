@@ -9,16 +9,19 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "synthesize", help="speak text into a wav (or .npy) file",
         description="Synthesise TEXT with a Glow-TTS acoustic model and a vocoder. Without "
-        "--acoustic the voice shipped with the package is used.",
+        "--voice or --acoustic the voice shipped with the package is used.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="text to speak (long text is split into sentences)")
     src.add_argument("--text-file", help="file with one utterance per line (optionally ID|text)")
     p.add_argument("--out", required=True, help="output .wav / .npy; with --text-file, a folder "
                    "gets one file per line (ID.wav), a file gets all lines joined")
-    p.add_argument("--acoustic", help="Glow-TTS checkpoint (default: the shipped voice)")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--voice", help="a named voice (see `flowspeech voices`; default: the shipped voice)")
+    model.add_argument("--acoustic", help="Glow-TTS checkpoint (instead of a named voice)")
     p.add_argument("--vocoder", default="griffin-lim",
-                   help="griffin-lim (default) or a vocoder checkpoint (WaveGlow, FloWaveNet)")
+                   help="griffin-lim or a vocoder checkpoint (WaveGlow, FloWaveNet); default: the "
+                   "voice's own vocoder if it has one, else griffin-lim")
     p.add_argument("--noise-scale", type=float, default=0.667,
                    help="prior temperature (default 0.667; the paper's listening tests used 0.333)")
     p.add_argument("--length-scale", type=float, default=1.0, help="speaking rate: > 1 is slower")
@@ -68,7 +71,7 @@ def run(args) -> int:
     from flowspeech.utils.files import atomic_save_npy
 
     t0 = time.perf_counter()
-    tts = Synthesizer(args.acoustic, vocoder=args.vocoder, device=args.device,
+    tts = Synthesizer(args.acoustic, voice=args.voice, vocoder=args.vocoder, device=args.device,
                       noise_scale=args.noise_scale, length_scale=args.length_scale, sigma=args.sigma,
                       denoise=args.denoise)
     t_load = time.perf_counter() - t0
@@ -96,7 +99,8 @@ def run(args) -> int:
         total = len(result.waveform) / result.sample_rate
         summary = f"{out}: {total:.2f} s of audio, {len(result.sentences)} sentence(s)"
     t_synth = time.perf_counter() - t1
-    print(f"{summary}; acoustic model {tts.acoustic_path} ({tts.config.get('description', 'glow-tts')}), "
+    voice = f"voice {tts.voice.name!r}: " if tts.voice is not None else ""
+    print(f"{summary}; {voice}acoustic model {tts.acoustic_path} ({tts.config.get('description', 'glow-tts')}), "
           f"vocoder {tts.vocoder.describe()}; load {t_load:.2f} s, synthesis {t_synth:.2f} s "
           f"(real-time factor {t_synth / max(total, 1e-9):.2f})")
     return 0

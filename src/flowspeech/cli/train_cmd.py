@@ -20,6 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (default: the config's)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
+    p.add_argument("--init-from", metavar="CKPT", help="start from these weights (a checkpoint or "
+                   "an exported voice of the same model and config) instead of a fresh "
+                   "initialisation; the optimiser and schedule start afresh")
     p.add_argument("--cache-dir", help="feature cache folder (default: DATA/.flowspeech_cache)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
@@ -83,7 +86,7 @@ def run(args) -> int:
 
     trainer = Trainer(recipe_for(config), args.out, args.data, val_data=args.val_data,
                       cache_dir=args.cache_dir, resume=args.resume, max_steps=args.max_steps,
-                      device=args.device, progress=not args.no_progress)
+                      device=args.device, progress=not args.no_progress, init_from=args.init_from)
     result = trainer.fit()
     if not trainer.dist.is_main:
         return 0

@@ -33,7 +33,9 @@ class Synthesizer:
 
     Args:
         acoustic: a Glow-TTS checkpoint (trained with ``flowspeech train`` or converted with
-            ``flowspeech import``), or None for the voice shipped with the package.
+            ``flowspeech import``), or None for a named voice.
+        voice: name of a shipped or user-registered voice (:mod:`flowspeech.voices`), used
+            when ``acoustic`` is None; None means the default voice.
         vocoder: ``"griffin-lim"`` or a vocoder checkpoint (WaveGlow, FloWaveNet).
         device: ``"cpu"``, ``"cuda"``...
         noise_scale: prior temperature (0.667 as the authors' code; 0.333 in the paper's tests).
@@ -48,20 +50,24 @@ class Synthesizer:
     def __init__(self, acoustic: str | Path | None = None, vocoder: str | Path = "griffin-lim",
                  device: str | torch.device = "cpu", noise_scale: float = 0.667,
                  length_scale: float = 1.0, sigma: float | None = None, denoise: float = 0.0,
-                 sentence_pause: float = 0.2, max_seconds: float = 30.0, batch_size: int = 16):
+                 sentence_pause: float = 0.2, max_seconds: float = 30.0, batch_size: int = 16,
+                 voice: str | None = None):
         from flowspeech.config import mel_config
         from flowspeech.inference.loading import load_model
         from flowspeech.inference.vocoders import load_vocoder
         from flowspeech.text import TextFrontend
 
         self.device = torch.device(device)
+        self.voice = None
         if acoustic is None:
-            from flowspeech.voices import default_voice
+            from flowspeech.voices import default_voice, get_voice
 
-            voice = default_voice()
-            acoustic = voice.acoustic
-            if str(vocoder) == "griffin-lim" and voice.vocoder is not None:
-                vocoder = voice.vocoder
+            self.voice = get_voice(voice) if voice is not None else default_voice()
+            acoustic = self.voice.acoustic
+            if str(vocoder) == "griffin-lim" and self.voice.vocoder is not None:
+                vocoder = self.voice.vocoder
+        elif voice is not None:
+            raise ConfigError("pass either acoustic or voice, not both")
         self.acoustic_path = str(acoustic)
         self.model, payload = load_model(acoustic, device=self.device)
         if payload["model_type"] != "glow-tts":

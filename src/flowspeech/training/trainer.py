@@ -119,8 +119,10 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, data: str, *, val_data: str | None = None,
                  cache_dir: str | None = None, resume: bool = False, max_steps: int | None = None,
-                 device: str | None = None, progress: bool = True, tensorboard: bool = True):
+                 device: str | None = None, progress: bool = True, tensorboard: bool = True,
+                 init_from: str | None = None):
         self.recipe = recipe
+        self.init_from = init_from
         self.run_dir = Path(run_dir)
         self.data, self.val_data, self.cache_dir = data, val_data, cache_dir
         self.resume = resume
@@ -295,6 +297,16 @@ class Trainer:
 
     _bar = None
 
+    def _warm_start(self, path: str) -> None:
+        # Weights only (a training checkpoint, or an exported/float16 voice): optimiser,
+        # schedule and step start afresh, so the learning-rate warm-up runs again.
+        from flowspeech.training.checkpoint import load_checkpoint, load_state_dict_checked
+
+        payload = load_checkpoint(path, model_type=self.recipe.model_type)
+        load_state_dict_checked(self.raw_model, payload["model"], str(path))
+        self._print(f"initialised the weights from {path} (its step {payload.get('step')}); "
+                    f"optimiser and schedule start at step 0")
+
     def _open_writer(self):
         if self.dist.is_main and self.use_tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -319,7 +331,9 @@ class Trainer:
         seed_all(self.cfg.seed + self.dist.rank)
         self._build()
         resumed = self.resume and self._restore()
-        if not resumed:
+        if not resumed and self.init_from:
+            self._warm_start(self.init_from)
+        elif not resumed:
             self.raw_model.train()
             self.recipe.initialize(self.raw_model, self._first_batch())
         self.model = self.raw_model

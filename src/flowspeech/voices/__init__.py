@@ -1,13 +1,23 @@
-"""Voices that ship inside the package (and, later, ones users register).
+"""Named voices: the ones that ship inside the package and the ones users register.
 
-A shipped voice is a folder ``flowspeech/voices/<name>/`` holding ``acoustic.pt`` (a
-flowspeech Glow-TTS checkpoint, weights only), optionally ``vocoder.pt``, and ``voice.json``
+A voice is a folder ``<name>/`` holding ``acoustic.pt`` (a flowspeech Glow-TTS checkpoint,
+weights only), optionally ``vocoder.pt`` (WaveGlow or FloWaveNet), and ``voice.json``
 (description, training data, licence, measured quality).
+
+* shipped voices live in ``flowspeech/voices/`` inside the installed package;
+* user voices live in ``$FLOWSPEECH_VOICES`` if set, else
+  ``$XDG_DATA_HOME/flowspeech/voices`` (``~/.local/share/flowspeech/voices``), and are added
+  with ``flowspeech voices add NAME --acoustic CKPT`` (see :func:`register_voice`).
+
+A user voice may not take a shipped voice's name, so a name always means one voice.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,6 +25,7 @@ from pathlib import Path
 from flowspeech.errors import FlowspeechError
 
 DEFAULT_VOICE = "slt-glow-tts-small"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass
@@ -23,23 +34,47 @@ class Voice:
     acoustic: Path
     vocoder: Path | None
     info: dict
+    source: str = "shipped"  # "shipped" or "user"
+
+    @property
+    def folder(self) -> Path:
+        return self.acoustic.parent
 
 
-def _voices_dir() -> Path:
+def shipped_voices_dir() -> Path:
     return Path(str(resources.files("flowspeech") / "voices"))
 
 
-def list_voices() -> list[Voice]:
+def user_voices_dir() -> Path:
+    if os.environ.get("FLOWSPEECH_VOICES"):
+        return Path(os.environ["FLOWSPEECH_VOICES"]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "flowspeech" / "voices"
+
+
+def _scan(root: Path, source: str) -> list[Voice]:
+    if not root.is_dir():
+        return []
     voices = []
-    for folder in sorted(p for p in _voices_dir().iterdir() if p.is_dir()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         acoustic = folder / "acoustic.pt"
         if not acoustic.is_file():
             continue
         info_file = folder / "voice.json"
-        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        try:
+            info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        except (OSError, ValueError):
+            info = {"description": f"(unreadable {info_file.name})"}
         vocoder = folder / "vocoder.pt"
-        voices.append(Voice(folder.name, acoustic, vocoder if vocoder.is_file() else None, info))
+        voices.append(Voice(folder.name, acoustic, vocoder if vocoder.is_file() else None, info, source))
     return voices
+
+
+def list_voices() -> list[Voice]:
+    """Shipped voices first, then user voices (a user voice never shadows a shipped one)."""
+    shipped = _scan(shipped_voices_dir(), "shipped")
+    taken = {v.name for v in shipped}
+    return shipped + [v for v in _scan(user_voices_dir(), "user") if v.name not in taken]
 
 
 def get_voice(name: str) -> Voice:
@@ -47,7 +82,8 @@ def get_voice(name: str) -> Voice:
         if voice.name == name:
             return voice
     known = ", ".join(v.name for v in list_voices()) or "none"
-    raise FlowspeechError(f"no voice named {name!r} is installed (installed: {known})")
+    raise FlowspeechError(f"no voice named {name!r} is installed (installed: {known}); "
+                          f"`flowspeech voices` lists them")
 
 
 def default_voice() -> Voice:
@@ -59,4 +95,65 @@ def default_voice() -> Voice:
         return voices[0]
     raise FlowspeechError(
         "no voice ships with this installation; pass --acoustic CKPT (a Glow-TTS checkpoint "
-        "from `flowspeech train glow-tts` or `flowspeech import glow-tts`)")
+        "from `flowspeech train glow-tts` or `flowspeech import glow-tts`) or register one with "
+        "`flowspeech voices add NAME --acoustic CKPT`")
+
+
+def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None = None,
+                   description: str = "", half: bool = False, overwrite: bool = False) -> Voice:
+    """Copy a trained acoustic model (and vocoder) into the user voice folder as ``name``.
+
+    The checkpoints are checked (they must load, as glow-tts and as a vocoder) and stripped
+    to their weights, optionally in float16; the folder is written under a temporary name
+    and renamed, so a failed registration leaves nothing behind.
+    """
+    from flowspeech.cli.export_cmd import export_checkpoint
+    from flowspeech.training.checkpoint import load_checkpoint
+
+    if not _NAME.match(name):
+        raise FlowspeechError(f"voice name {name!r}: use letters, digits, '.', '_' or '-' "
+                              f"(at most 64 characters)")
+    if any(v.name == name for v in _scan(shipped_voices_dir(), "shipped")):
+        raise FlowspeechError(f"{name!r} is a shipped voice; choose another name")
+    root = user_voices_dir()
+    target = root / name
+    if target.exists() and not overwrite:
+        raise FlowspeechError(f"voice {name!r} already exists ({target}); pass --overwrite to replace it")
+    payload = load_checkpoint(acoustic, model_type="glow-tts")
+    if vocoder is not None:
+        vocoder_type = load_checkpoint(vocoder)["model_type"]
+        if vocoder_type not in ("waveglow", "flowavenet"):
+            raise FlowspeechError(f"{vocoder} holds a {vocoder_type!r} model, not a vocoder")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        export_checkpoint(acoustic, tmp / "acoustic.pt", half)
+        if vocoder is not None:
+            export_checkpoint(vocoder, tmp / "vocoder.pt", half)
+        info = {
+            "name": name,
+            "description": description or payload["config"].get("description", "glow-tts"),
+            "acoustic_from": str(Path(acoustic).resolve()),
+            "acoustic_step": payload.get("step"),
+            "vocoder_from": str(Path(vocoder).resolve()) if vocoder is not None else None,
+            "float16": half,
+        }
+        (tmp / "voice.json").write_text(json.dumps(info, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return get_voice(name)
+
+
+def remove_voice(name: str) -> Path:
+    """Delete a user voice (shipped voices cannot be removed)."""
+    voice = get_voice(name)
+    if voice.source != "user":
+        raise FlowspeechError(f"{name!r} ships with the package and cannot be removed")
+    shutil.rmtree(voice.folder)
+    return voice.folder
