@@ -356,3 +356,27 @@ def test_evaluate_command_errors(tmp_path, capsys):
     assert main(["evaluate", "--system", str(system), "--system", str(system), "--compare",
                  str(tmp_path), "--out", str(tmp_path / "r")]) == 1
     assert "not both" in capsys.readouterr().err
+
+
+def test_evaluate_a_model_speaks_the_text_and_times_each_stage(tiny_glow_tts_config, tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "glow-tts", "--config", str(tiny_glow_tts_config), "--data", str(tiny_dataset),
+                 "--out", str(run), "--max-steps", "1", "--no-progress"]) == 0
+    checkpoint = sorted((run / "checkpoints").glob("step_*.pt"))[-1]
+    text = tmp_path / "text.txt"
+    text.write_text("x1|Hello world.\nx2|A second sentence, a little longer.\n")
+    out = tmp_path / "report"
+    assert main(["evaluate", "--acoustic", str(checkpoint), "--text", str(text), "--out", str(out),
+                 "--no-asr", "--quiet", "--no-plots", "--jobs", "1"]) == 0
+    assert sorted(p.name for p in (out / "wavs").glob("*.wav")) == ["x1.wav", "x2.wav"]
+    report = json.loads((out / "report.json").read_text())
+    overall = report["overall"]
+    assert overall["utterances"] == 2
+    assert overall["rtf"] > 0 and overall["rtf_acoustic"] > 0 and overall["rtf_vocoder"] > 0
+    assert overall["rtf_acoustic"] + overall["rtf_vocoder"] <= overall["rtf"] * 1.01
+    assert "RTF vocoder" in capsys.readouterr().out
+    # A model needs sentences; with neither a model nor a folder there is nothing to score.
+    assert main(["evaluate", "--acoustic", str(checkpoint), "--out", str(out)]) == 1
+    assert "need --text" in capsys.readouterr().err
+    assert main(["evaluate", "--out", str(out)]) == 1
+    assert "give --system" in capsys.readouterr().err

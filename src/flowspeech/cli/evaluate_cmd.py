@@ -15,11 +15,20 @@ def register(subparsers) -> None:
         "of the same ids; PESQ, STOI and MR-STFT with --copy-synthesis; real-time factor from "
         "SYSTEM/timings.json; NLL from --nll. Writes OUT/report.json, report.md, "
         "utterances.csv and plots. A second --system (or --compare REPORT_DIR) adds a paired "
-        "Wilcoxon signed-rank test per metric. Needs pip install 'flowspeech[eval]'.",
+        "Wilcoxon signed-rank test per metric. Instead of a folder, a model (--voice or "
+        "--acoustic, with --vocoder) speaks the --text sentences into OUT/wavs first, timing "
+        "each stage. Needs pip install 'flowspeech[eval]'.",
     )
-    p.add_argument("--system", required=True, action="append", metavar="DIR",
+    p.add_argument("--system", action="append", default=[], metavar="DIR",
                    help="folder of synthesised <id>.wav clips; give it twice to compare two "
                    "systems on the same sentences")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--voice", help="evaluate this named voice (see `flowspeech voices`)")
+    model.add_argument("--acoustic", metavar="CKPT", help="evaluate this Glow-TTS checkpoint")
+    p.add_argument("--vocoder", default="griffin-lim",
+                   help="with --voice/--acoustic: griffin-lim or a vocoder checkpoint")
+    p.add_argument("--noise-scale", type=float, default=0.667, help="with --voice/--acoustic")
+    p.add_argument("--seed", type=int, default=0, help="with --voice/--acoustic")
     p.add_argument("--reference", metavar="DIR", help="folder of recordings with the same ids")
     p.add_argument("--text", metavar="FILE", help="transcripts: id|text, a glow-tts filelist "
                    "(path|text) or LJSpeech metadata.csv; selects the ids scored")
@@ -56,8 +65,13 @@ def register(subparsers) -> None:
 def _check_args(args) -> None:
     from flowspeech.errors import FlowspeechError
 
-    if len(args.system) > 2:
-        raise FlowspeechError("give --system once, or twice to compare two systems")
+    model = args.voice is not None or args.acoustic is not None
+    if model and not args.text:
+        raise FlowspeechError("--voice/--acoustic need --text: the sentences to speak")
+    if not args.system and not model:
+        raise FlowspeechError("give --system DIR (synthesised clips) or a model (--voice or --acoustic)")
+    if len(args.system) + model > 2:
+        raise FlowspeechError("give one system (a --system folder or a model), or two to compare")
     if len(args.system) == 2 and args.compare:
         raise FlowspeechError("compare with a second --system or with --compare, not both")
     for option in ("nll", "name"):
@@ -97,6 +111,20 @@ def run(args) -> int:
     options = EvalOptions(asr=not args.no_asr, copy_synthesis=args.copy_synthesis,
                           f0_method=args.f0_method, hmm=args.hmm, lm=args.lm, dict=args.dict,
                           asr_resampler=args.asr_resampler)
+    if args.voice is not None or args.acoustic is not None:
+        from flowspeech.evaluation.inputs import read_transcripts
+        from flowspeech.evaluation.synthesis import synthesize_test_set
+
+        wavs = Path(args.out) / "wavs"
+        run = synthesize_test_set(read_transcripts(args.text), wavs, acoustic=args.acoustic,
+                                  voice=args.voice, vocoder=args.vocoder,
+                                  noise_scale=args.noise_scale, seed=args.seed,
+                                  progress=not args.quiet)
+        print(f"spoke {run['sentences']} sentences into {wavs} with {run['acoustic']} + "
+              f"{run['vocoder']} (model loaded in {run['load_s']:.2f} s)")
+        args.system = [str(wavs), *args.system]
+        if run["voice"] and not args.name:
+            args.name = [run["voice"]]
     reports = []
     for i, system in enumerate(args.system):
         reports.append(evaluate(system, args.reference, args.text, options,
@@ -141,6 +169,7 @@ def _summary_line(report) -> str:
     for key, label in (("wer", "WER"), ("cer", "CER"), ("mcd", "MCD"), ("f0_rmse_cents", "F0 RMSE"),
                        ("vde", "VDE"), ("duration_ratio", "duration ratio"), ("pesq", "PESQ"),
                        ("stoi", "STOI"), ("mrstft", "MR-STFT"), ("rtf", "RTF"),
+                       ("rtf_acoustic", "RTF acoustic"), ("rtf_vocoder", "RTF vocoder"),
                        ("nll_per_dim", "NLL")):
         if key in overall:
             parts.append(f"{label} {format_value(key, overall[key])}")

@@ -27,6 +27,7 @@ from flowspeech.evaluation.inputs import (
     list_audio,
     match_ids,
     read_nll,
+    read_stage_timings,
     read_timings,
     read_transcripts,
 )
@@ -60,6 +61,10 @@ METRICS: dict[str, Metric] = {
     "mrstft": Metric("MR-STFT", "", "lower", "spectral convergence + log magnitude distance, "
                      "3 resolutions (Parallel WaveGAN, Yamamoto et al. 2020)"),
     "rtf": Metric("RTF", "", "lower", "synthesis seconds / audio seconds (timings.json)"),
+    "rtf_acoustic": Metric("RTF acoustic", "", "lower", "text front end + acoustic model seconds "
+                           "/ audio seconds (stage_timings.json)"),
+    "rtf_vocoder": Metric("RTF vocoder", "", "lower", "vocoder seconds / audio seconds "
+                          "(stage_timings.json)"),
     "nll_per_dim": Metric("NLL", "nats/dim", "lower", "negative log-likelihood per dimension "
                           "(flowspeech align)"),
     "duration_s": Metric("duration", "s", "", "clip length"),
@@ -311,6 +316,15 @@ def evaluate(system: str | Path, reference: str | Path | None = None,
             if row["id"] in timings:
                 row["synthesis_s"] = timings[row["id"]]
                 row["rtf"] = timings[row["id"]] / row["duration_s"]
+    stages = read_stage_timings(system)
+    if stages:
+        for row in rows:
+            stage = stages.get(row["id"])
+            if stage:
+                row["acoustic_s"] = stage.get("text", 0.0) + stage.get("acoustic", 0.0)
+                row["vocoder_s"] = stage.get("vocoder", 0.0)
+                row["rtf_acoustic"] = row["acoustic_s"] / row["duration_s"]
+                row["rtf_vocoder"] = row["vocoder_s"] / row["duration_s"]
     if nll is not None:
         values = read_nll(nll)
         for row in rows:
@@ -398,6 +412,10 @@ def summarize(rows: list[dict]) -> dict:
     rtf_rows = [r for r in rows if "rtf" in r]
     if rtf_rows:
         out["rtf"] = _sum(rtf_rows, "synthesis_s") / _sum(rtf_rows, "duration_s")
+    for stage in ("acoustic", "vocoder"):
+        stage_rows = [r for r in rows if f"{stage}_s" in r]
+        if stage_rows:
+            out[f"rtf_{stage}"] = _sum(stage_rows, f"{stage}_s") / _sum(stage_rows, "duration_s")
     return out
 
 

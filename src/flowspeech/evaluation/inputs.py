@@ -14,6 +14,7 @@ from flowspeech.errors import DatasetError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 TIMINGS_FILE = "timings.json"
+STAGE_TIMINGS_FILE = "stage_timings.json"
 
 
 def list_audio(folder: str | Path) -> dict[str, Path]:
@@ -104,6 +105,28 @@ def read_timings(folder: str | Path) -> dict[str, float] | None:
             raise DatasetError(f"{path}: {key}: expected seconds (a number >= 0), got {value!r}")
         timings[str(key)] = float(value)
     return timings
+
+
+def read_stage_timings(folder: str | Path) -> dict[str, dict[str, float]] | None:
+    """``{id: {stage: seconds}}`` from ``folder/stage_timings.json``, or None when there is
+    none (written by :func:`flowspeech.evaluation.synthesis.synthesize_test_set`).
+
+    Raises:
+        DatasetError: the file is not a JSON object of objects of non-negative numbers.
+    """
+    path = Path(folder) / STAGE_TIMINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: not valid JSON ({err})") from None
+    ok = isinstance(data, dict) and all(
+        isinstance(v, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0
+                                    for x in v.values()) for v in data.values())
+    if not ok:
+        raise DatasetError(f"{path}: expected an object {{id: {{stage: seconds}}}}")
+    return {str(k): {str(s): float(x) for s, x in v.items()} for k, v in data.items()}
 
 
 def read_nll(path: str | Path) -> dict[str, float]:

@@ -26,6 +26,7 @@ class SynthesisResult:
     sample_rate: int
     mels: list[np.ndarray]   # one [n_mels, frames] per sentence
     sentences: list[str]
+    timings: dict[str, float] | None = None  # seconds per stage: text, acoustic, vocoder
 
 
 class Synthesizer:
@@ -119,7 +120,11 @@ class Synthesizer:
         """Synthesise each string as one utterance and join them with pauses."""
         if not sentences:
             raise FlowspeechError("nothing to synthesise: the text is empty")
+        import time
+
+        t0 = time.perf_counter()
         ids = [self.frontend.encode(s) for s in sentences]
+        timings = {"text": time.perf_counter() - t0, "acoustic": 0.0, "vocoder": 0.0}
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
         mels, waves = [], []
@@ -129,13 +134,17 @@ class Synthesizer:
             tokens = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long, device=self.device)
             for i, x in enumerate(chunk):
                 tokens[i, : len(x)] = torch.tensor(x, device=self.device)
+            t0 = time.perf_counter()
             with torch.inference_mode():
                 mel, mel_lengths, _ = self.model.infer(
                     tokens, lengths, self._speaker_ids(speaker, len(chunk)),
                     noise_scale=self.noise_scale if noise_scale is None else noise_scale,
                     length_scale=self.length_scale if length_scale is None else length_scale,
                     generator=generator, max_frames=self.max_frames)
+            t1 = time.perf_counter()
             waves.extend(self.vocoder.vocode(mel, mel_lengths, generator))
+            timings["acoustic"] += t1 - t0
+            timings["vocoder"] += time.perf_counter() - t1
             mels.extend(mel[i, :, :n].float().cpu().numpy() for i, n in enumerate(mel_lengths.tolist()))
         pause = np.zeros(int(self.sentence_pause * self.sample_rate), dtype=np.float32)
         pieces = []
@@ -144,7 +153,7 @@ class Synthesizer:
                 pieces.append(pause)
             pieces.append(np.asarray(w, dtype=np.float32))
         waveform = np.clip(np.concatenate(pieces), -1.0, 1.0)
-        return SynthesisResult(waveform, self.sample_rate, mels, list(sentences))
+        return SynthesisResult(waveform, self.sample_rate, mels, list(sentences), timings)
 
     def synthesize_full(self, text: str, **kwargs) -> SynthesisResult:
         """Like :meth:`synthesize`, also returning the mels and the sentence split."""
