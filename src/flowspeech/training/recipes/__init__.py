@@ -9,6 +9,7 @@ from flowspeech.errors import ConfigError
 RECIPES: dict[str, tuple[str, str]] = {
     "glow-tts": ("flowspeech.training.recipes.glow_tts", "GlowTTSRecipe"),
     "waveglow": ("flowspeech.training.recipes.waveglow", "WaveGlowRecipe"),
+    "flowavenet": ("flowspeech.training.recipes.flowavenet", "FloWaveNetRecipe"),
 }
 
 

@@ -53,16 +53,23 @@ class WaveGlowTrainConfig(TrainConfig):
 class WaveGlowRecipe(Recipe):
     model_type = "waveglow"
     train_config_class = WaveGlowTrainConfig
+    extra_defaults = EXTRA_DEFAULTS
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
         self.mel_config = mel_config(config)
         extra = dict(self.train.extra)
-        unknown = sorted(set(extra) - set(EXTRA_DEFAULTS))
+        unknown = sorted(set(extra) - set(self.extra_defaults))
         if unknown:
-            raise ConfigError(f"unknown key(s) in train.extra for waveglow: {', '.join(unknown)}; "
-                              f"known: {', '.join(EXTRA_DEFAULTS)}")
-        extra = {**EXTRA_DEFAULTS, **extra}
+            raise ConfigError(f"unknown key(s) in train.extra for {self.model_type}: "
+                              f"{', '.join(unknown)}; known: {', '.join(self.extra_defaults)}")
+        self._parse_extra({**self.extra_defaults, **extra})
+        self._val_clips = None          # whole validation clips, for the copy-synthesis
+        self._val_manifest = None
+        self._cache_dir = None
+        self._griffin_lim_lsd: float | None = None
+
+    def _parse_extra(self, extra: dict[str, Any]) -> None:
         segment, sigma = extra["segment_length"], extra["sigma"]
         if isinstance(segment, bool) or not isinstance(segment, int) or segment < 1:
             raise ConfigError(f"train.extra.segment_length must be a positive integer (samples), "
@@ -70,10 +77,6 @@ class WaveGlowRecipe(Recipe):
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
             raise ConfigError(f"train.extra.sigma must be a positive number, got {sigma!r}")
         self.segment_length, self.sigma = segment, float(sigma)
-        self._val_clips = None          # whole validation clips, for the copy-synthesis
-        self._val_manifest = None
-        self._cache_dir = None
-        self._griffin_lim_lsd: float | None = None
 
     # --- what to train -------------------------------------------------------------------
     def build_model(self) -> WaveGlow:
@@ -130,10 +133,20 @@ class WaveGlowRecipe(Recipe):
                                               self._cache_dir)
         return self._val_clips[0]
 
+    # Hooks that FloWaveNet's recipe overrides.
+    def validation_nll(self, model, batch) -> float:
+        return float(WaveGlow.nll(model(batch["audio"], batch["mels"]), self.sigma).mean())
+
+    def copy_synthesis(self, model, mel, generator):
+        # Chunked: memory stays bounded whatever the clip's length (exact with the default overlap).
+        return model.infer_chunked(mel, sigma=VAL_SIGMA, generator=generator)
+
+    def synthesis_label(self) -> str:
+        return f"sigma={VAL_SIGMA}"
+
     @torch.no_grad()
     def validate(self, model, batch, step, writer):
-        out = model(batch["audio"], batch["mels"])
-        values = {"nll": float(WaveGlow.nll(out, self.sigma).mean())}
+        values = {"nll": self.validation_nll(model, batch)}
         if self._val_manifest is None:
             return values
         from flowspeech.audio import griffin_lim, mel_spectrogram
@@ -143,8 +156,7 @@ class WaveGlowRecipe(Recipe):
         device = batch["mels"].device
         mel = clip["mel"].to(device)
         generator = torch.Generator(device=device).manual_seed(VAL_SEED)
-        # Chunked: memory stays bounded whatever the clip's length (exact with the default overlap).
-        audio = model.infer_chunked(mel[None], sigma=VAL_SIGMA, generator=generator)[0]
+        audio = self.copy_synthesis(model, mel[None], generator)[0]
         audio = audio.float().clamp(-1, 1).cpu()
         reference = clip["audio"]
         values["lsd_db"] = log_spectral_distance(reference, audio)
@@ -161,7 +173,7 @@ class WaveGlowRecipe(Recipe):
             target = clip["mel"].numpy()
             writer.add_figure("val/mel", spectrogram_figure(
                 target, resynth[:, :target.shape[1]],
-                titles=[f"{clip['id']}", f"mel of the copy-synthesis (sigma={VAL_SIGMA})"]), step)
+                titles=[f"{clip['id']}", f"mel of the copy-synthesis ({self.synthesis_label()})"]), step)
             if step <= self.train.eval_every:
                 writer.add_audio("val/original", reference[None], step, sr)
         return values
