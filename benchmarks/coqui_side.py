@@ -35,15 +35,16 @@ def glow_tts(tokens: int, fpt: float, repeats: int) -> dict:
     from TTS.tts.configs.glow_tts_config import GlowTTSConfig
     from TTS.tts.models.glow_tts import GlowTTS
 
-    config = GlowTTSConfig(num_chars=148)
+    config = GlowTTSConfig()
     model = GlowTTS(config).eval()
     model.store_inverse()  # what Coqui's load_checkpoint(eval=True) does
-    # Coqui: w = exp(log_w) * mask * length_scale, then ceil; log_w = proj(...)
+    # Coqui's Glow-TTS: w = (exp(log_w) - 1) * mask * length_scale, then ceil
     with torch.no_grad():
-        proj = model.duration_predictor.proj
+        proj = model.encoder.duration_predictor.proj
         proj.weight.zero_()
-        proj.bias.fill_(math.log(fpt))
-    x = torch.randint(1, 148, (1, tokens), generator=torch.Generator().manual_seed(1))
+        proj.bias.fill_(math.log(fpt + 1))
+    n_vocab = model.encoder.emb.num_embeddings  # Coqui sets it from its character table
+    x = torch.randint(1, n_vocab, (1, tokens), generator=torch.Generator().manual_seed(1))
     lengths = torch.tensor([tokens])
     frames = {}
 
@@ -62,14 +63,15 @@ def vits(tokens: int, fpt: float, repeats: int) -> dict:
     from TTS.tts.models.vits import Vits
 
     config = VitsConfig()
-    config.model_args.num_chars = 178
     config.model_args.use_sdp = False  # deterministic durations: the plain duration predictor
     model = Vits(config).eval()
+    # Coqui's VITS: w = exp(log_w) * mask * length_scale, then ceil
     with torch.no_grad():
         proj = model.duration_predictor.proj
         proj.weight.zero_()
         proj.bias.fill_(math.log(fpt))
-    x = torch.randint(1, 178, (1, tokens), generator=torch.Generator().manual_seed(1))
+    n_vocab = model.text_encoder.emb.num_embeddings
+    x = torch.randint(1, n_vocab, (1, tokens), generator=torch.Generator().manual_seed(1))
     lengths = torch.tensor([tokens])
     samples = {}
 

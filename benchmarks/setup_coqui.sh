@@ -7,5 +7,6 @@ set -euo pipefail
 venv="${1:-.venv-coqui}"
 python3 -m venv "$venv"
 "$venv/bin/pip" install --upgrade pip
-"$venv/bin/pip" install torch==2.9.1 torchaudio==2.9.1 coqui-tts
+"$venv/bin/pip" install torch==2.9.1 torchaudio==2.9.1 "coqui-tts[codec]"   # torchcodec: audio IO from torch 2.9
+"$venv/bin/pip" install six   # imported by TTS.tts.utils.text.punctuation, not declared
 "$venv/bin/python" -c "import TTS, torch; print('coqui-tts ready in $venv with torch', torch.__version__)"
