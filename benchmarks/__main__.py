@@ -102,7 +102,10 @@ def ours_vocoder(preset: str, frames: int, repeats: int) -> dict:
 
     model = build_model(load_config(preset)).prepare_for_inference()
     n_params = sum(p.numel() for p in model.parameters())
-    mel = torch.randn(1, 80, frames, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    # FloWaveNet reads its [0, 1] dB features, WaveGlow natural-log mels.
+    mel = (torch.rand(1, 80, frames, generator=g) if preset.startswith("flowavenet")
+           else torch.randn(1, 80, frames, generator=g))
     samples = {}
 
     def run():
@@ -113,6 +116,21 @@ def ours_vocoder(preset: str, frames: int, repeats: int) -> dict:
 
 
 # --- the peer's half --------------------------------------------------------------------------
+def ours_under(python: str, args) -> dict | None:
+    """flowspeech's Glow-TTS timed by another interpreter (the Coqui venv's PyTorch), so the
+    two implementations are also compared on the same PyTorch build."""
+    root = HERE.parent
+    env = dict(os.environ, PYTHONPATH=str(root / "src"))
+    cmd = [python, str(HERE / "__main__.py"), "--only", "glow-tts", "--json", "--threads", str(args.threads),
+           "--repeats", str(args.repeats), "--tokens", str(args.tokens), "--frames-per-token",
+           str(args.frames_per_token)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
+    if done.returncode != 0:
+        print(f"flowspeech under {python} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def coqui(python: str, args, only: str) -> dict | None:
     cmd = [python, str(HERE / "coqui_side.py"), "--threads", str(args.threads), "--tokens",
            str(args.tokens), "--frames-per-token", str(args.frames_per_token), "--vocoder-frames",
@@ -161,6 +179,11 @@ def render(results: dict, args) -> str:
         else:
             row += "– | Coqui not run | – |"
         lines.append(row)
+        same = results.get("ours_same_torch")
+        if same and "glow-tts" in c:
+            ours2, peer = median(same["glow-tts"]["seconds"]), c["glow-tts"]["median_s"]
+            lines.append(f"| the same, both on Coqui's PyTorch {c['torch']} | {ours2 * 1e3:.0f} ms | "
+                         f"{peer * 1e3:.0f} ms | Coqui `GlowTTS` | **{peer / ours2:.2f}x** |")
     for key, name in (("waveglow", "WaveGlow base (87.9 M)"), ("flowavenet", "FloWaveNet base")):
         v = results.get(key)
         if v:
@@ -207,6 +230,7 @@ def main() -> None:
     ap.add_argument("--vocoder-frames", type=int, default=86, help="mel frames for vocoders (86: 1 s)")
     ap.add_argument("--only", default="mas,glow-tts,vocoders,e2e")
     ap.add_argument("--write", type=Path, help="put the tables into this Markdown file")
+    ap.add_argument("--json", action="store_true", help="print the raw timings as JSON only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -225,7 +249,13 @@ def main() -> None:
     if "vocoders" in only:
         results["waveglow"] = ours_vocoder("waveglow-base", args.vocoder_frames, max(1, args.repeats // 2))
         results["flowavenet"] = ours_vocoder("flowavenet-base", args.vocoder_frames, max(1, args.repeats // 2))
+    if args.json:
+        results["torch"] = torch.__version__
+        print(json.dumps(results))
+        return
     if args.coqui_python:
+        if "glow-tts" in only:
+            results["ours_same_torch"] = ours_under(args.coqui_python, args)
         peers = [k for k, on in (("glow-tts", "glow-tts" in only), ("hifigan", "vocoders" in only),
                                  ("vits", "e2e" in only)) if on]
         if peers:
