@@ -43,7 +43,8 @@ def main() -> None:
     ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/ and wavs/")
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=100, help="first N sentences of the split (0: all)")
-    ap.add_argument("--noise-scale", type=float, default=0.667)
+    ap.add_argument("--noise-scale", type=float, default=None,
+                    help="prior temperature (default: the voice's setting, else 0.667)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--jobs", type=int, default=1, help="ASR worker processes")
@@ -94,6 +95,8 @@ def main() -> None:
         "voice": system.name,
         "acoustic": tts.acoustic_path,
         "vocoder": tts.vocoder.describe(),
+        "noise_scale": tts.noise_scale,
+        "length_scale": tts.length_scale,
         "split": args.split,
         "sentences": len(sentences),
         "wer": system.overall["wer"],

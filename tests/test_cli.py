@@ -176,7 +176,7 @@ def test_user_voice_add_list_speak_remove(tiny_checkpoint, tmp_path, capsys):
     import os
 
     assert main(["voices", "add", "my-voice", "--acoustic", str(tiny_checkpoint), "--half",
-                 "--description", "a test voice"]) == 0
+                 "--description", "a test voice", "--noise-scale", "0.333"]) == 0
     folder = Path(os.environ["FLOWSPEECH_VOICES"]) / "my-voice"
     assert {p.name for p in folder.iterdir()} == {"acoustic.pt", "voice.json"}
     capsys.readouterr()
@@ -186,6 +186,12 @@ def test_user_voice_add_list_speak_remove(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "v.wav"
     assert main(["synthesize", "--voice", "my-voice", "--text", "Hello.", "--out", str(out), "--seed", "0"]) == 0
     assert "voice 'my-voice'" in capsys.readouterr().out and out.stat().st_size > 44
+    # The voice's own settings are the defaults; explicit arguments win.
+    from flowspeech import Synthesizer
+
+    assert Synthesizer(voice="my-voice").noise_scale == 0.333
+    assert Synthesizer(voice="my-voice", noise_scale=0.5).noise_scale == 0.5
+    assert Synthesizer(tiny_checkpoint).noise_scale == 0.667
     # Names are unique, checked, and a vocoder slot takes only a vocoder.
     for argv, message in [(["my-voice"], "already exists"), (["../escape"], "voice name"),
                           (["other", "--vocoder", str(tiny_checkpoint)], "not a vocoder")]:

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     model.add_argument("--acoustic", metavar="CKPT", help="evaluate this Glow-TTS checkpoint")
     p.add_argument("--vocoder", default="griffin-lim",
                    help="with --voice/--acoustic: griffin-lim or a vocoder checkpoint")
-    p.add_argument("--noise-scale", type=float, default=0.667, help="with --voice/--acoustic")
+    p.add_argument("--noise-scale", type=float, default=None,
+                   help="with --voice/--acoustic (default: the voice's setting, else 0.667)")
     p.add_argument("--seed", type=int, default=0, help="with --voice/--acoustic")
     p.add_argument("--reference", metavar="DIR", help="folder of recordings with the same ids")
     p.add_argument("--text", metavar="FILE", help="transcripts: id|text, a glow-tts filelist "

@@ -22,9 +22,11 @@ def register(subparsers) -> None:
     p.add_argument("--vocoder", default="griffin-lim",
                    help="griffin-lim or a vocoder checkpoint (WaveGlow, FloWaveNet); default: the "
                    "voice's own vocoder if it has one, else griffin-lim")
-    p.add_argument("--noise-scale", type=float, default=0.667,
-                   help="prior temperature (default 0.667; the paper's listening tests used 0.333)")
-    p.add_argument("--length-scale", type=float, default=1.0, help="speaking rate: > 1 is slower")
+    p.add_argument("--noise-scale", type=float, default=None,
+                   help="prior temperature (default: the voice's setting, else 0.667 as the authors' "
+                   "code; the paper's listening tests used 0.333)")
+    p.add_argument("--length-scale", type=float, default=None,
+                   help="speaking rate: > 1 is slower (default: the voice's setting, else 1.0)")
     p.add_argument("--sigma", type=float, default=None, help="vocoder sampling temperature (WaveGlow: 0.6)")
     p.add_argument("--denoise", type=float, default=0.0,
                    help="WaveGlow denoiser strength, 0 (off, default) to 1; try 0.1")

@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     add.add_argument("--description", default="", help="one line shown by `flowspeech voices`")
     add.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
     add.add_argument("--overwrite", action="store_true", help="replace a user voice of that name")
+    add.add_argument("--noise-scale", type=float, help="the voice's default prior temperature")
+    add.add_argument("--length-scale", type=float, help="the voice's default speaking rate")
     add.set_defaults(run=run_add)
     show = sub.add_parser("show", help="print a voice's files and voice.json")
     show.add_argument("name")
@@ -49,7 +51,8 @@ def run_add(args) -> int:
     from flowspeech.voices import register_voice
 
     voice = register_voice(args.name, args.acoustic, args.vocoder, args.description, args.half,
-                           args.overwrite)
+                           args.overwrite, {"noise_scale": args.noise_scale,
+                                            "length_scale": args.length_scale})
     print(f"registered voice {voice.name!r} in {voice.folder}; speak with "
           f"`flowspeech synthesize --voice {voice.name} --text ... --out x.wav`")
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic: str | None = None,
                         voice: str | None = None, vocoder: str = "griffin-lim",
-                        noise_scale: float = 0.667, length_scale: float = 1.0, seed: int = 0,
+                        noise_scale: float | None = None, length_scale: float | None = None, seed: int = 0,
                         device: str = "cpu", progress: bool = True) -> dict:
     """Synthesise every ``id -> text`` of ``texts`` into ``out_dir``.
 
@@ -46,5 +46,6 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
     (out / "timings.json").write_text(json.dumps(totals, indent=1) + "\n")
     (out / "stage_timings.json").write_text(json.dumps(stages, indent=1) + "\n")
     return {"voice": tts.voice.name if tts.voice is not None else None,
+            "noise_scale": tts.noise_scale, "length_scale": tts.length_scale,
             "acoustic": tts.acoustic_path, "vocoder": tts.vocoder.describe(),
             "load_s": load_s, "sentences": len(totals)}

@@ -39,18 +39,19 @@ class Synthesizer:
             when ``acoustic`` is None; None means the default voice.
         vocoder: ``"griffin-lim"`` or a vocoder checkpoint (WaveGlow, FloWaveNet).
         device: ``"cpu"``, ``"cuda"``...
-        noise_scale: prior temperature (0.667 as the authors' code; 0.333 in the paper's tests).
+        noise_scale: prior temperature (0.667 as the authors' code; 0.333 in the paper's
+            tests); None: the voice's own setting (its ``voice.json`` ``inference``) or 0.667.
         sigma: neural vocoder temperature (WaveGlow's default 0.6).
         denoise: WaveGlow bias-removal strength (0 = off, the authors' default; try 0.1).
-        length_scale: > 1 speaks slower.
+        length_scale: > 1 speaks slower; None: the voice's setting or 1.0.
         sentence_pause: seconds of silence between sentences.
         max_seconds: longest audio one sentence may produce (guards against runaway
             durations on odd input).
     """
 
     def __init__(self, acoustic: str | Path | None = None, vocoder: str | Path = "griffin-lim",
-                 device: str | torch.device = "cpu", noise_scale: float = 0.667,
-                 length_scale: float = 1.0, sigma: float | None = None, denoise: float = 0.0,
+                 device: str | torch.device = "cpu", noise_scale: float | None = None,
+                 length_scale: float | None = None, sigma: float | None = None, denoise: float = 0.0,
                  sentence_pause: float = 0.2, max_seconds: float = 30.0, batch_size: int = 16,
                  voice: str | None = None):
         from flowspeech.config import mel_config
@@ -93,8 +94,12 @@ class Synthesizer:
                 f"the vocoder expects other features than the acoustic model makes "
                 f"(vocoder {self.vocoder.mel_config}, acoustic model {self.mel_config}); use a "
                 f"vocoder trained on the same audio settings")
-        self.noise_scale = noise_scale
-        self.length_scale = length_scale
+        # Explicit arguments win, then what the voice was evaluated with, then the authors' defaults.
+        voice_defaults = (self.voice.info.get("inference") or {}) if self.voice is not None else {}
+        self.noise_scale = float(noise_scale if noise_scale is not None
+                                 else voice_defaults.get("noise_scale", 0.667))
+        self.length_scale = float(length_scale if length_scale is not None
+                                  else voice_defaults.get("length_scale", 1.0))
         self.sentence_pause = sentence_pause
         self.max_frames = int(max_seconds * self.mel_config.sample_rate / self.mel_config.hop_length)
         self.batch_size = batch_size

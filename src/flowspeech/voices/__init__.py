@@ -100,12 +100,14 @@ def default_voice() -> Voice:
 
 
 def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None = None,
-                   description: str = "", half: bool = False, overwrite: bool = False) -> Voice:
+                   description: str = "", half: bool = False, overwrite: bool = False,
+                   inference: dict | None = None) -> Voice:
     """Copy a trained acoustic model (and vocoder) into the user voice folder as ``name``.
 
     The checkpoints are checked (they must load, as glow-tts and as a vocoder) and stripped
     to their weights, optionally in float16; the folder is written under a temporary name
-    and renamed, so a failed registration leaves nothing behind.
+    and renamed, so a failed registration leaves nothing behind. ``inference`` (e.g.
+    ``{"noise_scale": 0.333}``) becomes the voice's default synthesis settings.
     """
     from flowspeech.cli.export_cmd import export_checkpoint
     from flowspeech.training.checkpoint import load_checkpoint
@@ -140,6 +142,8 @@ def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None =
             "vocoder_from": str(Path(vocoder).resolve()) if vocoder is not None else None,
             "float16": half,
         }
+        if inference:
+            info["inference"] = {k: float(v) for k, v in inference.items() if v is not None}
         (tmp / "voice.json").write_text(json.dumps(info, indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
