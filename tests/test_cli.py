@@ -220,3 +220,18 @@ def test_train_init_from_exported_weights(tiny_checkpoint, tiny_glow_tts_config,
     assert after["encoder.emb.weight"].dtype == torch.float32
     for key, value in start.items():
         torch.testing.assert_close(after[key].float(), value.float(), atol=1e-3, rtol=0)
+
+
+def test_the_shipped_voice_speaks(tmp_path, capsys):
+    # The README's first command: no model arguments, the voice inside the package.
+    from flowspeech.voices import DEFAULT_VOICE, default_voice
+
+    voice = default_voice()
+    assert voice.name == DEFAULT_VOICE and voice.source == "shipped"
+    assert {"description", "training_data", "licence", "quality"} <= set(voice.info)
+    assert voice.acoustic.stat().st_size < 30e6
+    out = tmp_path / "hello.wav"
+    assert main(["synthesize", "--text", "Hello world.", "--out", str(out), "--seed", "0"]) == 0
+    assert f"voice '{DEFAULT_VOICE}'" in capsys.readouterr().out
+    audio, sr = sf.read(out)
+    assert sr == 22050 and 0.3 < len(audio) / sr < 5 and np.abs(audio).max() > 0.01
