@@ -20,18 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
-
-
-def read_filelist(path: Path, limit: int | None) -> list[tuple[str, str]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        wav, _, text = line.partition("|")
-        rows.append((Path(wav).stem, text.split("|")[-1].strip()))
-    return rows[:limit] if limit else rows
 
 
 def main() -> None:
@@ -54,36 +43,27 @@ def main() -> None:
 
     import torch
 
-    from flowspeech.audio import save_wav
     from flowspeech.evaluation import EvalOptions, compare_reports, evaluate
+    from flowspeech.evaluation.inputs import read_transcripts
     from flowspeech.evaluation.report import load_report, write_report
-    from flowspeech.inference.synthesizer import Synthesizer
+    from flowspeech.evaluation.synthesis import synthesize_test_set
 
     if args.threads:
         torch.set_num_threads(args.threads)
     corpus, out = Path(args.corpus), Path(args.out)
-    sentences = read_filelist(corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt",
-                              args.limit or None)
-    wav_dir = out / "wavs"
-    wav_dir.mkdir(parents=True, exist_ok=True)
+    texts = read_transcripts(corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt")
+    sentences = list(texts.items())[: args.limit or None]  # the file's order: "the first N"
+    out.mkdir(parents=True, exist_ok=True)
     text_file = out / "text.txt"
     text_file.write_text("".join(f"{uid}|{text}\n" for uid, text in sentences), encoding="utf-8")
-
-    t0 = time.perf_counter()
-    tts = Synthesizer(args.acoustic, voice=args.voice, vocoder=args.vocoder,
-                      noise_scale=args.noise_scale)
-    load_s = time.perf_counter() - t0
-    timings = {}
-    for uid, text in sentences:
-        t = time.perf_counter()
-        wave, rate = tts.synthesize(text, seed=args.seed)
-        timings[uid] = time.perf_counter() - t
-        save_wav(wav_dir / f"{uid}.wav", wave, rate)
-    (wav_dir / "timings.json").write_text(json.dumps(timings, indent=1))
+    wav_dir = out / "wavs"
+    run = synthesize_test_set(dict(sentences), wav_dir, acoustic=args.acoustic, voice=args.voice,
+                              vocoder=args.vocoder, noise_scale=args.noise_scale, seed=args.seed,
+                              progress=False)
 
     options = EvalOptions(spectral=False)
     system = evaluate(wav_dir, text=text_file, options=options, jobs=args.jobs, progress=False,
-                      name=tts.voice.name if tts.voice else Path(tts.acoustic_path).stem)
+                      name=run["voice"] or Path(run["acoustic"]).stem)
     teacher = evaluate(corpus / "wavs", text=text_file, options=options, jobs=args.jobs,
                        progress=False, name="teacher")
     if args.compare:
@@ -93,10 +73,10 @@ def main() -> None:
 
     summary = {
         "voice": system.name,
-        "acoustic": tts.acoustic_path,
-        "vocoder": tts.vocoder.describe(),
-        "noise_scale": tts.noise_scale,
-        "length_scale": tts.length_scale,
+        "acoustic": run["acoustic"],
+        "vocoder": run["vocoder"],
+        "noise_scale": run["noise_scale"],
+        "length_scale": run["length_scale"],
         "split": args.split,
         "sentences": len(sentences),
         "wer": system.overall["wer"],
@@ -104,7 +84,7 @@ def main() -> None:
         "teacher_wer": teacher.overall["wer"],
         "wer_gap_points": 100 * (system.overall["wer"] - teacher.overall["wer"]),
         "rtf": system.overall["rtf"],
-        "load_s": load_s,
+        "load_s": run["load_s"],
         "torch_threads": torch.get_num_threads(),
         "meets_bar": bool(100 * (system.overall["wer"] - teacher.overall["wer"]) <= 10
                           and system.overall["rtf"] < 1),
