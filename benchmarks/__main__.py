@@ -30,25 +30,16 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the sibling helper modules, however this file is run
+from _timing import repeat_timed as timed  # noqa: E402
+
 HOP, RATE = 256, 22050
 START, END = "<!-- speed-suite:start -->", "<!-- speed-suite:end -->"
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def median(xs: list[float]) -> float:
@@ -59,7 +50,6 @@ def median(xs: list[float]) -> float:
 def ours_mas(repeats: int) -> dict:
     from flowspeech.align import maximum_path_numba
 
-    sys.path.insert(0, str(HERE))
     from bench_mas import make_batch
 
     value, mask, *_ = make_batch(16, 150, 800, 0)

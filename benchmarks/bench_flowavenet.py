@@ -33,11 +33,11 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import torch
+from _timing import load_note, timed
 
 from flowspeech.config import load_config
 from flowspeech.models.flowavenet import FloWaveNet
@@ -87,26 +87,6 @@ def build_pair(ref_module, config: dict, seed: int):
     state, _ = load_authors_flowavenet(path)
     os.remove(path)
     return theirs, state
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device):
-    sync(device)
-    t = time.perf_counter()
-    out = fn()
-    sync(device)
-    return time.perf_counter() - t, out
-
-
-def load_note() -> str:
-    try:
-        return "load average " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return ""
 
 
 def main() -> None:

@@ -16,30 +16,16 @@ import json
 import math
 import platform
 import statistics
-import time
 
 import torch
+from _timing import repeat_timed
 
 from flowspeech.config import load_config
 from flowspeech.models.registry import build_model
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def timed(fn, device, repeats: int) -> float:
+    return statistics.median(repeat_timed(fn, repeats, device=device))
 
 
 def main() -> None:

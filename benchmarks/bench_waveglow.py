@@ -38,11 +38,11 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import torch
+from _timing import load_note, timed
 
 from flowspeech.config import load_config
 from flowspeech.flows import remove_weight_norm
@@ -131,27 +131,7 @@ def build_pair(ref_module, checkpoint: str | None, device: torch.device, seed: i
     return theirs, state, model_args
 
 
-# --- timing -------------------------------------------------------------------------------------
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device):
-    sync(device)
-    t = time.perf_counter()
-    out = fn()
-    sync(device)
-    return time.perf_counter() - t, out
-
-
-def load_note() -> str:
-    try:
-        return "load average " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return ""
-
-
+# --- timing ---------------------------------------------------------------------------------------
 def profile_table(fn, rows: int = 12) -> str:
     from torch.profiler import profile
 

@@ -15,20 +15,9 @@ import argparse
 import json
 import math
 import statistics
-import time
 
 import torch
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+from _timing import repeat_timed as timed
 
 
 def glow_tts(tokens: int, fpt: float, repeats: int) -> dict:

@@ -1,0 +1,38 @@
+"""Timing helpers shared by the benchmark scripts (and by ``coqui_side.py``, which runs under
+another venv's Python: this module imports only the standard library and, lazily, torch)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def sync(device) -> None:
+    """Wait for queued GPU work, so a wall-clock interval covers it."""
+    if device is not None and device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def timed(fn, device=None):
+    """``(seconds, fn())`` for one call."""
+    sync(device)
+    t = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t, out
+
+
+def repeat_timed(fn, repeats: int, warmup: int = 1, device=None) -> list[float]:
+    """Seconds of each of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    return [timed(fn, device)[0] for _ in range(repeats)]
+
+
+def load_note() -> str:
+    try:
+        return "load average " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return ""
