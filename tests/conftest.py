@@ -102,3 +102,25 @@ def _one_thread():
 def _private_user_voices(tmp_path_factory, monkeypatch):
     # Never read or write the real ~/.local/share/flowspeech/voices from a test.
     monkeypatch.setenv("FLOWSPEECH_VOICES", str(tmp_path_factory.mktemp("user_voices")))
+
+
+class PlainStepContext:
+    """The part of the trainer's StepContext a recipe's ``training_step`` uses, on one plain
+    optimiser: lets a test run a recipe's steps without the training loop."""
+
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def autocast(self):
+        return torch.autocast("cpu", enabled=False)
+
+    def optimize(self, loss, name="main"):
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+
+@pytest.fixture
+def plain_step_context():
+    return PlainStepContext

@@ -68,21 +68,7 @@ def test_train_end_to_end_then_vocode(tiny_config, tiny_dataset, tmp_path, capsy
     assert out.is_file() and "log-spectral distance" in capsys.readouterr().out
 
 
-class _Ctx:
-    def __init__(self, model, optimizer):
-        self.model, self.optimizer = model, optimizer
-
-    def autocast(self):
-        return torch.autocast("cpu", enabled=False)
-
-    def optimize(self, loss, name="main"):
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return True
-
-
-def test_loss_decreases_on_a_fixed_batch(tiny_config, tiny_dataset):
+def test_loss_decreases_on_a_fixed_batch(tiny_config, tiny_dataset, plain_step_context):
     torch.manual_seed(0)
     recipe = recipe_for(load_config(tiny_config))
     train_set, _ = recipe.build_datasets(str(tiny_dataset), None, None)
@@ -90,7 +76,7 @@ def test_loss_decreases_on_a_fixed_batch(tiny_config, tiny_dataset):
     model = recipe.build_model()
     model.train()
     recipe.initialize(model, batch)
-    ctx = _Ctx(model, recipe.build_optimizers(model)["main"])
+    ctx = plain_step_context(model, recipe.build_optimizers(model)["main"])
     assert ctx.optimizer.defaults["lr"] == 1e-3
     history = [float(recipe.training_step(ctx, batch)["nll"]) for _ in range(25)]
     assert history[-1] < history[0] - 0.05 and history[-1] < min(history[:5]), history

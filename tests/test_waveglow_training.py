@@ -83,29 +83,13 @@ def test_train_end_to_end_then_vocode(tiny_waveglow_config, tiny_dataset, tmp_pa
     assert "log-spectral distance" in capsys.readouterr().out and out.is_file()
 
 
-class _Ctx:
-    """The part of the trainer's StepContext a recipe uses, on a plain Adam."""
-
-    def __init__(self, model, optimizer):
-        self.model, self.optimizer = model, optimizer
-
-    def autocast(self):
-        return torch.autocast("cpu", enabled=False)
-
-    def optimize(self, loss, name="main"):
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return True
-
-
-def test_loss_decreases_on_a_fixed_batch(tiny_waveglow_config, tiny_dataset):
+def test_loss_decreases_on_a_fixed_batch(tiny_waveglow_config, tiny_dataset, plain_step_context):
     torch.manual_seed(0)
     recipe = recipe_for(load_config(tiny_waveglow_config, {"train": {"extra": {"sigma": 0.5}}}))
     train_set, _ = recipe.build_datasets(str(tiny_dataset), None, None)
     batch = recipe.collate([train_set[i] for i in range(4)])
     model = recipe.build_model()
-    ctx = _Ctx(model, recipe.build_optimizers(model)["main"])
+    ctx = plain_step_context(model, recipe.build_optimizers(model)["main"])
     assert isinstance(ctx.optimizer, torch.optim.Adam) and ctx.optimizer.defaults["lr"] == 1e-4
     for group in ctx.optimizer.param_groups:
         group["lr"] = 1e-3  # ten times the authors' rate: a visible decrease in 30 steps
