@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from flowspeech.errors import CheckpointError
+from flowspeech.models.import_utils import read_tensor_checkpoint, save_imported_vocoder
 
 __all__ = ["import_flowavenet", "load_authors_flowavenet"]
 
@@ -191,13 +192,7 @@ def load_authors_flowavenet(path: str | Path) -> tuple[dict[str, torch.Tensor], 
             FloWaveNet configuration explains.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint of tensors "
-                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    obj = read_tensor_checkpoint(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a FloWaveNet checkpoint")
     if obj.get("format") == "flowspeech":
@@ -220,24 +215,9 @@ def import_flowavenet(src: str | Path, out_path: str | Path) -> dict[str, Any]:
     Returns:
         The config written into the checkpoint.
     """
-    from flowspeech.config import load_config
-    from flowspeech.training.checkpoint import save_checkpoint
-
     src = Path(src)
     state, args = load_authors_flowavenet(src)
     args = dict(args)
     n_mels = args.pop("n_mels")
-    hop = math.prod(args["upsample_scales"])
-    config = load_config("flowavenet-base")
-    config["name"] = "flowavenet-imported"
-    config["description"] = f"FloWaveNet imported from the authors' checkpoint {src.name}"
-    audio: dict[str, Any] = {"preset": "flowavenet"}
-    if n_mels != 80:
-        audio["n_mels"] = n_mels
-    if hop != 256:
-        audio["hop_length"] = hop
-    config["audio"] = audio
-    config["model_args"] = args
-    save_checkpoint(out_path, {"model_type": "flowavenet", "config": config, "model": state, "step": 0,
-                               "inference": {"imported_from": str(src)}})
-    return config
+    return save_imported_vocoder(out_path, src, "flowavenet", "FloWaveNet", state, args, "flowavenet",
+                                 n_mels, math.prod(args["upsample_scales"]))

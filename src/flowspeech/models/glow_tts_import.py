@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from flowspeech.errors import CheckpointError
+from flowspeech.models.import_utils import read_tensor_checkpoint
 
 _COUPLING = re.compile(r"^decoder\.flows\.(\d+)\.(start|wn|end)\.(.*)$")
 PRESETS = {"base": "glow-tts-base", "base-blank": "glow-tts-base-blank"}
@@ -37,13 +38,7 @@ PRESETS = {"base": "glow-tts-base", "base-blank": "glow-tts-base-blank"}
 
 def _read_authors_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint: "
-                              f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+    payload = read_tensor_checkpoint(path)
     if isinstance(payload, dict) and payload.get("format") == "flowspeech":
         raise CheckpointError(f"{path} is already a flowspeech checkpoint; use it directly")
     state = payload.get("model", payload) if isinstance(payload, dict) else None

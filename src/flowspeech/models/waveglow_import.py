@@ -45,6 +45,7 @@ from typing import Any
 import torch
 
 from flowspeech.errors import CheckpointError
+from flowspeech.models.import_utils import save_imported_vocoder
 
 __all__ = ["import_waveglow", "load_authors_waveglow"]
 
@@ -320,22 +321,7 @@ def import_waveglow(src: str | Path, out_path: str | Path) -> dict[str, Any]:
     Returns:
         The config written into the checkpoint.
     """
-    from flowspeech.config import load_config
-    from flowspeech.training.checkpoint import save_checkpoint
-
     src = Path(src)
     state, args = load_authors_waveglow(src)
-    config = load_config("waveglow-base")
-    config["name"] = "waveglow-imported"
-    config["description"] = f"WaveGlow imported from the authors' checkpoint {src.name}"
     n_mels, hop = args.pop("n_mel_channels"), args.pop("hop_length")
-    audio = {"preset": "glow-tts"}
-    if n_mels != 80:
-        audio["n_mels"] = n_mels
-    if hop != 256:
-        audio["hop_length"] = hop
-    config["audio"] = audio
-    config["model_args"] = args
-    save_checkpoint(out_path, {"model_type": "waveglow", "config": config, "model": state, "step": 0,
-                               "inference": {"imported_from": str(src)}})
-    return config
+    return save_imported_vocoder(out_path, src, "waveglow", "WaveGlow", state, args, "glow-tts", n_mels, hop)
