@@ -64,7 +64,6 @@ class FloWaveNetRecipe(WaveGlowRecipe):
         self.segment_length = segment
         self.lr_decay_every, self.lr_decay_factor = every, float(factor)
         self.temperature = float(temperature)
-        self.sigma = 1.0  # unused; the prior is a standard normal
 
     def build_model(self) -> FloWaveNet:
         model = super(WaveGlowRecipe, self).build_model()
