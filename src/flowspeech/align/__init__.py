@@ -13,6 +13,7 @@ from flowspeech.align.mas import (
     maximum_path_numba,
     maximum_path_torch,
 )
+from flowspeech.align.soft_dtw import soft_dtw
 
 __all__ = [
     "AlignmentError",
@@ -21,4 +22,5 @@ __all__ = [
     "maximum_path_numba",
     "maximum_path_torch",
     "path_from_durations",
+    "soft_dtw",
 ]

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowspeech.align import maximum_path, path_from_durations
+from flowspeech.align.likelihood import LOG_2PI, pairwise_gaussian_log_likelihood
 from flowspeech.flows import (
     ActNorm,
     AffineCoupling,
@@ -45,8 +46,6 @@ from flowspeech.flows import (
 )
 from flowspeech.models.transformer import ChannelLayerNorm, ConvReluNorm, TransformerEncoder
 from flowspeech.utils.masks import length_mask
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 class DurationPredictor(nn.Module):
@@ -238,14 +237,8 @@ class GlowTTS(nn.Module):
     @staticmethod
     def prior_log_likelihood(z: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
         """``log N(z_j; mean_i, exp(log_scale_i))`` summed over channels, for every token i and
-        frame j: ``[B, T_text, F]``. Expanded into four matrix products so no
-        ``[B, T_text, F, C]`` tensor is built (the authors' formulation)."""
-        inv_var = torch.exp(-2 * log_scale)                                    # [B, C, T]
-        term_1 = torch.sum(-0.5 * LOG_2PI - log_scale, 1).unsqueeze(-1)       # [B, T, 1]
-        term_2 = torch.matmul(inv_var.transpose(1, 2), -0.5 * z ** 2)        # [B, T, F]
-        term_3 = torch.matmul((mean * inv_var).transpose(1, 2), z)            # [B, T, F]
-        term_4 = torch.sum(-0.5 * mean ** 2 * inv_var, 1).unsqueeze(-1)      # [B, T, 1]
-        return term_1 + term_2 + term_3 + term_4
+        frame j: ``[B, T_text, F]`` (see :func:`~flowspeech.align.likelihood.pairwise_gaussian_log_likelihood`)."""
+        return pairwise_gaussian_log_likelihood(z, mean, log_scale)
 
     # --- training / scoring / alignment ----------------------------------------------------
     def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor, mels: torch.Tensor,
