@@ -19,6 +19,7 @@ from flowspeech.cli import (
     import_cmd,
     preprocess_cmd,
     presets_cmd,
+    pretrain_cmd,
     synthesize_cmd,
     text_cmd,
     train_cmd,
@@ -28,7 +29,8 @@ from flowspeech.cli import (
 
 # Each command module has register(subparsers) which adds its parser(s) and sets `run`.
 COMMAND_MODULES = [synthesize_cmd, text_cmd, audio_cmds, presets_cmd, preprocess_cmd, train_cmd,
-                   import_cmd, align_cmd, export_cmd, voices_cmd, vocode_cmd, evaluate_cmd]
+                   pretrain_cmd, import_cmd, align_cmd, export_cmd, voices_cmd, vocode_cmd,
+                   evaluate_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
