@@ -105,19 +105,24 @@ def _private_user_voices(tmp_path_factory, monkeypatch):
 
 
 class PlainStepContext:
-    """The part of the trainer's StepContext a recipe's ``training_step`` uses, on one plain
-    optimiser: lets a test run a recipe's steps without the training loop."""
+    """The part of the trainer's StepContext a recipe's ``training_step`` uses: lets a test
+    run a recipe's steps without the training loop. ``optimizer`` is one optimiser (used for
+    every name) or a dict of them by name (GANs)."""
 
-    def __init__(self, model, optimizer):
-        self.model, self.optimizer = model, optimizer
+    def __init__(self, model, optimizer, step: int = 0):
+        self.model = self.raw_model = model
+        self.optimizer = optimizer
+        self.step = step
+        self.device = torch.device("cpu")
 
     def autocast(self):
         return torch.autocast("cpu", enabled=False)
 
     def optimize(self, loss, name="main"):
+        opt = self.optimizer[name] if isinstance(self.optimizer, dict) else self.optimizer
         loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         return True
 
 

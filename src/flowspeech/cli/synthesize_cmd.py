@@ -8,7 +8,8 @@ from flowspeech.cli.common import add_seed_arg
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "synthesize", help="speak text into a wav (or .npy) file",
-        description="Synthesise TEXT with a Glow-TTS acoustic model and a vocoder. Without "
+        description="Synthesise TEXT with a Glow-TTS acoustic model and a vocoder, or with an "
+        "end-to-end NaturalSpeech model (--model). Without "
         "--voice or --acoustic the voice shipped with the package is used.",
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -19,6 +20,8 @@ def register(subparsers) -> None:
     model = p.add_mutually_exclusive_group()
     model.add_argument("--voice", help="a named voice (see `flowspeech voices`; default: the shipped voice)")
     model.add_argument("--acoustic", help="Glow-TTS checkpoint (instead of a named voice)")
+    model.add_argument("--model", help="any text-input checkpoint: Glow-TTS (with --vocoder) or an "
+                       "end-to-end NaturalSpeech model (no vocoder)")
     p.add_argument("--vocoder", default="griffin-lim",
                    help="griffin-lim or a vocoder checkpoint (WaveGlow, FloWaveNet); default: the "
                    "voice's own vocoder if it has one, else griffin-lim")
@@ -73,7 +76,7 @@ def run(args) -> int:
     from flowspeech.utils.files import atomic_save_npy
 
     t0 = time.perf_counter()
-    tts = Synthesizer(args.acoustic, voice=args.voice, vocoder=args.vocoder, device=args.device,
+    tts = Synthesizer(args.acoustic or args.model, voice=args.voice, vocoder=args.vocoder, device=args.device,
                       noise_scale=args.noise_scale, length_scale=args.length_scale, sigma=args.sigma,
                       denoise=args.denoise)
     t_load = time.perf_counter() - t0
@@ -103,6 +106,6 @@ def run(args) -> int:
     t_synth = time.perf_counter() - t1
     voice = f"voice {tts.voice.name!r}: " if tts.voice is not None else ""
     print(f"{summary}; {voice}acoustic model {tts.acoustic_path} ({tts.config.get('description', 'glow-tts')}), "
-          f"vocoder {tts.vocoder.describe()}; load {t_load:.2f} s, synthesis {t_synth:.2f} s "
+          f"vocoder {tts.describe_vocoder()}; load {t_load:.2f} s, synthesis {t_synth:.2f} s "
           f"(real-time factor {t_synth / max(total, 1e-9):.2f})")
     return 0

@@ -47,5 +47,5 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
     (out / "stage_timings.json").write_text(json.dumps(stages, indent=1) + "\n")
     return {"voice": tts.voice.name if tts.voice is not None else None,
             "noise_scale": tts.noise_scale, "length_scale": tts.length_scale,
-            "acoustic": tts.acoustic_path, "vocoder": tts.vocoder.describe(),
+            "acoustic": tts.acoustic_path, "vocoder": tts.describe_vocoder(),
             "load_s": load_s, "sentences": len(totals)}

@@ -21,7 +21,10 @@ def load_model(path: str | Path, model_type: str | None = None,
 
     payload = load_checkpoint(path, model_type=model_type)
     model = build_model(payload["config"])
-    load_state_dict_checked(model, payload["model"], str(path))
+    state = payload["model"]
+    if hasattr(model, "inference_state_dict"):  # e.g. a GAN checkpoint: keep the generator
+        state = model.inference_state_dict(state)
+    load_state_dict_checked(model, state, str(path))
     model.to(device)
     if hasattr(model, "prepare_for_inference"):
         model.prepare_for_inference()

@@ -19,6 +19,9 @@ import torch
 
 from flowspeech.errors import ConfigError, FlowspeechError
 
+ACOUSTIC_TYPES = ("glow-tts",)          # text -> mel, then a vocoder
+END_TO_END_TYPES = ("naturalspeech",)   # text -> waveform
+
 
 @dataclass
 class SynthesisResult:
@@ -34,7 +37,8 @@ class Synthesizer:
 
     Args:
         acoustic: a Glow-TTS checkpoint (trained with ``flowspeech train`` or converted with
-            ``flowspeech import``), or None for a named voice.
+            ``flowspeech import``), an end-to-end NaturalSpeech checkpoint (which needs no
+            vocoder), or None for a named voice.
         voice: name of a shipped or user-registered voice (:mod:`flowspeech.voices`), used
             when ``acoustic`` is None; None means the default voice.
         vocoder: ``"griffin-lim"`` or a vocoder checkpoint (WaveGlow, FloWaveNet).
@@ -72,12 +76,19 @@ class Synthesizer:
             raise ConfigError("pass either acoustic or voice, not both")
         self.acoustic_path = str(acoustic)
         self.model, payload = load_model(acoustic, device=self.device)
-        if payload["model_type"] != "glow-tts":
-            raise ConfigError(f"{acoustic} holds a {payload['model_type']!r} model; the acoustic "
-                              f"model must be glow-tts")
+        self.model_type = payload["model_type"]
+        if self.model_type not in ACOUSTIC_TYPES + END_TO_END_TYPES:
+            raise ConfigError(f"{acoustic} holds a {self.model_type!r} model; synthesis needs a "
+                              f"text-input model ({', '.join(ACOUSTIC_TYPES + END_TO_END_TYPES)})")
         self.config = payload["config"]
         self.frontend = TextFrontend(**self.config.get("text", {}))
         self.mel_config = mel_config(self.config)
+        self.sup_tokenizer = None
+        tokenizer_json = (payload.get("inference") or {}).get("sup_phoneme_tokenizer")
+        if tokenizer_json and getattr(self.model, "phoneme_pretraining", False):
+            from flowspeech.text.sup_phonemes import SupPhonemeTokenizer
+
+            self.sup_tokenizer = SupPhonemeTokenizer.from_json(tokenizer_json)
         speakers = (payload.get("inference") or {}).get("speakers")
         self.speakers = None
         if speakers:
@@ -86,10 +97,16 @@ class Synthesizer:
             self.speakers = SpeakerTable.from_dict(speakers)
         if str(vocoder) == "griffin-lim" and (sigma is not None or denoise):
             raise ConfigError("sigma and denoise apply to neural vocoders, not Griffin-Lim")
-        self.vocoder = (load_vocoder(vocoder, self.mel_config, self.device)
-                        if str(vocoder) == "griffin-lim"
-                        else load_vocoder(vocoder, self.mel_config, self.device, sigma, denoise=denoise))
-        if self.vocoder.mel_config != self.mel_config:
+        if self.end_to_end:
+            if str(vocoder) != "griffin-lim":
+                raise ConfigError(f"{acoustic} is an end-to-end {self.model_type!r} model: it makes "
+                                  f"the waveform itself, so do not pass a vocoder")
+            self.vocoder = None
+        else:
+            self.vocoder = (load_vocoder(vocoder, self.mel_config, self.device)
+                            if str(vocoder) == "griffin-lim"
+                            else load_vocoder(vocoder, self.mel_config, self.device, sigma, denoise=denoise))
+        if self.vocoder is not None and self.vocoder.mel_config != self.mel_config:
             raise ConfigError(
                 f"the vocoder expects other features than the acoustic model makes "
                 f"(vocoder {self.vocoder.mel_config}, acoustic model {self.mel_config}); use a "
@@ -103,6 +120,22 @@ class Synthesizer:
         self.sentence_pause = sentence_pause
         self.max_frames = int(max_seconds * self.mel_config.sample_rate / self.mel_config.hop_length)
         self.batch_size = batch_size
+
+    @property
+    def end_to_end(self) -> bool:
+        """True for text-to-waveform models (NaturalSpeech): no separate vocoder."""
+        return self.model_type in END_TO_END_TYPES
+
+    def describe_vocoder(self) -> str:
+        return "the model's own waveform decoder" if self.vocoder is None else self.vocoder.describe()
+
+    def _sup_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor):
+        if self.sup_tokenizer is None:
+            return None
+        sup = torch.zeros_like(tokens)
+        for i, n in enumerate(lengths.tolist()):
+            sup[i, :n] = torch.tensor(self.sup_tokenizer.sup_ids(tokens[i, :n].tolist()))
+        return sup
 
     @property
     def sample_rate(self) -> int:
@@ -140,6 +173,22 @@ class Synthesizer:
             for i, x in enumerate(chunk):
                 tokens[i, : len(x)] = torch.tensor(x, device=self.device)
             t0 = time.perf_counter()
+            if self.end_to_end:
+                self._speaker_ids(speaker, len(chunk))  # refuses a speaker for one-speaker models
+                with torch.inference_mode():
+                    wav, wav_lengths, _ = self.model.infer(
+                        tokens, lengths, self._sup_tokens(tokens, lengths),
+                        noise_scale=self.noise_scale if noise_scale is None else noise_scale,
+                        length_scale=self.length_scale if length_scale is None else length_scale,
+                        generator=generator, max_frames=self.max_frames)
+                timings["acoustic"] += time.perf_counter() - t0
+                from flowspeech.audio import mel_spectrogram
+
+                for i, n in enumerate(wav_lengths.tolist()):
+                    w = wav[i, :n].float().cpu()
+                    waves.append(w.numpy())
+                    mels.append(mel_spectrogram(w, self.mel_config).numpy())
+                continue
             with torch.inference_mode():
                 mel, mel_lengths, _ = self.model.infer(
                     tokens, lengths, self._speaker_ids(speaker, len(chunk)),

@@ -16,6 +16,7 @@ MODELS: dict[str, tuple[str, str]] = {
     "glow-tts": ("flowspeech.models.glow_tts", "GlowTTS"),
     "waveglow": ("flowspeech.models.waveglow", "WaveGlow"),
     "flowavenet": ("flowspeech.models.flowavenet", "FloWaveNet"),
+    "naturalspeech": ("flowspeech.models.naturalspeech", "NaturalSpeech"),
 }
 
 

@@ -10,6 +10,8 @@ RECIPES: dict[str, tuple[str, str]] = {
     "glow-tts": ("flowspeech.training.recipes.glow_tts", "GlowTTSRecipe"),
     "waveglow": ("flowspeech.training.recipes.waveglow", "WaveGlowRecipe"),
     "flowavenet": ("flowspeech.training.recipes.flowavenet", "FloWaveNetRecipe"),
+    "naturalspeech": ("flowspeech.training.recipes.naturalspeech", "NaturalSpeechRecipe"),
+    "phoneme-lm": ("flowspeech.training.recipes.phoneme_lm", "PhonemeLMRecipe"),
 }
 
 

@@ -1,0 +1,304 @@
+"""Training NaturalSpeech (Tan et al., 2022, Sec. 3.5 and 4.1) with the shared loop.
+
+One step, as a VITS-style GAN with two optimisers:
+
+1. The generator pass (:meth:`NaturalSpeech.forward`): posterior path on a random latent
+   segment, backward KL, durations (MAS or given), and after the warm-up the prior path with
+   predicted durations (forward KL by soft-DTW; an end-to-end waveform segment).
+2. Discriminator step (``"discriminator"``): least-squares loss on the real segment against
+   the posterior-path waveform and, after the warm-up, the end-to-end one (both detached).
+3. Generator step (``"generator"``)::
+
+       L = c_mel * mel L1 + feature matching + adversarial        (L_rec, posterior path)
+         + c_kl * KL_bwd + c_kl_fwd * KL_fwd                       (bidirectional prior/posterior)
+         + c_e2e * adversarial(end-to-end waveform)                (L_e2e)
+         + c_dur * duration MSE + alignment-head NLL
+
+Phases: the first ``warmup_steps`` train the durator with ground-truth durations (backward
+path only: no forward KL, no end-to-end loss), as the paper's warm-up; then everything.
+
+Optimisers: AdamW, betas (0.8, 0.99), eps 1e-9, learning rate 2e-4 decayed by 0.999875 per
+epoch (the paper; the config gives the per-step factor).
+
+``train.extra`` keys: ``warmup_steps``, the loss weights ``c_mel`` (45), ``c_kl`` (1),
+``c_kl_fwd`` (1), ``c_e2e`` (1), ``c_dur`` (1), ``phoneme_encoder_checkpoint`` (a
+``flowspeech pretrain-phonemes`` checkpoint: its encoder weights and sup-phoneme tokenizer
+start the phoneme encoder) and ``durations`` (a ``flowspeech align`` JSON-lines file whose
+durations replace MAS).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from flowspeech.config import mel_config
+from flowspeech.errors import ConfigError, DatasetError
+from flowspeech.training.recipe import Recipe
+
+EXTRA_DEFAULTS: dict[str, Any] = {
+    "warmup_steps": 0,
+    "c_mel": 45.0,
+    "c_kl": 1.0,
+    "c_kl_fwd": 1.0,
+    "c_e2e": 1.0,
+    "c_dur": 1.0,
+    "phoneme_encoder_checkpoint": None,
+    "durations": None,
+}
+
+VAL_SEED = 0
+VAL_NOISE_SCALE = 0.667
+
+
+class NaturalSpeechGAN(nn.Module):
+    """What the loop trains: the generator (the TTS model) and its discriminators.
+
+    ``forward("generator", ...)`` and ``forward("discriminator", ...)`` dispatch, so that one
+    DistributedDataParallel wrapper covers both (with ``find_unused_parameters``).
+    Checkpoints therefore hold ``generator.*`` and ``discriminator.*`` weights; synthesis
+    loads only the generator (:meth:`NaturalSpeech.inference_state_dict`).
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module):
+        super().__init__()
+        self.generator = generator
+        self.discriminator = discriminator
+
+    def forward(self, part: str, *args, **kwargs):
+        if part == "generator":
+            return self.generator(*args, **kwargs)
+        if part == "discriminator":
+            return self.discriminator(*args, **kwargs)
+        raise ValueError(f"unknown part {part!r}")
+
+
+class NaturalSpeechRecipe(Recipe):
+    model_type = "naturalspeech"
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__(config)
+        from flowspeech.text import TextFrontend
+
+        extra = dict(self.train.extra)
+        unknown = sorted(set(extra) - set(EXTRA_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"unknown key(s) in train.extra for naturalspeech: {', '.join(unknown)}; "
+                              f"known: {', '.join(EXTRA_DEFAULTS)}")
+        self.extra = {**EXTRA_DEFAULTS, **extra}
+        self.mel_config = mel_config(config)
+        self.frontend = TextFrontend(**config.get("text", {}))
+        self.sup_tokenizer = None
+        self._encoder_state = None
+        self._durations: dict[str, list[int]] | None = None
+        self._mel = None
+        args = config.get("model_args", {})
+        checkpoint = self.extra["phoneme_encoder_checkpoint"]
+        if checkpoint and args.get("phoneme_pretraining", True):
+            self._load_pretrained(checkpoint)
+
+    # --- pre-trained phoneme encoder ---------------------------------------------------------
+    def _load_pretrained(self, path: str) -> None:
+        from flowspeech.models.phoneme_encoder import load_pretrained_phoneme_encoder
+
+        state, tokenizer, text_options = load_pretrained_phoneme_encoder(path)
+        if text_options is not None and dict(text_options) != dict(self.frontend.to_dict()):
+            raise ConfigError(
+                f"{path} was pre-trained with the text front end {text_options}, but this config's "
+                f"is {self.frontend.to_dict()}: pre-train with the same `text:` section")
+        self.sup_tokenizer, self._encoder_state = tokenizer, state
+        # The model needs the sup-phoneme vocabulary size to build its embedding.
+        self.config.setdefault("model_args", {})["n_sup_vocab"] = tokenizer.vocab_size
+
+    def build_model(self) -> NaturalSpeechGAN:
+        from flowspeech.models.hifigan import CombinedDiscriminator
+        from flowspeech.models.registry import build_model
+
+        generator = build_model(self.config)
+        if self._encoder_state is not None:
+            missing, unexpected = generator.encoder.load_state_dict(self._encoder_state, strict=False)
+            if unexpected or [k for k in missing if not k.startswith("sup_emb")]:
+                raise ConfigError(
+                    f"the pre-trained phoneme encoder does not fit this config's phoneme_encoder "
+                    f"(missing {missing[:5]}, unexpected {unexpected[:5]}): pre-train with the "
+                    f"same model_args.phoneme_encoder")
+        disc_args = dict(self.config.get("discriminator_args", {}))
+        return NaturalSpeechGAN(generator, CombinedDiscriminator(**disc_args))
+
+    # --- data ----------------------------------------------------------------------------------
+    def build_datasets(self, data, val_data, cache_dir):
+        from flowspeech.data import TextAudioDataset
+
+        train_manifest, val_manifest = self.manifests(data, val_data)
+        if self.extra["durations"]:
+            self._durations = read_durations(self.extra["durations"])
+        train = TextAudioDataset(train_manifest, self.frontend, self.mel_config, cache_dir)
+        val = (TextAudioDataset(val_manifest, self.frontend, self.mel_config, cache_dir)
+               if val_manifest is not None else None)
+        return train, val
+
+    def collate(self, items):
+        from flowspeech.data import collate_text_audio
+
+        batch = collate_text_audio(items)
+        tokens = batch["tokens"]
+        if self.sup_tokenizer is not None:
+            sup = torch.zeros_like(tokens)
+            for i, n in enumerate(batch["token_lengths"].tolist()):
+                sup[i, :n] = torch.tensor(self.sup_tokenizer.sup_ids(tokens[i, :n].tolist()))
+            batch["sup_tokens"] = sup
+        if self._durations is not None:
+            durations = torch.zeros(tokens.shape, dtype=torch.float32)
+            for i, (uid, n) in enumerate(zip(batch["ids"], batch["token_lengths"].tolist())):
+                d = self._durations.get(uid)
+                if d is None or len(d) != n:
+                    raise DatasetError(
+                        f"{self.extra['durations']}: "
+                        + (f"no durations for {uid}" if d is None else
+                           f"{uid} has {len(d)} durations but {n} tokens")
+                        + " - align with a model that uses this config's text front end")
+                durations[i, :n] = torch.tensor(d, dtype=torch.float32)
+            batch["durations"] = durations
+        return batch
+
+    # --- optimisers ------------------------------------------------------------------------------
+    def build_optimizers(self, model):
+        t = self.train
+        kwargs = {"lr": t.learning_rate, "betas": t.betas, "eps": t.eps, "weight_decay": t.weight_decay}
+        return {"generator": torch.optim.AdamW(model.generator.parameters(), **kwargs),
+                "discriminator": torch.optim.AdamW(model.discriminator.parameters(), **kwargs)}
+
+    # --- one step ----------------------------------------------------------------------------
+    def mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """Mel features of ``wav [B, 1, S]`` as the dataset computes them."""
+        from flowspeech.audio.features import MelSpectrogram
+
+        if self._mel is None or self._mel.window.device != wav.device:
+            self._mel = MelSpectrogram(self.mel_config).to(wav.device)
+        return self._mel(wav.squeeze(1).float())
+
+    def _inputs(self, batch):
+        return (batch["tokens"], batch["token_lengths"], batch["linears"], batch["spec_lengths"],
+                batch.get("sup_tokens"), batch.get("durations"))
+
+    def training_step(self, ctx, batch):
+        from flowspeech.models.hifigan import (
+            discriminator_loss,
+            feature_matching_loss,
+            generator_adversarial_loss,
+        )
+        from flowspeech.models.naturalspeech import NaturalSpeech, random_segments
+
+        e = self.extra
+        raw = ctx.raw_model
+        gen = raw.generator
+        raw.zero_grad(set_to_none=True)  # the generator loss also reaches the discriminators
+        full = ctx.step >= int(e["warmup_steps"])
+        with ctx.autocast():
+            out = ctx.model("generator", *self._inputs(batch), use_forward_loss=full, use_e2e=full)
+        real = gen.wav_segment(batch["audio"], out.segment_starts)
+        fakes = [out.wav] + ([out.wav_e2e] if out.wav_e2e is not None else [])
+
+        # Discriminators.
+        with ctx.autocast():
+            loss_d = 0.0
+            for fake in fakes:
+                real_scores, fake_scores, _, _ = ctx.model("discriminator", real, fake.detach())
+                loss_d = loss_d + discriminator_loss(real_scores, fake_scores)[0]
+        ctx.optimize(loss_d, "discriminator")
+
+        # Generator.
+        with ctx.autocast():
+            real_mel, _ = random_segments(batch["mels"], batch["spec_lengths"], gen.segment_frames,
+                                          out.segment_starts)
+            mel_l1 = nn.functional.l1_loss(self.mel(out.wav), real_mel.float())
+            _, fake_scores, real_maps, fake_maps = ctx.model("discriminator", real, out.wav)
+            adv = _adversarial(generator_adversarial_loss(fake_scores))
+            fm = feature_matching_loss(real_maps, fake_maps)
+            kl = NaturalSpeech.kl_backward(out)
+            dur = NaturalSpeech.duration_loss(out)
+            loss_g = (e["c_mel"] * mel_l1 + fm + adv + e["c_kl"] * kl + e["c_dur"] * dur + out.align_nll)
+            logs = {"mel_l1": mel_l1, "kl_bwd": kl, "duration": dur, "adv": adv, "fm": fm,
+                    "align_nll": out.align_nll, "loss_d": loss_d}
+            if out.kl_forward is not None:
+                loss_g = loss_g + e["c_kl_fwd"] * out.kl_forward
+                logs["kl_fwd"] = out.kl_forward
+            if out.wav_e2e is not None:
+                _, e2e_scores, _, _ = ctx.model("discriminator", real, out.wav_e2e)
+                adv_e2e = _adversarial(generator_adversarial_loss(e2e_scores))
+                loss_g = loss_g + e["c_e2e"] * adv_e2e
+                logs["adv_e2e"] = adv_e2e
+        ctx.optimize(loss_g, "generator")
+        logs["loss_g"] = loss_g
+        return {k: (v.detach() if torch.is_tensor(v) else v) for k, v in logs.items()}
+
+    @torch.no_grad()
+    def initialize(self, model, batch):
+        """Nothing data-dependent to initialise (no ActNorm)."""
+
+    @torch.no_grad()
+    def validate(self, model, batch, step, writer):
+        from flowspeech.models.naturalspeech import NaturalSpeech, random_segments
+
+        gen = model.generator
+        out = gen(*self._inputs(batch), use_forward_loss=False, use_e2e=False)
+        real_mel, _ = random_segments(batch["mels"], batch["spec_lengths"], gen.segment_frames,
+                                      out.segment_starts)
+        values = {"kl_bwd": float(NaturalSpeech.kl_backward(out)),
+                  "duration": float(NaturalSpeech.duration_loss(out)),
+                  "mel_l1": float(nn.functional.l1_loss(self.mel(out.wav), real_mel.float()))}
+        n_tok = int(batch["token_lengths"][0])
+        sup = batch.get("sup_tokens")
+        generator = torch.Generator(device=batch["tokens"].device).manual_seed(VAL_SEED)
+        wav, wav_lengths, _ = gen.infer(batch["tokens"][:1, :n_tok], batch["token_lengths"][:1],
+                                        sup[:1, :n_tok] if sup is not None else None,
+                                        noise_scale=VAL_NOISE_SCALE, generator=generator)
+        wav = wav[0, :int(wav_lengths[0])].float().clamp(-1, 1).cpu()
+        values["length_ratio"] = float(wav.numel()) / max(int(batch["audio_lengths"][0]), 1)
+        if writer is not None:
+            from flowspeech.audio import mel_spectrogram
+            from flowspeech.training.plots import spectrogram_figure
+
+            sr = self.mel_config.sample_rate
+            writer.add_audio("val/synthesised", wav[None], step, sr)
+            target = batch["mels"][0, :, :int(batch["spec_lengths"][0])].float().cpu().numpy()
+            synth = mel_spectrogram(wav, self.mel_config).numpy()
+            writer.add_figure("val/mel", spectrogram_figure(
+                target, synth, titles=["recording", f"synthesised from text (T={VAL_NOISE_SCALE})"]), step)
+            if step <= self.train.eval_every:
+                audio = batch["audio"][0, :int(batch["audio_lengths"][0])].float().cpu()
+                writer.add_audio("val/recording", audio[None], step, sr)
+        return values
+
+    def inference_extras(self):
+        extras: dict[str, Any] = {"text": self.frontend.to_dict()}
+        if self.sup_tokenizer is not None:
+            extras["sup_phoneme_tokenizer"] = self.sup_tokenizer.to_json()
+        return extras
+
+
+def _adversarial(value):
+    """The generator's adversarial loss, whether the helper returns it alone or with parts."""
+    return value[0] if isinstance(value, tuple) else value
+
+
+def read_durations(path: str) -> dict[str, list[int]]:
+    """``{id: frames per token}`` from a ``flowspeech align`` JSON-lines file."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"durations file {p} does not exist (write one with `flowspeech align`)")
+    out: dict[str, list[int]] = {}
+    for number, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out[str(row["id"])] = [int(d) for d in row["durations"]]
+        except (ValueError, KeyError, TypeError) as err:
+            raise DatasetError(f"{p}, line {number}: not a `flowspeech align` row ({err})") from None
+    return out

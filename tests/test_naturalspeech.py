@@ -1,0 +1,235 @@
+"""NaturalSpeech (flowspeech.models.naturalspeech): shapes, the prior/posterior flow, the
+differentiable durator's gradients, the ablation switches, losses that fall on tiny data,
+synthesis controls, the paper-size preset, and train -> synthesize from the command line."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from flowspeech.config import load_config
+from flowspeech.models.naturalspeech import NaturalSpeech, random_segments
+from flowspeech.training.recipes.naturalspeech import NaturalSpeechRecipe
+
+torch.set_num_threads(1)
+
+TINY_ARGS = {
+    "latent_channels": 8,
+    "phoneme_encoder": {"channels": 16, "filter_channels": 32, "n_heads": 2, "n_layers": 1},
+    "posterior_encoder": {"hidden_channels": 8, "n_layers": 2},
+    "flow": {"hidden_channels": 8, "n_layers": 1, "n_flows": 2},
+    "durator": {"predictor": {"filter_channels": 8}},
+    "memory": {"size": 12, "n_heads": 2},
+    "decoder": {"upsample_initial_channel": 16, "resblock_kernel_sizes": [3],
+                "resblock_dilation_sizes": [[1, 3]], "init_std": None},
+    "segment_frames": 4,
+}
+
+
+def tiny_config(**switches) -> dict:
+    config = load_config("naturalspeech-small")
+    config["text"] = {"symbol_set": "ipa", "phonemizer": "none", "add_blank": False}
+    args = copy.deepcopy(TINY_ARGS)
+    args.update(switches)
+    config["model_args"] = args
+    config["discriminator_args"] = {"periods": [2, 3], "n_scales": 1, "channels_scale": 0.0625}
+    config["train"].update({"batch_size": 2, "num_workers": 0, "log_every": 1, "eval_every": 1000,
+                            "checkpoint_every": 2, "max_steps": 2})
+    config["train"]["extra"] = {"warmup_steps": 0}
+    return config
+
+
+def tiny_batch(n_tok=(7, 5), n_frames=(20, 14), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b = len(n_tok)
+    tokens = torch.zeros(b, max(n_tok), dtype=torch.long)
+    for i, n in enumerate(n_tok):
+        tokens[i, :n] = torch.randint(1, 30, (n,), generator=g)
+    specs = torch.rand(b, 513, max(n_frames), generator=g)
+    for i, n in enumerate(n_frames):
+        specs[i, :, n:] = 0
+    return tokens, torch.tensor(n_tok), specs, torch.tensor(n_frames)
+
+
+def build(**switches) -> NaturalSpeech:
+    torch.manual_seed(0)
+    return NaturalSpeech.from_config(tiny_config(**switches))
+
+
+def test_forward_shapes_and_finite_losses():
+    model = build()
+    tokens, n_tok, specs, n_frm = tiny_batch()
+    out = model(tokens, n_tok, specs, n_frm)
+    hop = model.hop_length
+    assert out.wav.shape == (2, 1, 4 * hop)
+    assert out.wav_e2e.shape == (2, 1, 4 * hop)
+    assert out.z.shape == out.z_p.shape == out.prior_mean.shape == (2, 8, 20)
+    # MAS durations cover every frame exactly.
+    assert out.durations.sum(1).tolist() == [20.0, 14.0]
+    for value in (NaturalSpeech.kl_backward(out), NaturalSpeech.duration_loss(out), out.kl_forward,
+                  out.align_nll):
+        assert torch.isfinite(value)
+
+
+def test_flow_inverts_and_preserves_volume():
+    model = build()
+    z = torch.randn(2, 8, 11)
+    mask = torch.ones(2, 1, 11)
+    mask[1, :, 7:] = 0
+    z = z * mask
+    z_p = model.flow(z, mask)
+    assert torch.allclose(model.flow.inverse(z_p, mask), z, atol=1e-5)
+    _, logdet = model.flow.flows(z, mask)
+    assert torch.allclose(logdet, torch.zeros(2))
+
+
+def test_upsampler_gradients_reach_the_duration_predictor():
+    model = build(end_to_end_loss=False)
+    tokens, n_tok, specs, n_frm = tiny_batch()
+    out = model(tokens, n_tok, specs, n_frm)
+    out.kl_forward.backward()
+    grads = [p.grad for p in model.durator.duration_predictor.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+    hard = build(differentiable_durator=False, end_to_end_loss=False)
+    out = hard(tokens, n_tok, specs, n_frm)
+    out.kl_forward.backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0
+               for p in hard.durator.duration_predictor.parameters())
+
+
+def test_learnable_upsampling_weights_are_a_soft_monotonic_alignment():
+    from flowspeech.models.durator import LearnableUpsampling
+
+    torch.manual_seed(0)
+    up = LearnableUpsampling(16)
+    h = torch.randn(1, 16, 4)
+    durations = torch.tensor([[2.0, 3.0, 1.0, 4.0]], requires_grad=True)
+    mask = torch.ones(1, 1, 4)
+    frames, frame_mask, weights = up(h, durations, mask, torch.tensor([10]))
+    assert frames.shape == (1, 16, 10)
+    assert torch.allclose(weights.sum(-1), torch.ones(1, 4, 10), atol=1e-5)
+    frames.sum().backward()
+    assert float(durations.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("switch", ["memory_vae", "bidirectional_flow", "end_to_end_loss",
+                                    "differentiable_durator", "phoneme_pretraining"])
+def test_ablation_switches_change_the_graph(switch):
+    on, off = build(n_sup_vocab=9), build(n_sup_vocab=9, **{switch: False})
+    names_on = {n for n, _ in on.named_parameters()}
+    names_off = {n for n, _ in off.named_parameters()}
+    tokens, n_tok, specs, n_frm = tiny_batch()
+    sup = torch.randint(0, 9, tokens.shape)
+    out_off = off(tokens, n_tok, specs, n_frm, sup_tokens=sup)
+    if switch == "memory_vae":
+        assert off.memory is None and not any(n.startswith("memory.") for n in names_off)
+        assert any(n.startswith("memory.") for n in names_on)
+    elif switch == "bidirectional_flow":
+        assert out_off.kl_forward is None and out_off.wav_e2e is not None
+    elif switch == "end_to_end_loss":
+        assert out_off.wav_e2e is None and out_off.kl_forward is not None
+    elif switch == "differentiable_durator":
+        assert not any(n.startswith("durator.upsampler.") for n in names_off)
+        assert any(n.startswith("durator.upsampler.") for n in names_on)
+    else:
+        assert not any("sup" in n for n in names_off) and any("sup" in n for n in names_on)
+
+
+def test_given_durations_replace_mas():
+    model = build()
+    tokens, n_tok, specs, n_frm = tiny_batch()
+    durations = torch.tensor([[3, 3, 3, 3, 3, 3, 2], [3, 3, 3, 3, 2, 0, 0]], dtype=torch.float32)
+    out = model(tokens, n_tok, specs, n_frm, durations=durations)
+    assert torch.equal(out.durations, durations)
+    assert float(out.align_nll) == 0.0
+    with pytest.raises(ValueError, match="durations must be"):
+        model(tokens, n_tok, specs, n_frm, durations=durations[:, :3])
+
+
+def test_random_segments_pad_short_items():
+    x = torch.arange(10.0).view(1, 1, 10).repeat(2, 1, 1)
+    seg, starts = random_segments(x, torch.tensor([10, 3]), 5, torch.tensor([4, 0]))
+    assert seg[0, 0].tolist() == [4, 5, 6, 7, 8]
+    assert seg[1, 0].tolist() == [0, 1, 2, 0, 0]
+
+
+def test_inference_controls():
+    model = build().prepare_for_inference()
+    tokens, n_tok, _, _ = tiny_batch()
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    wav, lengths, durations = model.infer(tokens, n_tok, generator=g())
+    assert wav.shape[0] == 2 and lengths.tolist() == [int(x) for x in lengths]
+    assert int(lengths.max()) == wav.shape[1]
+    assert lengths.tolist() == [model.hop_length * int(torch.clamp_min(torch.round(d.sum()), 1))
+                                for d in durations]
+    again, _, _ = model.infer(tokens, n_tok, generator=g())
+    assert torch.equal(wav, again)
+    slow, slow_lengths, _ = model.infer(tokens, n_tok, length_scale=2.0, generator=g())
+    assert (slow_lengths >= 2 * lengths - 2 * model.hop_length).all()
+    with pytest.raises(ValueError, match="over the limit"):
+        model.infer(tokens, n_tok, length_scale=50.0, max_frames=10)
+
+
+def test_losses_fall_on_a_fixed_batch(plain_step_context):
+    config = tiny_config()
+    recipe = NaturalSpeechRecipe(config)
+    torch.manual_seed(0)
+    model = recipe.build_model()
+    optimizers = recipe.build_optimizers(model)
+    g = torch.Generator().manual_seed(0)
+    tokens, n_tok, _, _ = tiny_batch(n_frames=(24, 24))
+    audio = 0.3 * torch.sin(torch.arange(24 * 256).float() * 0.05).repeat(2, 1)
+    audio = audio + 0.01 * torch.randn(audio.shape, generator=g)
+    from flowspeech.audio.features import LinearSpectrogram
+
+    linears = LinearSpectrogram(recipe.mel_config)(audio)
+    mels = recipe.mel(audio.unsqueeze(1))
+    batch = {"tokens": tokens, "token_lengths": n_tok, "linears": linears, "mels": mels,
+             "spec_lengths": torch.tensor([24, 24]), "audio": audio,
+             "audio_lengths": torch.tensor([24 * 256] * 2)}
+    history = []
+    for step in range(25):
+        ctx = plain_step_context(model, optimizers, step=step)
+        history.append({k: float(v) for k, v in recipe.training_step(ctx, batch).items()})
+    first, last = history[:3], history[-3:]
+    mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+    for key in ("mel_l1", "kl_bwd", "duration"):
+        assert mean(last, key) < mean(first, key), (key, history[0][key], history[-1][key])
+    assert all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in history)
+
+
+def test_base_preset_matches_the_paper_size():
+    config = load_config("naturalspeech-base")
+    config["model_args"]["n_sup_vocab"] = 0
+    with torch.device("meta"):
+        model = NaturalSpeech.from_config(config)
+    n = model.inference_parameters()
+    # The paper reports 28.7 M parameters for synthesis (without the sup-phoneme table of the
+    # pre-training vocabulary and the training-only posterior encoder).
+    assert abs(n - 28.7e6) / 28.7e6 < 0.05, n
+
+
+def test_train_then_synthesize_from_the_command_line(tmp_path, capsys):
+    import yaml
+    from conftest import make_ljspeech
+
+    from flowspeech.cli.main import main
+
+    data = make_ljspeech(tmp_path / "data", n=4)
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config()))
+    run = tmp_path / "run"
+    assert main(["train", "naturalspeech", "--config", str(config_path), "--data", str(data),
+                 "--out", str(run), "--device", "cpu", "--no-progress"]) == 0
+    checkpoints = sorted((run / "checkpoints").glob("*.pt"))
+    assert checkpoints
+    wav = tmp_path / "out.wav"
+    assert main(["synthesize", "--model", str(checkpoints[-1]), "--text", "Hello there.",
+                 "--out", str(wav), "--seed", "0"]) == 0
+    import soundfile as sf
+
+    audio, sr = sf.read(wav)
+    assert sr == 22050 and audio.size > 0
