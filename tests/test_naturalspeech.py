@@ -233,3 +233,12 @@ def test_train_then_synthesize_from_the_command_line(tmp_path, capsys):
 
     audio, sr = sf.read(wav)
     assert sr == 22050 and audio.size > 0
+
+
+def test_prior_stays_finite_for_long_utterances_at_initialisation():
+    # Token-frame offsets of hundreds of frames once overflowed the prior's log-scale.
+    model = build()
+    tokens, n_tok, specs, n_frm = tiny_batch(n_tok=(150, 120), n_frames=(900, 700))
+    out = model(tokens, n_tok, specs, n_frm, use_e2e=False)
+    assert out.prior_log_scale.abs().max() < 10
+    assert torch.isfinite(NaturalSpeech.kl_backward(out)) and torch.isfinite(out.kl_forward)

@@ -60,7 +60,8 @@ class LearnableUpsampling(nn.Module):
 
     With ``e_i = sum_{k<=i} d_k`` and ``s_i = e_i - d_i`` the end and start of token ``i`` and
     frames numbered ``t = 1..T``, every (frame, token) pair gets the features
-    ``[S_ti = t - s_i, E_ti = e_i - t, conv(proj(H))_i]`` (``2 + conv_channels`` values).
+    ``[S_ti = t - s_i, E_ti = e_i - t, conv(proj(H))_i]`` (``2 + conv_channels`` values;
+    the offsets enter as ``sign(x) log(1 + |x|)``, see ``forward``).
     Two small MLPs turn them into ``q`` attention maps ``W`` (softmax over tokens) and ``p``
     auxiliary values ``C``, and the frames are::
 
@@ -110,7 +111,13 @@ class LearnableUpsampling(nn.Module):
         e_dist = ends.unsqueeze(1) - t
         token_features = self.norm(self.conv(self.proj_h(h * text_mask) * text_mask)) * text_mask
         token_features = token_features.transpose(1, 2).unsqueeze(1).expand(b, n_frames, n_text, -1)
-        features = torch.cat([s_dist.unsqueeze(-1), e_dist.unsqueeze(-1), token_features], -1)
+        # Offsets reach hundreds of frames for distant tokens; a signed log keeps them in a
+        # range the MLPs can take from the first step (raw offsets, as Parallel Tacotron 2
+        # writes them, made the prior's log-scale overflow at initialisation) while frames
+        # near a token keep their resolution.
+        offsets = torch.stack([s_dist, e_dist], -1)
+        offsets = torch.sign(offsets) * torch.log1p(offsets.abs())
+        features = torch.cat([offsets, token_features], -1)
         logits = self.mlp_w(features)                                                # [B, F, T, q]
         pair_mask = (text_mask.transpose(1, 2) * frame_mask).transpose(1, 2)         # [B, F, T]
         logits = logits.masked_fill(pair_mask.unsqueeze(-1) == 0, -1e4)
