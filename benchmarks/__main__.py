@@ -10,7 +10,7 @@ timed in one run, side by side.
 | Monotonic Alignment Search | ``maximum_path_numba`` | PyPI ``monotonic-alignment-search`` (the authors' Cython) |
 | Glow-TTS inference, paper's model | ``GlowTTS.infer`` | Coqui TTS ``GlowTTS.inference`` |
 | vocoders (1 s of audio) | WaveGlow, FloWaveNet (paper's models) | Coqui HiFi-GAN V1 (decoder reference) |
-| end-to-end text to wave | NaturalSpeech (not yet in flowspeech) | Coqui VITS (its closest relative) |
+| end-to-end text to wave | NaturalSpeech, paper's model | Coqui VITS (its closest relative) |
 
 Coqui TTS needs torchaudio and so another PyTorch build: it runs in its own venv, in a
 subprocess (``benchmarks/coqui_side.py``), with the same thread count, random weights of the
@@ -84,6 +84,31 @@ def ours_glow_tts(tokens: int, fpt: float, repeats: int) -> dict:
 
     return {"seconds": timed(run, repeats), "frames": frames["n"],
             "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def ours_naturalspeech(tokens: int, fpt: float, repeats: int) -> dict:
+    from flowspeech.config import load_config
+    from flowspeech.models.registry import build_model
+
+    config = load_config("naturalspeech-base")
+    config["model_args"]["n_sup_vocab"] = 0
+    model = build_model(config)
+    with torch.no_grad():  # every token lasts ceil(fpt) frames, as Coqui VITS's ceil gives
+        proj = model.durator.duration_predictor.proj
+        proj.weight.zero_()
+        proj.bias.fill_(math.log(math.ceil(fpt)))
+    model.prepare_for_inference()
+    x = torch.randint(1, 100, (1, tokens), generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([tokens])
+    samples = {}
+
+    def run():
+        with torch.inference_mode():
+            _, wav_lengths, _ = model.infer(x, lengths, noise_scale=0.667)
+        samples["n"] = int(wav_lengths.sum())
+
+    return {"seconds": timed(run, repeats), "samples": samples["n"],
+            "parameters": model.inference_parameters()}
 
 
 def ours_vocoder(preset: str, frames: int, repeats: int) -> dict:
@@ -186,12 +211,23 @@ def render(results: dict, args) -> str:
         lines.append(f"| vocoder reference: HiFi-GAN V1, {args.vocoder_frames} frames | – | {s:.2f} s "
                      f"({h['samples'] / s / 1e3:.1f} kHz, RTF {rtf(s, h['samples']):.2f}) | Coqui "
                      f"`HifiganGenerator` (GAN, not a flow: the speed a flow vocoder competes with) | – |")
-    if "vits" in c:
-        v = c["vits"]
-        s = v["median_s"]
-        lines.append(f"| text to wave, 1 x {args.tokens} tokens | NaturalSpeech: not yet | {s:.2f} s "
-                     f"(RTF {rtf(s, v['samples']):.3f}) | Coqui `Vits` (closest relative of "
-                     f"NaturalSpeech) | – |")
+    ns = results.get("naturalspeech")
+    if ns or "vits" in c:
+        row = f"| text to wave, 1 x {args.tokens} tokens | "
+        if ns:
+            s = median(ns["seconds"])
+            row += f"NaturalSpeech base: {s:.2f} s (RTF {rtf(s, ns['samples']):.3f}) | "
+        else:
+            row += "– | "
+        if "vits" in c:
+            v = c["vits"]
+            row += (f"{v['median_s']:.2f} s (RTF {rtf(v['median_s'], v['samples']):.3f}) | Coqui `Vits` "
+                    f"(closest relative of NaturalSpeech) | ")
+            # Per second of audio, in case the two made different lengths.
+            row += (f"**{rtf(v['median_s'], v['samples']) / rtf(s, ns['samples']):.2f}x** |" if ns else "– |")
+        else:
+            row += "– | Coqui not run | – |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -239,6 +275,9 @@ def main() -> None:
     if "vocoders" in only:
         results["waveglow"] = ours_vocoder("waveglow-base", args.vocoder_frames, max(1, args.repeats // 2))
         results["flowavenet"] = ours_vocoder("flowavenet-base", args.vocoder_frames, max(1, args.repeats // 2))
+    if "e2e" in only:
+        results["naturalspeech"] = ours_naturalspeech(args.tokens, args.frames_per_token,
+                                                      max(1, args.repeats // 2))
     if args.json:
         results["torch"] = torch.__version__
         print(json.dumps(results))

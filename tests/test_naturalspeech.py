@@ -242,3 +242,50 @@ def test_prior_stays_finite_for_long_utterances_at_initialisation():
     out = model(tokens, n_tok, specs, n_frm, use_e2e=False)
     assert out.prior_log_scale.abs().max() < 10
     assert torch.isfinite(NaturalSpeech.kl_backward(out)) and torch.isfinite(out.kl_forward)
+
+
+def test_pretrained_phoneme_encoder_starts_the_model_and_its_sup_phonemes_reach_synthesis(tmp_path):
+    import yaml
+    from conftest import SENTENCES, make_ljspeech
+
+    from flowspeech.cli.main import main
+    from flowspeech.inference.synthesizer import Synthesizer
+    from flowspeech.models.phoneme_encoder import load_pretrained_phoneme_encoder
+
+    config = tiny_config()
+    lm_config = {"model": "phoneme-lm", "text": config["text"],
+                 "model_args": {"bpe_vocab_size": 200,
+                                "phoneme_encoder": config["model_args"]["phoneme_encoder"]},
+                 "train": {"batch_size": 4, "num_workers": 0, "checkpoint_every": 2, "log_every": 1}}
+    (tmp_path / "lm.yaml").write_text(yaml.safe_dump(lm_config))
+    (tmp_path / "text.txt").write_text("\n".join(SENTENCES * 3) + "\n")
+    assert main(["pretrain-phonemes", "--text", str(tmp_path / "text.txt"), "--out", str(tmp_path / "lm"),
+                 "--config", str(tmp_path / "lm.yaml"), "--max-steps", "2", "--no-progress",
+                 "--device", "cpu"]) == 0
+    lm_checkpoint = sorted((tmp_path / "lm" / "checkpoints").glob("*.pt"))[-1]
+    encoder_state, tokenizer, _ = load_pretrained_phoneme_encoder(lm_checkpoint)
+
+    config["train"]["extra"]["phoneme_encoder_checkpoint"] = str(lm_checkpoint)
+    recipe = NaturalSpeechRecipe(config)
+    model = recipe.build_model()
+    assert model.generator.encoder.sup_emb.num_embeddings == tokenizer.vocab_size
+    for key, value in encoder_state.items():  # the encoder starts from the pre-trained weights
+        assert torch.equal(model.generator.encoder.state_dict()[key], value), key
+
+    data = make_ljspeech(tmp_path / "data", n=4)
+    (tmp_path / "ns.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "ns"
+    assert main(["train", "naturalspeech", "--config", str(tmp_path / "ns.yaml"), "--data", str(data),
+                 "--out", str(run), "--device", "cpu", "--no-progress"]) == 0
+    checkpoint = sorted((run / "checkpoints").glob("*.pt"))[-1]
+    tts = Synthesizer(checkpoint)
+    assert tts.sup_tokenizer is not None and tts.end_to_end
+    wav, sr = tts.synthesize("The cat sat.", seed=0)
+    assert sr == 22050 and wav.size > 0
+
+    bad = copy.deepcopy(config)
+    bad["model_args"]["phoneme_encoder"]["channels"] = 32
+    from flowspeech.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pre-trained phoneme encoder does not fit"):
+        NaturalSpeechRecipe(bad).build_model()

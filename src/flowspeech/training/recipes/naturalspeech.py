@@ -118,7 +118,13 @@ class NaturalSpeechRecipe(Recipe):
 
         generator = build_model(self.config)
         if self._encoder_state is not None:
-            missing, unexpected = generator.encoder.load_state_dict(self._encoder_state, strict=False)
+            try:
+                missing, unexpected = generator.encoder.load_state_dict(self._encoder_state, strict=False)
+            except RuntimeError as err:  # shapes differ
+                raise ConfigError(
+                    f"the pre-trained phoneme encoder does not fit this config's phoneme_encoder "
+                    f"({str(err).splitlines()[-1].strip()[:200]}): pre-train with the same "
+                    f"model_args.phoneme_encoder") from None
             if unexpected or [k for k in missing if not k.startswith("sup_emb")]:
                 raise ConfigError(
                     f"the pre-trained phoneme encoder does not fit this config's phoneme_encoder "
