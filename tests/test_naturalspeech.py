@@ -196,7 +196,8 @@ def test_losses_fall_on_a_fixed_batch(plain_step_context):
         history.append({k: float(v) for k, v in recipe.training_step(ctx, batch).items()})
     first, last = history[:3], history[-3:]
     mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
-    for key in ("mel_l1", "kl_bwd", "duration"):
+    # kl_fwd is a one-sample estimate on a soft alignment: noisy, and not monotone over 25 steps.
+    for key in ("mel_l1", "kl_bwd", "duration", "align_nll"):
         assert mean(last, key) < mean(first, key), (key, history[0][key], history[-1][key])
     assert all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in history)
 
