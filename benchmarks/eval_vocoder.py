@@ -1,0 +1,117 @@
+"""How close does a vocoder bring a recording back from its mel? Copy-synthesis, scored.
+
+For the first ``--limit`` clips of a corpus split (held out from training), computes each
+clip's mel with the vocoder's own front end, synthesises it with every ``--vocoder`` given
+(WaveGlow or FloWaveNet checkpoints, and ``griffin-lim`` as the floor), and scores the
+results against the recordings with ``flowspeech.evaluation``: PESQ (wide band), STOI,
+multi-resolution STFT distance, MCD, log-F0 RMSE, the log-spectral distance, and the
+real-time factor of the vocoder alone on this machine.
+
+    python benchmarks/eval_vocoder.py --corpus data/slt_hts --split val --limit 20 \\
+        --vocoder runs/waveglow/checkpoints/step_00004000.pt --vocoder griffin-lim \\
+        --out reports/vocoders
+
+Writes ``OUT/<name>/wavs/`` (listen-ready clips with timings.json), ``OUT/<name>/report``
+(the evaluation report) and ``OUT/summary.json``; prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def vocoder_name(spec: str) -> str:
+    if spec == "griffin-lim":
+        return "griffin-lim"
+    path = Path(spec)
+    return f"{path.parent.parent.name}-{path.stem}" if path.parent.name == "checkpoints" else path.stem
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/ and wavs/")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--limit", type=int, default=20, help="first N clips of the split (0: all)")
+    ap.add_argument("--vocoder", action="append", required=True,
+                    help="a vocoder checkpoint or griffin-lim; repeat to compare several")
+    ap.add_argument("--sigma", type=float, default=None, help="sampling temperature (default: the model's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from flowspeech.audio import load_wav, mel_spectrogram, save_wav
+    from flowspeech.evaluation import EvalOptions, evaluate
+    from flowspeech.evaluation.inputs import read_transcripts
+    from flowspeech.evaluation.report import write_report
+    from flowspeech.inference.vocoders import load_vocoder, log_spectral_distance
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    corpus, out = Path(args.corpus), Path(args.out)
+    texts = read_transcripts(corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt")
+    ids = list(texts)[: args.limit or None]
+    out.mkdir(parents=True, exist_ok=True)
+    text_file = out / "text.txt"
+    text_file.write_text("".join(f"{uid}|{texts[uid]}\n" for uid in ids), encoding="utf-8")
+
+    rows = []
+    for spec in args.vocoder:
+        name = vocoder_name(spec)
+        from flowspeech.audio import MelConfig
+
+        if spec == "griffin-lim":
+            vocoder = load_vocoder(spec, MelConfig.glow_tts())
+        else:
+            vocoder = load_vocoder(spec, None, "cpu", args.sigma)
+        config = vocoder.mel_config
+        wav_dir = out / name / "wavs"
+        wav_dir.mkdir(parents=True, exist_ok=True)
+        timings, lsd = {}, []
+        generator = torch.Generator().manual_seed(args.seed)
+        audio_seconds = compute_seconds = 0.0
+        for uid in ids:
+            audio, _ = load_wav(corpus / "wavs" / f"{uid}.wav", config.sample_rate)
+            mel = mel_spectrogram(audio, config)[None]
+            t = time.perf_counter()
+            with torch.inference_mode():
+                wave = vocoder.vocode(mel, torch.tensor([mel.shape[-1]]), generator)[0]
+            timings[uid] = time.perf_counter() - t
+            wave = np.clip(np.asarray(wave, dtype=np.float32), -1, 1)
+            save_wav(wav_dir / f"{uid}.wav", wave, config.sample_rate)
+            lsd.append(log_spectral_distance(torch.as_tensor(audio), torch.as_tensor(wave)))
+            audio_seconds += len(wave) / config.sample_rate
+            compute_seconds += timings[uid]
+        (wav_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+        report = evaluate(wav_dir, reference=corpus / "wavs", text=text_file,
+                          options=EvalOptions(copy_synthesis=True), jobs=args.jobs, progress=False,
+                          name=name)
+        write_report(report, out / name / "report", plots=False)
+        o = report.overall
+        rows.append({"vocoder": name, "checkpoint": spec, "clips": len(ids),
+                     "pesq": o.get("pesq"), "stoi": o.get("stoi"), "mr_stft": o.get("mrstft"),
+                     "mcd": o.get("mcd"), "f0_rmse": o.get("log_f0_rmse"), "wer": o.get("wer"),
+                     "lsd_db": float(np.mean(lsd)), "rtf": compute_seconds / audio_seconds})
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+    def fmt(value, spec):
+        return "–" if value is None else format(value, spec)
+
+    print(f"Copy-synthesis of the first {len(ids)} {args.split} clips of {corpus}")
+    print("| vocoder | PESQ-WB | STOI | MR-STFT | MCD (dB) | log-F0 RMSE | LSD (dB) | WER | RTF |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['vocoder']} | {fmt(r['pesq'], '.2f')} | {fmt(r['stoi'], '.3f')} | "
+              f"{fmt(r['mr_stft'], '.3f')} | {fmt(r['mcd'], '.2f')} | {fmt(r['f0_rmse'], '.3f')} | "
+              f"{r['lsd_db']:.2f} | {fmt(r['wer'] and 100 * r['wer'], '.1f')}% | {r['rtf']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
