@@ -256,3 +256,21 @@ def test_path_from_durations_errors():
         path_from_durations(torch.tensor([1, 2]), frame_mask)
     with pytest.raises(ValueError, match="path"):
         durations_from_path(torch.ones(2, 3))
+
+
+def test_numba_kernels_leave_torch_thread_count_alone():
+    # numba's OpenMP layer once raised torch's intra-op threads to all cores after the first
+    # alignment, which changed results in the last bits (and broke exact resume).
+    from flowspeech.align import soft_dtw
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        value = torch.randn(8, 40, 120)
+        mask = torch.ones(8, 40, 120)
+        maximum_path_numba(value, mask)
+        assert torch.get_num_threads() == 1
+        soft_dtw(torch.rand(8, 120, 120, requires_grad=True)).sum().backward()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -290,3 +290,59 @@ def test_pretrained_phoneme_encoder_starts_the_model_and_its_sup_phonemes_reach_
 
     with pytest.raises(ConfigError, match="pre-trained phoneme encoder does not fit"):
         NaturalSpeechRecipe(bad).build_model()
+
+
+def _train(config_path, data, run, max_steps, resume=False):
+    from flowspeech.cli.main import main
+
+    argv = ["train", "naturalspeech", "--config", str(config_path), "--data", str(data), "--out",
+            str(run), "--device", "cpu", "--no-progress", "--max-steps", str(max_steps)]
+    assert main(argv + (["--resume"] if resume else [])) == 0
+    from flowspeech.training.checkpoint import load_checkpoint
+
+    return load_checkpoint(sorted((run / "checkpoints").glob("*.pt"))[-1])
+
+
+def test_resume_is_exact_with_two_optimisers(tmp_path):
+    import yaml
+    from conftest import make_ljspeech
+
+    data = make_ljspeech(tmp_path / "data", n=4)
+    config = tiny_config()
+    config["train"].update({"checkpoint_every": 1, "n_buckets": 1})
+    config["train"]["extra"] = {"warmup_steps": 1}   # the resumed steps cross into full training
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    straight = _train(path, data, tmp_path / "straight", 3)
+    _train(path, data, tmp_path / "split", 1)
+    resumed = _train(path, data, tmp_path / "split", 3, resume=True)
+    assert resumed["step"] == straight["step"] == 3
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    for name in ("generator", "discriminator"):
+        assert name in resumed["optimizers"]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import make_ljspeech
+
+    data = make_ljspeech(tmp_path / "data", n=4)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config()))
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "flowspeech.cli.main", "train", "naturalspeech", "--config", str(path),
+           "--data", str(data), "--out", str(run), "--max-steps", "2", "--no-progress", "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from flowspeech.training.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(sorted((run / "checkpoints").glob("*.pt"))[-1])
+    assert payload["step"] == 2 and payload["trainer"]["world_size"] == 2

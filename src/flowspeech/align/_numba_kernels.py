@@ -38,6 +38,8 @@ location is writable at all, the kernels are compiled without a cache instead of
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -109,6 +111,28 @@ def _transpose_8x8(typingctx, src, src_row, src_col, dst, dst_row, dst_col):
         return context.get_dummy_value()
 
     return signature, codegen
+
+
+@contextlib.contextmanager
+def parallel_region():
+    """Run a ``parallel=True`` kernel with work handed out one item at a time, and leave
+    torch's thread count as it was.
+
+    numba's OpenMP threading layer sets OpenMP's thread count to its own (all cores) when its
+    first parallel kernel starts, and torch's intra-op pool follows OpenMP: without the
+    restore, ``torch.set_num_threads(1)`` (or ``OMP_NUM_THREADS=1``) silently became 2 after
+    the first alignment, and float results computed before and after that point differed in
+    the last bits, so a resumed training run drifted from an uninterrupted one.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        with numba.parallel_chunksize(1):
+            yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def _jit(**options):

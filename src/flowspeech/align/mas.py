@@ -85,7 +85,7 @@ def maximum_path_numba(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     text_lengths, frame_lengths = text_lengths.cpu(), frame_lengths.cpu()
     # Longest utterances first, handed out one at a time: balances the threads' loads.
     order = torch.argsort(text_lengths * frame_lengths, descending=True)
-    with numba.parallel_chunksize(1):
+    with _numba_kernels.parallel_region():
         _numba_kernels.maximum_path_batch(
             path.numpy(), values.numpy(), text_lengths.numpy(), frame_lengths.numpy(),
             order.numpy(),

@@ -62,6 +62,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; the torch path 
     prange = range
 
 if numba is not None:
+    from flowspeech.align import _numba_kernels
     from flowspeech.align._numba_kernels import _jit
 else:  # pragma: no cover
     def _jit(**options):
@@ -505,7 +506,7 @@ def _forward_numba(cost, lengths_x, lengths_y, gamma, warp_penalty):
     R = torch.empty(batch, n + 1, m + 1, dtype=torch.float64)
     value = torch.empty(batch, dtype=torch.float64)
     if _parallel(lengths_x, lengths_y):
-        with numba.parallel_chunksize(1):
+        with _numba_kernels.parallel_region():
             _forward_batch(value.numpy(), R.numpy(), cost.numpy(), lengths_x.numpy(),
                            lengths_y.numpy(), gamma, warp_penalty,
                            _work_order(lengths_x, lengths_y))
@@ -523,7 +524,7 @@ def _backward_numba(R, lengths_x, lengths_y, gamma, warp_penalty, scale):
     batch = R.size(0)
     grad = torch.empty(batch, R.size(1) - 1, R.size(2) - 1, dtype=torch.float64)
     if _parallel(lengths_x, lengths_y):
-        with numba.parallel_chunksize(1):
+        with _numba_kernels.parallel_region():
             _backward_batch(grad.numpy(), R.numpy(), lengths_x.numpy(), lengths_y.numpy(),
                             gamma, warp_penalty, scale.contiguous().numpy(),
                             _work_order(lengths_x, lengths_y))

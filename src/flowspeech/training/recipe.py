@@ -144,6 +144,12 @@ class Recipe:
         """Data-dependent initialisation (e.g. ActNorm), run once before step 1 on every rank
         (DDP then broadcasts rank 0's weights)."""
 
+    def wrap_distributed(self, model: torch.nn.Module, wrap) -> torch.nn.Module:
+        """The module ``training_step`` calls as ``ctx.model`` under torchrun: ``wrap(module)``
+        returns a DistributedDataParallel wrapper of ``module``. One wrapper around the whole
+        model by default; GANs wrap generator and discriminator separately."""
+        return wrap(model)
+
     def training_step(self, ctx, batch: dict) -> dict[str, float]:
         """Compute losses under ``ctx.autocast()``, call ``ctx.optimize(loss, name)`` for each
         optimiser, return scalars to log."""

@@ -341,8 +341,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DDP(self.raw_model, device_ids=ids,
-                             find_unused_parameters=self.cfg.find_unused_parameters)
+            self.model = self.recipe.wrap_distributed(
+                self.raw_model, lambda module: DDP(module, device_ids=ids,
+                                                   find_unused_parameters=self.cfg.find_unused_parameters))
         self._open_writer()
         val_batch = self._val_batch()
         if self.step >= self.max_steps:

@@ -205,14 +205,15 @@ class NaturalSpeechRecipe(Recipe):
         with ctx.autocast():
             out = ctx.model("generator", *self._inputs(batch), use_forward_loss=full, use_e2e=full)
         real = gen.wav_segment(batch["audio"], out.segment_starts)
-        fakes = [out.wav] + ([out.wav_e2e] if out.wav_e2e is not None else [])
+        # Posterior-path and end-to-end fakes go through the discriminators as one batch: one
+        # discriminator pass per optimiser step, as DistributedDataParallel requires.
+        fakes = torch.cat([out.wav] + ([out.wav_e2e] if out.wav_e2e is not None else []))
+        n = out.wav.size(0)
 
         # Discriminators.
         with ctx.autocast():
-            loss_d = 0.0
-            for fake in fakes:
-                real_scores, fake_scores, _, _ = ctx.model("discriminator", real, fake.detach())
-                loss_d = loss_d + discriminator_loss(real_scores, fake_scores)[0]
+            real_scores, fake_scores, _, _ = ctx.model("discriminator", real, fakes.detach())
+            loss_d = discriminator_loss(real_scores, fake_scores)[0]
         ctx.optimize(loss_d, "discriminator")
 
         # Generator.
@@ -220,9 +221,9 @@ class NaturalSpeechRecipe(Recipe):
             real_mel, _ = random_segments(batch["mels"], batch["spec_lengths"], gen.segment_frames,
                                           out.segment_starts)
             mel_l1 = nn.functional.l1_loss(self.mel(out.wav), real_mel.float())
-            _, fake_scores, real_maps, fake_maps = ctx.model("discriminator", real, out.wav)
-            adv = _adversarial(generator_adversarial_loss(fake_scores))
-            fm = feature_matching_loss(real_maps, fake_maps)
+            _, fake_scores, real_maps, fake_maps = ctx.model("discriminator", real, fakes)
+            adv = generator_adversarial_loss([s[:n] for s in fake_scores])
+            fm = feature_matching_loss(real_maps, [[f[:n] for f in maps] for maps in fake_maps])
             kl = NaturalSpeech.kl_backward(out)
             dur = NaturalSpeech.duration_loss(out)
             loss_g = (e["c_mel"] * mel_l1 + fm + adv + e["c_kl"] * kl + e["c_dur"] * dur + out.align_nll)
@@ -232,13 +233,17 @@ class NaturalSpeechRecipe(Recipe):
                 loss_g = loss_g + e["c_kl_fwd"] * out.kl_forward
                 logs["kl_fwd"] = out.kl_forward
             if out.wav_e2e is not None:
-                _, e2e_scores, _, _ = ctx.model("discriminator", real, out.wav_e2e)
-                adv_e2e = _adversarial(generator_adversarial_loss(e2e_scores))
+                adv_e2e = generator_adversarial_loss([s[n:] for s in fake_scores])
                 loss_g = loss_g + e["c_e2e"] * adv_e2e
                 logs["adv_e2e"] = adv_e2e
         ctx.optimize(loss_g, "generator")
         logs["loss_g"] = loss_g
         return {k: (v.detach() if torch.is_tensor(v) else v) for k, v in logs.items()}
+
+    def wrap_distributed(self, model, wrap):
+        # Generator and discriminators each get their own DDP wrapper (as VITS does): the
+        # step runs them in separate passes with separate backward passes.
+        return NaturalSpeechGAN(wrap(model.generator), wrap(model.discriminator))
 
     @torch.no_grad()
     def initialize(self, model, batch):
@@ -283,11 +288,6 @@ class NaturalSpeechRecipe(Recipe):
         if self.sup_tokenizer is not None:
             extras["sup_phoneme_tokenizer"] = self.sup_tokenizer.to_json()
         return extras
-
-
-def _adversarial(value):
-    """The generator's adversarial loss, whether the helper returns it alone or with parts."""
-    return value[0] if isinstance(value, tuple) else value
 
 
 def read_durations(path: str) -> dict[str, list[int]]:
