@@ -235,6 +235,20 @@ def test_train_then_synthesize_from_the_command_line(tmp_path, capsys):
     audio, sr = sf.read(wav)
     assert sr == 22050 and audio.size > 0
 
+    # As a named voice, stored in float16 without the discriminators.
+    assert main(["voices", "add", "ns-tiny", "--acoustic", str(checkpoints[-1]), "--half"]) == 0
+    assert main(["synthesize", "--voice", "ns-tiny", "--text", "Hello there.", "--out", str(wav),
+                 "--seed", "0"]) == 0
+    from flowspeech.training.checkpoint import load_checkpoint
+    from flowspeech.voices import get_voice
+
+    stored = load_checkpoint(get_voice("ns-tiny").acoustic)["model"]
+    assert not any(k.startswith(("discriminator.", "generator.")) for k in stored)
+    capsys.readouterr()
+    assert main(["voices", "add", "ns-tiny-2", "--acoustic", str(checkpoints[-1]), "--vocoder",
+                 str(checkpoints[-1])]) != 0
+    assert "needs no vocoder" in capsys.readouterr().err
+
 
 def test_prior_stays_finite_for_long_utterances_at_initialisation():
     # Token-frame offsets of hundreds of frames once overflowed the prior's log-scale.

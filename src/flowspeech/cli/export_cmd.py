@@ -22,6 +22,12 @@ def export_checkpoint(src, out, half: bool = False) -> dict:
 
     payload = load_checkpoint(src)
     state = payload["model"]
+    from flowspeech.models.registry import MODELS, model_class
+
+    if payload.get("model_type") in MODELS:  # e.g. a GAN checkpoint keeps only its generator
+        cls = model_class(payload["model_type"])
+        if hasattr(cls, "inference_state_dict"):
+            state = cls.inference_state_dict(state)
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     exported = {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}

@@ -104,7 +104,7 @@ def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None =
                    inference: dict | None = None) -> Voice:
     """Copy a trained acoustic model (and vocoder) into the user voice folder as ``name``.
 
-    The checkpoints are checked (they must load, as glow-tts and as a vocoder) and stripped
+    The checkpoints are checked (glow-tts or end-to-end naturalspeech, and a vocoder) and stripped
     to their weights, optionally in float16; the folder is written under a temporary name
     and renamed, so a failed registration leaves nothing behind. ``inference`` (e.g.
     ``{"noise_scale": 0.333}``) becomes the voice's default synthesis settings.
@@ -121,7 +121,12 @@ def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None =
     target = root / name
     if target.exists() and not overwrite:
         raise FlowspeechError(f"voice {name!r} already exists ({target}); pass --overwrite to replace it")
-    payload = load_checkpoint(acoustic, model_type="glow-tts")
+    payload = load_checkpoint(acoustic)
+    if payload.get("model_type") not in ("glow-tts", "naturalspeech"):
+        raise FlowspeechError(f"{acoustic} holds a {payload.get('model_type')!r} model; a voice "
+                              f"needs a glow-tts or an end-to-end naturalspeech model")
+    if payload["model_type"] == "naturalspeech" and vocoder is not None:
+        raise FlowspeechError(f"{acoustic} is an end-to-end naturalspeech model: it needs no vocoder")
     if vocoder is not None:
         vocoder_type = load_checkpoint(vocoder)["model_type"]
         if vocoder_type not in ("waveglow", "flowavenet"):
