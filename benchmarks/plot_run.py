@@ -2,6 +2,9 @@
 and mels of a validation utterance under the newest checkpoint.
 
     python benchmarks/plot_run.py RUN_DIR --data DATA --out docs/figures/glow-tts-small
+
+Loss panels follow the run's model type (Glow-TTS, WaveGlow, FloWaveNet, NaturalSpeech); the
+alignment figure (``--data``) is for Glow-TTS runs.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 LINE = re.compile(r"step (\d+) epoch \d+ (.*?) lr=")
@@ -37,20 +39,40 @@ def parse(log: Path):
     return train, val
 
 
+# Panels per model type: (log key, title).
+PANELS = {
+    "glow-tts": [("nll", "NLL (nats per dimension)"), ("duration", "duration loss (MSE of log durations)")],
+    "waveglow": [("nll", "NLL (nats per audio sample)"), ("lsd_db", "copy-synthesis log-spectral distance (dB)")],
+    "flowavenet": [("nll", "NLL (nats per audio sample)"), ("lsd_db", "copy-synthesis log-spectral distance (dB)")],
+    "naturalspeech": [("mel_l1", "mel L1 (posterior path)"), ("kl_bwd", "backward KL (nats per frame)"),
+                      ("kl_fwd", "forward KL, soft-DTW (nats per frame)"), ("duration", "duration MSE (log)"),
+                      ("loss_d", "discriminator loss"), ("adv_e2e", "end-to-end adversarial loss")],
+}
+
+
 def plot_curves(run: Path, out: Path) -> None:
+    import yaml
+
+    model = yaml.safe_load((run / "config.yaml").read_text()).get("model", "glow-tts")
+    panels = PANELS.get(model, PANELS["glow-tts"])
     train, val = parse(run / "train.log")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for ax, key, title in ((axes[0], "nll", "NLL (nats per dimension)"), (axes[1], "duration", "duration loss (MSE of log durations)")):
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.6 * rows), squeeze=False)
+    for ax, (key, title) in zip(axes.flat, panels):
         if key in train:
-            s, v = zip(*train[key])
+            s, v = zip(*sorted(dict(train[key]).items()))  # a resumed run logs some steps twice
             ax.plot(s, v, lw=1, label="train")
         if key in val:
-            s, v = zip(*val[key])
+            s, v = zip(*sorted(dict(val[key]).items()))
             ax.plot(s, v, "o-", ms=3, label="validation")
         ax.set_xlabel("step")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if key in train or key in val:
+            ax.legend()
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "loss_curves.png", dpi=110)
     plt.close(fig)
