@@ -360,3 +360,33 @@ def test_ddp_two_cpu_processes(tmp_path):
 
     payload = load_checkpoint(sorted((run / "checkpoints").glob("*.pt"))[-1])
     assert payload["step"] == 2 and payload["trainer"]["world_size"] == 2
+
+
+def test_durations_from_an_align_file_reach_the_batch(tmp_path):
+    import json
+
+    from conftest import make_ljspeech
+
+    from flowspeech.errors import DatasetError
+
+    data = make_ljspeech(tmp_path / "data", n=2)
+    config = tiny_config()
+    recipe = NaturalSpeechRecipe(config)
+    train, _ = recipe.build_datasets(str(data), None, None)
+    items = [train[0], train[1]]
+    lines = [{"id": item["id"], "durations": [2] * len(item["tokens"])} for item in items]
+    path = tmp_path / "durations.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config["train"]["extra"]["durations"] = str(path)
+    recipe = NaturalSpeechRecipe(config)
+    recipe.build_datasets(str(data), None, None)
+    batch = recipe.collate(items)
+    assert batch["durations"].shape == batch["tokens"].shape
+    assert batch["durations"][0, : len(items[0]["tokens"])].eq(2).all()
+
+    lines[1]["durations"] = [2, 2]   # tokens of another front end
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    recipe = NaturalSpeechRecipe(config)
+    recipe.build_datasets(str(data), None, None)
+    with pytest.raises(DatasetError, match="durations but"):
+        recipe.collate(items)
