@@ -132,10 +132,7 @@ class Synthesizer:
     def _sup_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor):
         if self.sup_tokenizer is None:
             return None
-        sup = torch.zeros_like(tokens)
-        for i, n in enumerate(lengths.tolist()):
-            sup[i, :n] = torch.tensor(self.sup_tokenizer.sup_ids(tokens[i, :n].tolist()))
-        return sup
+        return self.sup_tokenizer.sup_ids_padded(tokens, lengths)
 
     @property
     def sample_rate(self) -> int:

@@ -243,6 +243,16 @@ class SupPhonemeTokenizer:
             out.extend([sup] * (end - start))
         return out
 
+    def sup_ids_padded(self, tokens, lengths):
+        """:meth:`sup_ids` of every row of a padded batch: ``tokens`` ``[B, L]`` and
+        ``lengths`` ``[B]`` (torch) give ``[B, L]`` long, 0 (``[PAD]``) past each length."""
+        import torch
+
+        sup = torch.zeros_like(tokens)
+        for i, n in enumerate(lengths.tolist()):
+            sup[i, :n] = torch.tensor(self.sup_ids(tokens[i, :n].tolist()), dtype=tokens.dtype)
+        return sup
+
     def spans(self, phoneme_ids: Sequence[int]) -> list[tuple[int, int]]:
         """``[(start, end), ...]`` of each unit (the structure masking works on)."""
         return [(start, end) for start, end, _ in self.units(phoneme_ids)]

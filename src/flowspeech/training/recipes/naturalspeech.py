@@ -151,10 +151,7 @@ class NaturalSpeechRecipe(Recipe):
         batch = collate_text_audio(items)
         tokens = batch["tokens"]
         if self.sup_tokenizer is not None:
-            sup = torch.zeros_like(tokens)
-            for i, n in enumerate(batch["token_lengths"].tolist()):
-                sup[i, :n] = torch.tensor(self.sup_tokenizer.sup_ids(tokens[i, :n].tolist()))
-            batch["sup_tokens"] = sup
+            batch["sup_tokens"] = self.sup_tokenizer.sup_ids_padded(tokens, batch["token_lengths"])
         if self._durations is not None:
             durations = torch.zeros(tokens.shape, dtype=torch.float32)
             for i, (uid, n) in enumerate(zip(batch["ids"], batch["token_lengths"].tolist())):
