@@ -131,8 +131,10 @@ def main() -> None:
 
         with torch.inference_mode():
             cascade("HiFi-GAN V1 generator", lambda: hifigan(mel))
+            # FloWaveNet base reads its [0, 1] dB features: same frames, values in its range.
+            inputs = {"WaveGlow base": mel, "FloWaveNet base": torch.rand_like(mel)}
             for name, model in vocoders.items():
-                cascade(name, lambda model=model: model.infer(mel, sigma=0.6))
+                cascade(name, lambda model=model, x=inputs[name]: model.infer(x, sigma=0.6))
     if args.json:
         print(json.dumps(results, indent=2))
         return
