@@ -31,6 +31,19 @@ def repeat_timed(fn, repeats: int, warmup: int = 1, device=None) -> list[float]:
     return [timed(fn, device)[0] for _ in range(repeats)]
 
 
+def time_in_turns(functions: dict, repeats: int, warmup: int, device=None) -> dict[str, list[float]]:
+    """Seconds of each call of every ``name -> function``, the functions taking turns (so a
+    change in the machine's load hits them all alike), after ``warmup`` untimed calls each."""
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            times[name].append(timed(function, device)[0])
+    return times
+
+
 def load_note() -> str:
     try:
         return "load average " + " / ".join(f"{x:.2f}" for x in os.getloadavg())

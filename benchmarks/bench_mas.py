@@ -23,11 +23,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numba
 import numpy as np
 import torch
+from _timing import time_in_turns
 
 from flowspeech.align import maximum_path_numba, maximum_path_torch
 from flowspeech.align import _numba_kernels
@@ -75,19 +75,6 @@ def reference_kernel_only(value, text_lengths, frame_lengths):
         return path
 
     return run
-
-
-def time_in_turns(functions: dict, repeats: int, warmup: int) -> dict:
-    for function in functions.values():
-        for _ in range(warmup):
-            function()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def compile_times() -> tuple[float, float]:

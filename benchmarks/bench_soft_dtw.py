@@ -53,7 +53,7 @@ import sys
 import numba
 import numpy as np
 import torch
-from _timing import load_note, timed
+from _timing import load_note, time_in_turns
 
 _sdtw = importlib.import_module("flowspeech.align.soft_dtw")  # the module, not the function
 
@@ -217,17 +217,6 @@ def check(cost: torch.Tensor, peer, threads: int, with_torch: bool) -> dict:
 
 
 # --- timing -------------------------------------------------------------------------------------
-
-
-def time_in_turns(functions: dict, repeats: int, warmup: int) -> dict:
-    for function in functions.values():
-        for _ in range(warmup):
-            function()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            times[name].append(timed(function)[0])
-    return times
 
 
 def bench_size(size, args, peer) -> dict:
