@@ -412,14 +412,7 @@ class PeriodDiscriminator(nn.Module):
                                  f"multiple of period {self.period} by reflection")
             y = F.pad(y, (0, n_pad), mode="reflect")
             t += n_pad
-        x = y.view(b, c, t // self.period, self.period)
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return [torch.flatten(x, 1)], [fmap]
+        return _score(self.convs, self.conv_post, y.view(b, c, t // self.period, self.period))
 
 
 class ScaleDiscriminator(nn.Module):
@@ -458,14 +451,19 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, y: torch.Tensor) -> DiscriminatorOutput:
         _check_audio(y, "ScaleDiscriminator")
-        x = y
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
+        return _score(self.convs, self.conv_post, y)
+
+
+def _score(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor) -> DiscriminatorOutput:
+    """The body every sub-discriminator shares: leaky-ReLU convs, then ``conv_post``; every
+    activation is a feature map and the flattened last one the score."""
+    fmap = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
         fmap.append(x)
-        return [torch.flatten(x, 1)], [fmap]
+    x = conv_post(x)
+    fmap.append(x)
+    return [torch.flatten(x, 1)], [fmap]
 
 
 def _run_all(discriminators: nn.ModuleList, inputs: Sequence[torch.Tensor]) -> DiscriminatorOutput:
