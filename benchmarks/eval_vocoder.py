@@ -46,21 +46,18 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from _heldout import first_sentences
 
     from flowspeech.audio import load_wav, mel_spectrogram, save_wav
     from flowspeech.evaluation import EvalOptions, evaluate
-    from flowspeech.evaluation.inputs import read_transcripts
     from flowspeech.evaluation.report import write_report
     from flowspeech.inference.vocoders import load_vocoder, log_spectral_distance
 
     if args.threads:
         torch.set_num_threads(args.threads)
     corpus, out = Path(args.corpus), Path(args.out)
-    texts = read_transcripts(corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt")
-    ids = list(texts)[: args.limit or None]
-    out.mkdir(parents=True, exist_ok=True)
-    text_file = out / "text.txt"
-    text_file.write_text("".join(f"{uid}|{texts[uid]}\n" for uid in ids), encoding="utf-8")
+    sentences, text_file = first_sentences(corpus, args.split, args.limit, out)
+    ids = [uid for uid, _ in sentences]
 
     rows = []
     for spec in args.vocoder:

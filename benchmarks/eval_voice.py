@@ -42,20 +42,16 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from _heldout import first_sentences
 
     from flowspeech.evaluation import EvalOptions, compare_reports, evaluate
-    from flowspeech.evaluation.inputs import read_transcripts
     from flowspeech.evaluation.report import load_report, write_report
     from flowspeech.evaluation.synthesis import synthesize_test_set
 
     if args.threads:
         torch.set_num_threads(args.threads)
     corpus, out = Path(args.corpus), Path(args.out)
-    texts = read_transcripts(corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt")
-    sentences = list(texts.items())[: args.limit or None]  # the file's order: "the first N"
-    out.mkdir(parents=True, exist_ok=True)
-    text_file = out / "text.txt"
-    text_file.write_text("".join(f"{uid}|{text}\n" for uid, text in sentences), encoding="utf-8")
+    sentences, text_file = first_sentences(corpus, args.split, args.limit, out)
     wav_dir = out / "wavs"
     run = synthesize_test_set(dict(sentences), wav_dir, acoustic=args.acoustic, voice=args.voice,
                               vocoder=args.vocoder, noise_scale=args.noise_scale, seed=args.seed,
