@@ -71,3 +71,32 @@ def path_from_durations(durations: torch.Tensor, frame_mask: torch.Tensor) -> to
     on_path &= frame_mask.to(device=durations.device, dtype=torch.bool)
     dtype = frame_mask.dtype if frame_mask.is_floating_point() else torch.float32
     return on_path.to(dtype)
+
+
+def read_alignment_file(path, field: str, convert):
+    """``{id: convert(row[field])}`` from a ``flowspeech align`` file (one JSON object a line
+    with ``id``, ``durations``, ``nll_per_dim``, ...).
+
+    Raises:
+        DatasetError: missing file, or a line without ``id`` and ``field`` (or whose value
+            ``convert`` rejects), named by its line number.
+    """
+    import json
+    from pathlib import Path
+
+    from flowspeech.errors import DatasetError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file (write it with `flowspeech align`)")
+    out = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out[str(row["id"])] = convert(row[field])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise DatasetError(f"{path}:{lineno}: expected a JSON object with 'id' and "
+                               f"'{field}' (flowspeech align output)") from None
+    return out

@@ -136,22 +136,12 @@ def read_nll(path: str | Path) -> dict[str, float]:
     Raises:
         DatasetError: missing file, or a line without those fields.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file (write it with `flowspeech align`)")
-    out = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            value = float(row["nll_per_dim"])
-            out[str(row["id"])] = value
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise DatasetError(f"{path}:{lineno}: expected a JSON object with 'id' and "
-                               "'nll_per_dim' (flowspeech align output)") from None
+    from flowspeech.align.durations import read_alignment_file
+
+    out = read_alignment_file(path, "nll_per_dim", float)
+    for uid, value in out.items():
         if not math.isfinite(value):
-            raise DatasetError(f"{path}:{lineno}: nll_per_dim is {value}")
+            raise DatasetError(f"{path}: the nll_per_dim of {uid} is {value}")
     return out
 
 

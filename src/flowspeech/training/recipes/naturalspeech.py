@@ -289,19 +289,6 @@ class NaturalSpeechRecipe(Recipe):
 
 def read_durations(path: str) -> dict[str, list[int]]:
     """``{id: frames per token}`` from a ``flowspeech align`` JSON-lines file."""
-    import json
-    from pathlib import Path
+    from flowspeech.align.durations import read_alignment_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"durations file {p} does not exist (write one with `flowspeech align`)")
-    out: dict[str, list[int]] = {}
-    for number, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            out[str(row["id"])] = [int(d) for d in row["durations"]]
-        except (ValueError, KeyError, TypeError) as err:
-            raise DatasetError(f"{p}, line {number}: not a `flowspeech align` row ({err})") from None
-    return out
+    return read_alignment_file(path, "durations", lambda values: [int(d) for d in values])
