@@ -4,7 +4,8 @@ For the first ``--limit`` clips of a corpus split (held out from training), comp
 clip's mel with the vocoder's own front end, synthesises it with every ``--vocoder`` given
 (WaveGlow or FloWaveNet checkpoints, and ``griffin-lim`` as the floor), and scores the
 results against the recordings with ``flowspeech.evaluation``: PESQ (wide band), STOI,
-multi-resolution STFT distance, MCD, log-F0 RMSE, the log-spectral distance, and the
+multi-resolution STFT distance, MCD (up to the front end's ``fmax`` unless
+``--mcd-full-band``), log-F0 RMSE, the log-spectral distance, and the
 real-time factor of the vocoder alone on this machine.
 
     python benchmarks/eval_vocoder.py --corpus data/slt_hts --split val --limit 20 \\
@@ -41,6 +42,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
+    ap.add_argument("--mcd-full-band", action="store_true",
+                    help="MCD over the whole band (default: up to the mel front end's fmax, the "
+                         "band a mel vocoder can reproduce)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -69,6 +73,7 @@ def main() -> None:
         else:
             vocoder = load_vocoder(spec, None, "cpu", args.sigma)
         config = vocoder.mel_config
+        mcd_max_hz = None if args.mcd_full_band else config.fmax_hz
         wav_dir = out / name / "wavs"
         wav_dir.mkdir(parents=True, exist_ok=True)
         timings, lsd = {}, []
@@ -88,7 +93,7 @@ def main() -> None:
             compute_seconds += timings[uid]
         (wav_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
         report = evaluate(wav_dir, reference=corpus / "wavs", text=text_file,
-                          options=EvalOptions(copy_synthesis=True), jobs=args.jobs, progress=False,
+                          options=EvalOptions(copy_synthesis=True, mcd_max_hz=mcd_max_hz), jobs=args.jobs, progress=False,
                           name=name)
         write_report(report, out / name / "report", plots=False)
         o = report.overall

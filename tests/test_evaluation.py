@@ -106,6 +106,30 @@ def test_mcd_is_zero_against_itself_and_grows_with_noise():
 
 @needs["pyworld"]
 @needs["pysptk"]
+def test_mcd_band_limit_ignores_what_a_low_pass_removed():
+    import scipy.signal
+
+    from flowspeech.evaluation.spectral import compare_to_reference, world_features
+
+    sr = 22050
+    clean = voice(0.6, sr) + 0.01 * np.random.default_rng(2).standard_normal(int(0.6 * sr))
+    low_pass = scipy.signal.butter(12, 5000, fs=sr, output="sos")
+    band_limited = scipy.signal.sosfiltfilt(low_pass, clean)
+
+    def mcd(max_hz):
+        ref = world_features(clean, sr, f0_method="dio", max_hz=max_hz)
+        return compare_to_reference(ref, world_features(band_limited, sr, f0_method="dio",
+                                                        max_hz=max_hz))["mcd"]
+
+    full, limited = mcd(None), mcd(4500.0)
+    assert full > 3 * limited, (full, limited)
+    assert mcd(sr / 2) == full  # a limit at Nyquist is the full band
+    with pytest.raises(ValueError, match="positive"):
+        world_features(clean, sr, f0_method="dio", max_hz=0.0)
+
+
+@needs["pyworld"]
+@needs["pysptk"]
 def test_f0_rmse_of_200_vs_220_hz_sines():
     from flowspeech.evaluation.spectral import compare_to_reference, world_features
 

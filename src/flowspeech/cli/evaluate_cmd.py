@@ -44,6 +44,10 @@ def register(subparsers) -> None:
     p.add_argument("--no-asr", action="store_true", help="skip speech recognition")
     p.add_argument("--f0-method", choices=("harvest", "dio"), default="harvest",
                    help="WORLD F0 estimator (dio is ~15x faster, less accurate)")
+    p.add_argument("--mcd-max-hz", type=float, default=None, metavar="HZ",
+                   help="compare spectral envelopes up to HZ only, e.g. the mel front end's fmax "
+                        "(8000 for the Glow-TTS/WaveGlow mel): the band above it is silent in "
+                        "any mel-based synthesis and would dominate the MCD (default: full band)")
     p.add_argument("--mels", nargs="+", metavar="ID",
                    help="plot reference vs synthesis mel spectrograms of these ids ('worst': "
                    "the 3 with the highest MCD, or WER without a reference)")
@@ -111,7 +115,7 @@ def run(args) -> int:
     _check_args(args)
     options = EvalOptions(asr=not args.no_asr, copy_synthesis=args.copy_synthesis,
                           f0_method=args.f0_method, hmm=args.hmm, lm=args.lm, dict=args.dict,
-                          asr_resampler=args.asr_resampler)
+                          asr_resampler=args.asr_resampler, mcd_max_hz=args.mcd_max_hz)
     if args.voice is not None or args.acoustic is not None:
         from flowspeech.evaluation.inputs import read_transcripts
         from flowspeech.evaluation.synthesis import synthesize_test_set

@@ -89,6 +89,9 @@ class EvalOptions:
             reference clips, sample-aligned).
         f0_method: ``"harvest"`` or ``"dio"`` (see :func:`.spectral.world_features`).
         mcd_order: mel-cepstral order (MCD over c1..c_order).
+        mcd_max_hz: compare spectral envelopes up to this frequency only (the mel front
+            end's ``fmax`` for mel-based systems; see :func:`.spectral.world_features`);
+            ``None``: the full band.
         asr_pad_seconds: silence added around each clip before recognition.
         asr_resampler: ``"auto"``, ``"sox"`` or ``"soxr"`` (see :func:`.asr.to_pcm16k`).
         hmm, lm, dict: PocketSphinx model overrides (default: the bundled en-us model).
@@ -99,6 +102,7 @@ class EvalOptions:
     copy_synthesis: bool = False
     f0_method: str = "harvest"
     mcd_order: int = 24
+    mcd_max_hz: float | None = None
     asr_pad_seconds: float = 0.3
     asr_resampler: str = "auto"
     hmm: str | None = None
@@ -211,8 +215,10 @@ def evaluate_utterance(utt_id: str, system_path: str, reference_path: str | None
         row["ref_duration_s"] = len(ref) / ref_rate
         syn = resample(samples, rate, ref_rate) if rate != ref_rate else samples
         if options.spectral:
-            ref_feats = spectral.world_features(ref, ref_rate, options.mcd_order, options.f0_method)
-            syn_feats = spectral.world_features(syn, ref_rate, options.mcd_order, options.f0_method)
+            ref_feats, syn_feats = (spectral.world_features(x, ref_rate, options.mcd_order,
+                                                            options.f0_method,
+                                                            max_hz=options.mcd_max_hz)
+                                    for x in (ref, syn))
             row.update(spectral.compare_to_reference(ref_feats, syn_feats))
         if options.copy_synthesis:
             from flowspeech.evaluation.intrusive import pesq_wb, stoi
@@ -463,6 +469,8 @@ def _settings(options: EvalOptions, texts: bool, reference: bool, jobs: int, wal
             "features": f"WORLD (pyworld {ver('pyworld')}) {options.f0_method} F0 + CheapTrick "
                         f"envelope, pysptk {ver('pysptk')} sp2mc order {options.mcd_order}, "
                         "alpha = mcepalpha(reference rate), 5 ms frames",
+            "band": ("full" if options.mcd_max_hz is None else
+                     f"envelopes held flat above {options.mcd_max_hz:g} Hz"),
             "mcd": f"10/ln10 * sqrt(2 * sum_(d=1..{options.mcd_order}) (c_d - c'_d)^2), mean "
                    "over the DTW path (Euclidean on c1..c24; steps (1,1),(1,0),(0,1))",
             "trimming": "leading/trailing frames 40 dB below the loudest removed",
