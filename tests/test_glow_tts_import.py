@@ -3,7 +3,6 @@ independent re-statement of their decoder's inverse pass to compare numbers with
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

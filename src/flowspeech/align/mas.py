@@ -20,7 +20,6 @@ training needs no device-to-host copy.
 
 from __future__ import annotations
 
-import numba
 import torch
 
 from flowspeech.align import _numba_kernels

@@ -102,7 +102,7 @@ class SpeakerTable:
         unknown = sorted(set(data) - {"names"})
         if unknown or "names" not in data:
             raise ConfigError(
-                f"a speaker table is {{'names': [...]}}; "
+                "a speaker table is {'names': [...]}; "
                 + (f"unknown key(s) {unknown}" if unknown else "'names' is missing")
             )
         return cls(data["names"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from torch import nn
 
 from flowspeech.flows.base import Flow, check_input, logdet_dtype
