@@ -71,6 +71,20 @@ def test_forward_then_inverse_gives_back_the_audio(overrides):
     assert (model.infer(mel, temperature=1.0, noise=out.z) - audio).abs().max() < 1e-4
 
 
+def test_bfloat16_couplings_and_priors_stay_close_to_float32():
+    model = tiny()
+    mel, _ = mel_and_audio()
+    z = torch.randn(2, 64, generator=torch.Generator().manual_seed(3))
+    reference = model.infer(mel, temperature=1.0, noise=z)
+    model.set_coupling_dtype(torch.bfloat16)
+    priors = [block.prior for block in model.blocks if block.split]
+    assert priors and all(p.end.conv.weight.dtype == torch.bfloat16 for p in priors)
+    assert model.blocks[0].flows[0].actnorm.scale.dtype == torch.float32
+    out = model.infer(mel, temperature=1.0, noise=z)
+    assert out.dtype == torch.float32
+    assert 0 < (out - reference).abs().max() < 0.03 * reference.abs().max()
+
+
 def test_nll_is_the_change_of_variables_formula():
     """nll = -(log N(z; 0, I) + log|det dz/dx|) / T, with the Jacobian of audio -> latent taken
     by autograd: checks every flow's logdet and every split prior's density at once."""

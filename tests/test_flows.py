@@ -19,6 +19,7 @@ from flowspeech.flows import (
     WaveNet,
     WaveNetCouplingNet,
     remove_weight_norm,
+    set_coupling_dtype,
     squeeze,
     unsqueeze,
 )
@@ -216,6 +217,26 @@ def test_fresh_wavenet_coupling_is_identity():
     y, logdet = layer(x, None, cond)
     torch.testing.assert_close(y, x)
     torch.testing.assert_close(logdet, torch.zeros(B))
+
+
+@pytest.mark.parametrize("parameterization", ["glow", "flowavenet"])
+def test_reduced_precision_coupling_network_keeps_the_flow_exactly_invertible(parameterization):
+    """A bfloat16 network computes slightly different parameters, but the same ones on the
+    way back (x_a passes unchanged), so the float32 flow still inverts to float rounding."""
+    torch.manual_seed(0)
+    layer = coupling(cond="local", parameterization=parameterization)
+    perturb(layer, 0.3)
+    x, mask, cond = torch.randn(B, C, T), make_mask(LENGTHS, T), make_cond("local")
+    x = x * mask
+    y32, logdet32 = layer(x, mask, cond)
+    set_coupling_dtype(layer, torch.bfloat16)
+    assert layer.net.end.weight.dtype == torch.bfloat16
+    y, logdet = layer(x, mask, cond)
+    assert y.dtype == torch.float32 and logdet.dtype == torch.float32
+    assert 0 < (y - y32).abs().max() < 0.05 * y32.abs().max()
+    torch.testing.assert_close(layer.inverse(y, mask, cond), x, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ConfigError, match="floating-point"):
+        set_coupling_dtype(layer, torch.int8)
 
 
 @pytest.mark.parametrize("order", ["glow_tts", "flowavenet"])

@@ -153,6 +153,25 @@ def test_neural_vocoder_checks_its_options(waveglow_checkpoint):
         NeuralVocoder(model, cfg, None, "waveglow", sigma=-1.0)
     with pytest.raises(ConfigError, match="chunk_frames"):
         NeuralVocoder(model, cfg, None, "waveglow", chunk_frames=0)
+    with pytest.raises(ConfigError, match="unknown vocoder precision"):
+        NeuralVocoder(model, cfg, None, "waveglow", precision="int8")
+    with pytest.raises(ConfigError, match="precision applies to neural vocoders"):
+        load_vocoder("griffin-lim", None, precision="bfloat16")
+
+
+def test_bfloat16_vocoder_stays_close_to_float32(waveglow_checkpoint, tmp_path, capsys):
+    mel = _mel(40)
+    lengths = torch.tensor([40])
+    full = load_vocoder(waveglow_checkpoint, None).vocode(mel[None], lengths, torch.Generator().manual_seed(0))[0]
+    voc = load_vocoder(waveglow_checkpoint, None, precision="bfloat16")
+    assert "bfloat16 couplings" in voc.describe()
+    low = voc.vocode(mel[None], lengths, torch.Generator().manual_seed(0))[0]
+    assert low.dtype == np.float32
+    snr = 10 * np.log10(np.mean(full**2) / np.mean((full - low) ** 2))
+    assert snr > 20, snr
+    np.save(tmp_path / "mel.npy", mel.numpy())
+    assert main(["vocode", "--vocoder", str(waveglow_checkpoint), "--mel", str(tmp_path / "mel.npy"),
+                 "--out", str(tmp_path / "a.wav"), "--precision", "bfloat16"]) == 0
 
 
 def test_log_spectral_distance():

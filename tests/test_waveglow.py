@@ -88,6 +88,21 @@ def test_engine_follows_weight_changes():
     assert (after - model.inverse(z, mel)).abs().max() < 1e-5
 
 
+def test_bfloat16_couplings_in_the_engine_and_the_layers():
+    """set_coupling_dtype: the engine and the layer modules both run the WaveNets in bfloat16
+    and stay close to float32; the audio and the inverse 1x1 matrices stay float32."""
+    model = tiny()
+    mel, z = torch.randn(2, 3, 6), torch.randn(2, 8, 12)
+    reference = model.infer(mel, 1.0, noise=z)
+    model.set_coupling_dtype(torch.bfloat16)
+    assert model.convinv[0].weight.dtype == torch.float32
+    fast, layers = model.infer(mel, 1.0, noise=z), model.inverse(z, mel)
+    assert fast.dtype == layers.dtype == torch.float32
+    scale = reference.abs().max()
+    assert 0 < (fast - reference).abs().max() < 0.03 * scale
+    assert (fast - layers).abs().max() < 0.03 * scale
+
+
 def test_logdet_matches_autograd_jacobian_and_nll_is_change_of_variables():
     model = tiny().double()
     mel = torch.randn(1, 3, 4, dtype=torch.float64)

@@ -7,7 +7,7 @@ for how the authors' checkpoints map onto these modules.
 
 from flowspeech.flows.actnorm import ActNorm
 from flowspeech.flows.base import Flow, remove_weight_norm, weight_norm
-from flowspeech.flows.coupling import AffineCoupling, CouplingNet, WaveNetCouplingNet
+from flowspeech.flows.coupling import AffineCoupling, CouplingNet, WaveNetCouplingNet, set_coupling_dtype
 from flowspeech.flows.invconv import GroupedInvertibleConv1x1, InvertibleConv1x1
 from flowspeech.flows.permute import ChannelFlip, ChannelSwap
 from flowspeech.flows.sequential import FlowSequence
@@ -28,6 +28,7 @@ __all__ = [
     "WaveNetCouplingNet",
     "gated_activation",
     "remove_weight_norm",
+    "set_coupling_dtype",
     "squeeze",
     "unsqueeze",
     "weight_norm",

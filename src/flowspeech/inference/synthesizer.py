@@ -47,6 +47,9 @@ class Synthesizer:
             tests); None: the voice's own setting (its ``voice.json`` ``inference``) or 0.667.
         sigma: neural vocoder temperature (WaveGlow's default 0.6).
         denoise: WaveGlow bias-removal strength (0 = off, the authors' default; try 0.1).
+        vocoder_precision: arithmetic of a neural vocoder's coupling networks:
+            ``"float32"``, ``"bfloat16"`` or ``"float16"`` (see
+            :class:`~flowspeech.inference.vocoders.NeuralVocoder`).
         length_scale: > 1 speaks slower; None: the voice's setting or 1.0.
         sentence_pause: seconds of silence between sentences.
         max_seconds: longest audio one sentence may produce (guards against runaway
@@ -57,7 +60,7 @@ class Synthesizer:
                  device: str | torch.device = "cpu", noise_scale: float | None = None,
                  length_scale: float | None = None, sigma: float | None = None, denoise: float = 0.0,
                  sentence_pause: float = 0.2, max_seconds: float = 30.0, batch_size: int = 16,
-                 voice: str | None = None):
+                 voice: str | None = None, vocoder_precision: str = "float32"):
         from flowspeech.config import mel_config
         from flowspeech.inference.loading import load_model
         from flowspeech.inference.vocoders import load_vocoder
@@ -95,8 +98,10 @@ class Synthesizer:
             from flowspeech.data import SpeakerTable
 
             self.speakers = SpeakerTable.from_dict(speakers)
-        if str(vocoder) == "griffin-lim" and (sigma is not None or denoise):
-            raise ConfigError("sigma and denoise apply to neural vocoders, not Griffin-Lim")
+        if str(vocoder) == "griffin-lim" and (sigma is not None or denoise
+                                              or vocoder_precision != "float32"):
+            raise ConfigError("sigma, denoise and vocoder precision apply to neural vocoders, "
+                              "not Griffin-Lim")
         if self.end_to_end:
             if str(vocoder) != "griffin-lim":
                 raise ConfigError(f"{acoustic} is an end-to-end {self.model_type!r} model: it makes "
@@ -105,7 +110,8 @@ class Synthesizer:
         else:
             self.vocoder = (load_vocoder(vocoder, self.mel_config, self.device)
                             if str(vocoder) == "griffin-lim"
-                            else load_vocoder(vocoder, self.mel_config, self.device, sigma, denoise=denoise))
+                            else load_vocoder(vocoder, self.mel_config, self.device, sigma, denoise=denoise,
+                                              precision=vocoder_precision))
         if self.vocoder is not None and self.vocoder.mel_config != self.mel_config:
             raise ConfigError(
                 f"the vocoder expects other features than the acoustic model makes "

@@ -17,10 +17,11 @@ import torch
 
 from flowspeech.errors import ConfigError
 
-__all__ = ["GriffinLimVocoder", "NeuralVocoder", "VOCODER_TYPES", "Vocoder",
+__all__ = ["GriffinLimVocoder", "NeuralVocoder", "PRECISIONS", "VOCODER_TYPES", "Vocoder",
            "load_vocoder", "log_spectral_distance"]
 
 VOCODER_TYPES = ("waveglow", "flowavenet")
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class Vocoder:
@@ -78,10 +79,14 @@ class NeuralVocoder(Vocoder):
         chunk_frames: mels longer than this are synthesised in chunks of this many frames with
             ``infer_chunked`` (exact with its default overlap), so memory stays bounded by the
             chunk size; None never chunks.
+        precision: arithmetic of the coupling networks, ``"float32"`` (default),
+            ``"bfloat16"`` (CPUs with AVX512-BF16 or AMX, recent GPUs) or ``"float16"`` (GPUs);
+            the audio and the invertible layers stay in float32 (``set_coupling_dtype`` of
+            the model). Measured speed and error: ``docs/benchmarks.md``.
     """
 
     def __init__(self, model, config: dict, mel_config, model_type: str, sigma: float | None = None,
-                 denoise: float = 0.0, chunk_frames: int | None = 1024):
+                 denoise: float = 0.0, chunk_frames: int | None = 1024, precision: str = "float32"):
         if sigma is not None and not sigma >= 0:
             raise ConfigError(f"sigma must be >= 0, got {sigma}")
         if not 0.0 <= denoise <= 1.0:
@@ -92,6 +97,11 @@ class NeuralVocoder(Vocoder):
                               f"{model_type}")
         if chunk_frames is not None and chunk_frames < 1:
             raise ConfigError(f"chunk_frames must be >= 1 (or None), got {chunk_frames}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown vocoder precision {precision!r}; choose one of "
+                              f"{', '.join(PRECISIONS)}")
+        if PRECISIONS[precision] != torch.float32:
+            model.set_coupling_dtype(PRECISIONS[precision])
         self.model = model
         self.config = config
         self.mel_config = mel_config
@@ -99,6 +109,7 @@ class NeuralVocoder(Vocoder):
         self.sigma = sigma
         self.denoise = float(denoise)
         self.chunk_frames = chunk_frames
+        self.precision = precision
         self._denoiser = None
 
     @property
@@ -135,15 +146,17 @@ class NeuralVocoder(Vocoder):
     def describe(self) -> str:
         sigma = f"sigma {self.sigma}" if self.sigma is not None else "default sigma"
         denoise = f", denoiser {self.denoise:g}" if self.denoise else ""
-        return f"{self.name} ({self.config.get('description', 'checkpoint')}; {sigma}{denoise})"
+        precision = f", {self.precision} couplings" if self.precision != "float32" else ""
+        return (f"{self.name} ({self.config.get('description', 'checkpoint')}; {sigma}{denoise}"
+                f"{precision})")
 
 
 def load_vocoder(spec: str | Path, mel_config, device: str | torch.device = "cpu",
                  sigma: float | None = None, denoise: float = 0.0,
-                 chunk_frames: int | None = 1024) -> Vocoder:
+                 chunk_frames: int | None = 1024, precision: str = "float32") -> Vocoder:
     """``"griffin-lim"`` (with ``mel_config``) or the path of a vocoder checkpoint (which
-    carries its own feature settings); ``sigma``, ``denoise`` and ``chunk_frames`` as in
-    :class:`NeuralVocoder`.
+    carries its own feature settings); ``sigma``, ``denoise``, ``chunk_frames`` and
+    ``precision`` as in :class:`NeuralVocoder`.
 
     Raises:
         CheckpointError: the checkpoint cannot be read.
@@ -152,6 +165,8 @@ def load_vocoder(spec: str | Path, mel_config, device: str | torch.device = "cpu
     if str(spec) in ("griffin-lim", "griffinlim", "gl"):
         if denoise:
             raise ConfigError("the denoiser removes a neural vocoder's bias; griffin-lim has none")
+        if precision != "float32":
+            raise ConfigError("precision applies to neural vocoders; griffin-lim runs in float32")
         return GriffinLimVocoder(mel_config)
     from flowspeech.inference.loading import load_model
 
@@ -163,7 +178,7 @@ def load_vocoder(spec: str | Path, mel_config, device: str | torch.device = "cpu
 
     config = payload["config"]
     return NeuralVocoder(model, config, config_mel(config), payload["model_type"], sigma,
-                         denoise=denoise, chunk_frames=chunk_frames)
+                         denoise=denoise, chunk_frames=chunk_frames, precision=precision)
 
 
 def log_spectral_distance(reference: np.ndarray | torch.Tensor, estimate: np.ndarray | torch.Tensor,

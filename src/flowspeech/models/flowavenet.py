@@ -59,6 +59,7 @@ from flowspeech.flows import (
     ChannelSwap,
     gated_activation,
     remove_weight_norm,
+    set_coupling_dtype,
     squeeze,
     unsqueeze,
     weight_norm,
@@ -249,8 +250,10 @@ class ContextBlock(nn.Module):
         return (b, a) if self._swapped() else (a, b)
 
     def prior_params(self, x: torch.Tensor, c_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean, log_sd)`` of the split-off channels given the kept ones ``x``."""
-        return self.prior(x, None, c_out).chunk(2, 1)
+        """``(mean, log_sd)`` of the split-off channels given the kept ones ``x`` (in ``x``'s
+        dtype, whatever the prior network's)."""
+        dtype = next(self.prior.parameters()).dtype
+        return self.prior(x.to(dtype), None, c_out.to(dtype)).to(x.dtype).chunk(2, 1)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor):
         """``x [B, C, T]``, ``c [B, C_cond, T]`` (before the squeeze) -> ``(x_out, c_out, eps,
@@ -277,7 +280,8 @@ class ContextBlock(nn.Module):
         if self.split:
             mean, log_sd = self.prior_params(x, c_out)
             x = torch.cat([x, mean + torch.exp(log_sd) * eps], 1)
-        halves = self._halves(c_out)
+        net = self.flows[0].coupling.net
+        halves = [h.to(next(net.parameters()).dtype) for h in self._halves(c_out)]  # cast once
         for j in reversed(range(len(self.flows))):
             x = self.flows[j].inverse(x, halves[j % 2])
         return unsqueeze(x, None, 2, order="flowavenet")[0]
@@ -516,6 +520,18 @@ class FloWaveNet(nn.Module):
         Returns ``self``."""
         self.eval()
         remove_weight_norm(self)
+        return self
+
+    def set_coupling_dtype(self, dtype: torch.dtype) -> "FloWaveNet":
+        """Run the coupling WaveNets and the priors of the split-off channels in ``dtype`` at
+        inference, e.g. ``torch.bfloat16`` on CPUs with AVX512-BF16 or AMX, or
+        ``torch.float16`` on a GPU. The audio, the upsampler, ActNorms and the affine maps stay
+        in the model's dtype (see :func:`flowspeech.flows.set_coupling_dtype`; the weights
+        are rounded in place). Returns ``self``."""
+        set_coupling_dtype(self, dtype)
+        for block in self.blocks:
+            if block.split:
+                block.prior.to(dtype)
         return self
 
     @torch.inference_mode()

@@ -52,6 +52,7 @@ from flowspeech.flows import (
     InvertibleConv1x1,
     WaveNetCouplingNet,
     remove_weight_norm,
+    set_coupling_dtype,
     squeeze,
 )
 
@@ -311,6 +312,16 @@ class WaveGlow(nn.Module):
         self._engine()
         return self
 
+    def set_coupling_dtype(self, dtype: torch.dtype) -> "WaveGlow":
+        """Run the coupling WaveNets (and the upsampler's products, which feed only them) in
+        ``dtype`` at inference, e.g. ``torch.bfloat16`` on CPUs with AVX512-BF16 or AMX, or
+        ``torch.float16`` on a GPU. The audio, the affine maps and the inverse 1x1
+        convolutions stay in the model's dtype (see
+        :func:`flowspeech.flows.set_coupling_dtype`; the weights are rounded in place).
+        Returns ``self``."""
+        set_coupling_dtype(self, dtype)
+        return self
+
     def _noise_for(self, mel: torch.Tensor, sigma: float, generator, noise) -> torch.Tensor:
         n_positions = mel.size(2) * self.hop_length // self.n_group
         if noise is None:
@@ -438,12 +449,16 @@ class _InverseEngine:
     * the upsampler is ``n_taps = kernel / hop`` matrix products of the mel with the kernel
       slices, overlap-added straight into the grouped, time-major conditioning columns.
 
-    Folding is done in float64, then cast to the model's dtype and device.
+    Folding is done in float64, then cast to the device and to the coupling networks' dtype
+    (the workspace and all matrix products but the 1x1 inverses); the audio and the inverse
+    1x1 matrices keep the model's dtype (``state_dtype``), which differs after
+    :meth:`WaveGlow.set_coupling_dtype`.
     """
 
     def __init__(self, model: WaveGlow):
         p = model.upsample.weight
-        self.dtype, self.device = p.dtype, p.device
+        self.state_dtype, self.device = p.dtype, p.device
+        self.dtype = next(model.coupling[0].net.parameters()).dtype
         self.n_group, self.hop = model.n_group, model.hop_length
         self.flow_channels = list(model.flow_channels)
         H, G, k = model.n_channels, model.n_group, model.kernel_size
@@ -519,7 +534,8 @@ class _InverseEngine:
             w_inv = model.convinv[kk].inverse_matrix().detach().to(**f64)
             self.flows.append(dict(
                 start_w=s_w.T.to(**cast), start_b=s_b.to(**cast), end_b=e_b.to(**cast),
-                layers=layers, w_inv_t=w_inv.T.to(**cast), c_a=c_a, c_b=c_b))
+                layers=layers, w_inv_t=w_inv.T.to(dtype=self.state_dtype, device=self.device),
+                c_a=c_a, c_b=c_b))
 
     def _tap_offset(self, j: int) -> int:
         """First workspace column of dilated tap ``j`` (the centre tap is ``h`` itself)."""
@@ -571,13 +587,14 @@ class _InverseEngine:
         if tuple(z.shape) != (batch, self.n_group, t):
             raise ValueError(f"expected z of shape {[batch, self.n_group, t]}, got {tuple(z.shape)}")
         H = self.H
+        mel = mel.to(self.dtype)
         cols = torch.empty(t, self.width, dtype=self.dtype, device=self.device)
         cols[:, self.off_one] = 1
         a = torch.empty(t, 2 * H, dtype=self.dtype, device=self.device)
         acts = torch.empty(t, self.acts_width, dtype=self.dtype, device=self.device)
         acts[:, H] = 1
         acts1 = acts[:, :H + 1]
-        out = torch.empty(batch, n, dtype=self.dtype, device=self.device)
+        out = torch.empty(batch, n, dtype=self.state_dtype, device=self.device)
         for b in range(batch):
             self._conditioning(cols, mel[b], skip_frames)
             x = out[b].view(t, self.n_group)      # final layout = audio sample order
@@ -600,7 +617,8 @@ class _InverseEngine:
             if c_a < self.A:
                 cols[:, col + c_a:col + self.A].zero_()
         h = cols[:, self.off_center:self.off_s]
-        torch.addmm(fl["start_b"], x_a, fl["start_w"], out=h)
+        centre_tap = self.off_xa + c * self.A        # x_a itself, in the workspace's dtype
+        torch.addmm(fl["start_b"], cols[:, centre_tap:centre_tap + c_a], fl["start_w"], out=h)
         s = cols[:, self.off_s:self.off_s + ch]
         s.copy_(fl["end_b"].expand_as(s))
         if ch < self.n_group:
@@ -630,7 +648,7 @@ class _InverseEngine:
             else:
                 s.addmm_(acts1, rs)
         # Inverse affine coupling, then the inverse 1x1 convolution.
-        y_b.sub_(s[:, :c_b]).mul_(torch.exp(-s[:, c_b:2 * c_b]))
+        y_b.sub_(s[:, :c_b]).mul_(torch.exp(-s[:, c_b:2 * c_b].to(x.dtype)))
         cur = x[:, lo:]
         cur.copy_(torch.mm(cur, fl["w_inv_t"]))
 
