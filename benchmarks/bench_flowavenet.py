@@ -14,7 +14,11 @@ Variants (``--variants``):
             recomputed on every call, as their checkpoints are used)
   layers    flowspeech's ``FloWaveNet.inverse`` straight from a checkpoint (weight norm as trained)
   infer     flowspeech's ``FloWaveNet.infer`` after ``prepare_for_inference()`` (weight norm folded)
+  couplings-bf16, couplings-fp16
+            ``infer`` after ``set_coupling_dtype(torch.bfloat16 / float16)``: coupling WaveNets
+            and priors reduced, audio, upsampler, ActNorms and affine maps in float32
   waveglow  flowspeech's ``WaveGlow.infer`` (its folded engine) on the same number of samples
+  waveglow-bf16  the same with its couplings in bfloat16
 
 Each variant runs once to warm up, then ``--repeats`` times in turns; medians.
 
@@ -26,6 +30,7 @@ Each variant runs once to warm up, then ``--repeats`` times in turns; medians.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import math
 import os
@@ -152,7 +157,11 @@ def main() -> None:
         fast = make()
         prepare_time, _ = timed(fast.prepare_for_inference, device)
         runs["infer"] = lambda: fast.infer(mel, args.temperature, noise=noise)
-    if "waveglow" in variants:
+    for name, dtype in (("couplings-bf16", torch.bfloat16), ("couplings-fp16", torch.float16)):
+        if name in variants:
+            reduced = make().prepare_for_inference().set_coupling_dtype(dtype)
+            runs[name] = lambda reduced=reduced: reduced.infer(mel, args.temperature, noise=noise)
+    if {"waveglow", "waveglow-bf16"} & set(variants):
         torch.manual_seed(args.seed)
         waveglow = WaveGlow.from_config(load_config("waveglow-base"))
         with torch.no_grad():
@@ -161,8 +170,13 @@ def main() -> None:
                 coupling.net.end.bias.normal_(0.0, 0.02)
         waveglow = waveglow.to(device).prepare_for_inference()
         log_mel = (torch.randn(1, 80, n_frames) * 2 - 6).to(device)
-        runs["waveglow"] = lambda: waveglow.infer(log_mel, sigma=0.6,
-                                                  generator=torch.Generator(device).manual_seed(args.seed))
+        if "waveglow" in variants:
+            runs["waveglow"] = lambda: waveglow.infer(
+                log_mel, sigma=0.6, generator=torch.Generator(device).manual_seed(args.seed))
+        if "waveglow-bf16" in variants:
+            reduced_wg = copy.deepcopy(waveglow).set_coupling_dtype(torch.bfloat16)
+            runs["waveglow-bf16"] = lambda: reduced_wg.infer(
+                log_mel, sigma=0.6, generator=torch.Generator(device).manual_seed(args.seed))
     for run in runs.values():
         run()  # warm-up
 
@@ -177,15 +191,20 @@ def main() -> None:
 
     base = "authors" if "authors" in times else next(iter(times))
     base_median = statistics.median(times[base])
-    print(f"\n| variant | median s | best s | kHz (median) | RTF | speed-up vs {base} | max abs diff vs infer |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n| variant | median s | best s | kHz (median) | RTF | speed-up vs {base} | max abs diff vs "
+          "float32 | SNR vs float32 |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, ts in times.items():
         med = statistics.median(ts)
-        diff = "–"
-        if name != "waveglow" and "infer" in outputs:
-            diff = f"{(outputs[name] - outputs['infer']).abs().max().item():.1e}"
+        diff = snr = "–"
+        ref = "waveglow" if name.startswith("waveglow") else "infer"
+        if name != ref and ref in outputs:
+            err = outputs[name] - outputs[ref]
+            diff = f"{err.abs().max().item():.1e}"
+            snr = (f"{10 * math.log10(outputs[ref].pow(2).sum().item() / max(err.pow(2).sum().item(), 1e-30)):.1f}"
+                   " dB")
         print(f"| {name} | {med:.2f} | {min(ts):.2f} | {n_samples / med / 1e3:.1f} | {med / duration:.3f} | "
-              f"{base_median / med:.2f}x | {diff} |")
+              f"{base_median / med:.2f}x | {diff} | {snr} |")
     if prepare_time is not None:
         print(f"\nprepare_for_inference: {prepare_time:.2f} s; output peak |audio| "
               f"{outputs['infer'].abs().max().item():.3f}")

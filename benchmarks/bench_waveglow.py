@@ -19,12 +19,15 @@ Variants (``--variants``):
   engine         ``WaveGlow.infer`` after ``prepare_for_inference()`` (the folded engine)
 
 Each variant runs once to warm up, then ``--repeats`` times in turns (so load from other
-processes hits all alike); the table gives the median and the best. On CUDA (when present)
-the engine is also timed in float16 and bfloat16, with the error each adds against float32.
+processes hits all alike); the table gives the median and the best, and each variant's
+difference from the float32 engine. ``couplings-bf16`` / ``couplings-fp16`` are the engine
+after ``WaveGlow.set_coupling_dtype`` (coupling WaveNets reduced, audio and 1x1 inverses in
+float32). ``--dtypes`` also times the whole model cast to other dtypes (the default on CUDA).
 
     python benchmarks/bench_waveglow.py --reference /path/to/waveglow
     python benchmarks/bench_waveglow.py --reference /path/to/waveglow --threads 1
     python benchmarks/bench_waveglow.py --reference /path/to/waveglow --profile
+    python benchmarks/bench_waveglow.py --reference /path/to/waveglow --variants authors,engine,couplings-bf16
 """
 
 from __future__ import annotations
@@ -150,7 +153,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variants", default="authors,layers-folded,engine",
-                        help="comma list of authors, layers, layers-folded, compiled, engine")
+                        help="comma list of authors, layers, layers-folded, compiled, engine, "
+                             "couplings-bf16, couplings-fp16 (the engine with its coupling "
+                             "WaveNets in bfloat16 / float16, audio and 1x1 inverses in float32)")
     parser.add_argument("--sigma", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables")
@@ -221,6 +226,13 @@ def main() -> None:
             def run():
                 torch.manual_seed(args.seed + 2)
                 return engine.infer(mel, sigma=args.sigma)
+        elif name in ("couplings-bf16", "couplings-fp16"):
+            reduced = make().prepare_for_inference().set_coupling_dtype(
+                torch.bfloat16 if name == "couplings-bf16" else torch.float16)
+
+            def run(reduced=reduced):
+                torch.manual_seed(args.seed + 2)
+                return reduced.infer(mel, sigma=args.sigma)
         else:
             sys.exit(f"unknown variant {name}")
         t_first, _ = timed(run, device)  # warm-up (their W_inverse, our engine, compilation)
@@ -239,15 +251,18 @@ def main() -> None:
     base = "authors" if "authors" in times else next(iter(times))
     base_median = statistics.median(times[base])
     print("\n| variant | median s | best s | kHz (median) | RTF | speed-up vs " + base
-          + " | max abs diff vs engine |")
-    print("|---|---|---|---|---|---|---|")
+          + " | max abs diff vs engine | SNR vs engine |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, ts in times.items():
         med = statistics.median(ts)
-        diff = float("nan")
+        diff, snr = float("nan"), float("nan")
         if "engine" in outputs:
-            diff = (outputs[name] - outputs["engine"]).abs().max().item()
+            err = outputs[name] - outputs["engine"]
+            diff = err.abs().max().item()
+            snr = 10 * math.log10(outputs["engine"].pow(2).sum().item()
+                                  / max(err.pow(2).sum().item(), 1e-30))
         print(f"| {name} | {med:.2f} | {min(ts):.2f} | {n_samples / med / 1e3:.1f} | "
-              f"{med / duration:.3f} | {base_median / med:.2f}x | {diff:.1e} |")
+              f"{med / duration:.3f} | {base_median / med:.2f}x | {diff:.1e} | {snr:.1f} dB |")
     print(f"\nengine build (prepare_for_inference): {t_prepare:.2f} s"
           + (f"; torch.compile first call: {compile_time:.1f} s" if compile_time else ""))
     if "engine" in outputs:

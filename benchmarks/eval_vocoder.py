@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
+    ap.add_argument("--precision", action="append", choices=("float32", "bfloat16", "float16"),
+                    help="coupling-network precision of the neural vocoders; repeat to compare "
+                         "several (default float32)")
     ap.add_argument("--mcd-full-band", action="store_true",
                     help="MCD over the whole band (default: up to the mel front end's fmax, the "
                          "band a mel vocoder can reproduce)")
@@ -63,15 +66,18 @@ def main() -> None:
     sentences, text_file = first_sentences(corpus, args.split, args.limit, out)
     ids = [uid for uid, _ in sentences]
 
-    rows = []
-    for spec in args.vocoder:
-        name = vocoder_name(spec)
-        from flowspeech.audio import MelConfig
+    from flowspeech.audio import MelConfig
 
+    precisions = args.precision or ["float32"]
+    runs = [(spec, p) for spec in args.vocoder
+            for p in (["float32"] if spec == "griffin-lim" else precisions)]
+    rows = []
+    for spec, precision in runs:
+        name = vocoder_name(spec) + ("" if precision == "float32" else f"-{precision}")
         if spec == "griffin-lim":
             vocoder = load_vocoder(spec, MelConfig.glow_tts())
         else:
-            vocoder = load_vocoder(spec, None, "cpu", args.sigma)
+            vocoder = load_vocoder(spec, None, "cpu", args.sigma, precision=precision)
         config = vocoder.mel_config
         mcd_max_hz = None if args.mcd_full_band else config.fmax_hz
         wav_dir = out / name / "wavs"

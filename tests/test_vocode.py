@@ -212,6 +212,8 @@ def test_synthesize_with_a_waveglow_vocoder(tiny_glow_tts_checkpoint, waveglow_c
     mel = np.load(tmp_path / "mel.npy")
     pause = int(0.2 * 22050)
     assert sr == 22050 and len(audio) == mel.shape[1] * 256 + pause  # two sentences, one pause
+    assert main(args[:-2] + ["--out", str(tmp_path / "bf16.wav"), "--vocoder-precision", "bfloat16"]) == 0
+    assert "bfloat16 couplings" in capsys.readouterr().out
     # A vocoder trained on other features is refused.
     other = make_waveglow_checkpoint(tmp_path / "other" / "wg.pt", audio={"fmax": 7600.0})
     assert main(["synthesize", "--acoustic", str(tiny_glow_tts_checkpoint), "--vocoder", str(other),
