@@ -26,7 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", help="feature cache folder (default: DATA/.flowspeech_cache)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="override train.precision")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="override train.precision: bf16 autocast runs on CUDA and on CPUs (fast with "
+                   "AVX512-BF16 or AMX); fp16 needs CUDA (fp32 elsewhere)")
     p.add_argument("--num-workers", type=int, help="override train.num_workers")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set train.learning_rate=0.5 "

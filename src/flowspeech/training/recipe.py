@@ -34,7 +34,7 @@ class TrainConfig:
     lr_gamma: float = 1.0            # exponential, per step
     grad_clip_norm: float | None = None
     grad_clip_value: float | None = None
-    precision: str = "fp32"          # fp32 | bf16 | fp16 (mixed precision on CUDA)
+    precision: str = "fp32"          # fp32 | bf16 (autocast on CUDA and CPU) | fp16 (CUDA only)
     seed: int = 1234
     num_workers: int = 2
     n_buckets: int = 10              # length buckets for the batch sampler (1: no bucketing)
