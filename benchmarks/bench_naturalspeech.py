@@ -80,6 +80,9 @@ def main() -> None:
     p.add_argument("--frames-per-token", type=float, default=5.2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-cascades", action="store_true", help="time NaturalSpeech only")
+    p.add_argument("--decoder-dtype", default="bfloat16",
+                   help="also time NaturalSpeech with its waveform decoder in this dtype, with the "
+                        "error it adds (default bfloat16; 'none' to skip)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
 
@@ -106,6 +109,16 @@ def main() -> None:
     audio = box["ns"] / SR
     label = f"NaturalSpeech ({args.model or args.preset})"
     results["rows"].append({"system": label, "seconds": seconds, "audio_s": audio, "rtf": seconds / audio})
+    if args.decoder_dtype != "none":
+        with torch.inference_mode():
+            reference = ns.infer(tokens, lengths, noise_scale=0.667, generator=torch.Generator().manual_seed(5))[0]
+            ns.set_decoder_dtype(getattr(torch, args.decoder_dtype))
+            reduced = ns.infer(tokens, lengths, noise_scale=0.667, generator=torch.Generator().manual_seed(5))[0]
+        snr = 10 * math.log10(reference.pow(2).sum().item() / max((reduced - reference).pow(2).sum().item(), 1e-30))
+        seconds = median_seconds(run_ns, device, args.repeats)
+        results["rows"].append({"system": f"{label}, decoder in {args.decoder_dtype} (SNR {snr:.1f} dB "
+                                          f"against float32)", "seconds": seconds, "audio_s": audio,
+                                "rtf": seconds / audio})
 
     if not args.no_cascades:
         acoustic = glow_tts(device, args.frames_per_token)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -234,6 +235,13 @@ def test_train_then_synthesize_from_the_command_line(tmp_path, capsys):
 
     audio, sr = sf.read(wav)
     assert sr == 22050 and audio.size > 0
+    # The decoder in bfloat16: the same length, nearly the same waveform.
+    wav_bf16 = tmp_path / "out_bf16.wav"
+    assert main(["synthesize", "--model", str(checkpoints[-1]), "--text", "Hello there.",
+                 "--out", str(wav_bf16), "--seed", "0", "--vocoder-precision", "bfloat16"]) == 0
+    audio_bf16, _ = sf.read(wav_bf16)
+    assert audio_bf16.shape == audio.shape
+    assert np.abs(audio_bf16 - audio).max() < 0.05 * max(np.abs(audio).max(), 1e-3)
 
     # As a named voice, stored in float16 without the discriminators.
     assert main(["voices", "add", "ns-tiny", "--acoustic", str(checkpoints[-1]), "--half"]) == 0

@@ -34,9 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("--denoise", type=float, default=0.0,
                    help="WaveGlow denoiser strength, 0 (off, default) to 1; try 0.1")
     p.add_argument("--vocoder-precision", choices=("float32", "bfloat16", "float16"), default="float32",
-                   help="arithmetic of the neural vocoder's coupling networks (default float32); "
-                   "bfloat16 is about twice as fast on CPUs with AVX512-BF16/AMX, float16 is for "
-                   "GPUs; the audio and the invertible layers stay in float32")
+                   help="arithmetic of the waveform generator (default float32): a neural "
+                   "vocoder's coupling networks (the audio and the invertible layers stay in "
+                   "float32), or NaturalSpeech's decoder; bfloat16 is about twice as fast on CPUs "
+                   "with AVX512-BF16/AMX, float16 is for GPUs")
     p.add_argument("--speaker", help="speaker name or id (multi-speaker models)")
     p.add_argument("--save-mel", help="also save the acoustic model's mel as .npy [n_mels, frames]")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")

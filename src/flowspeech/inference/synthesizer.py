@@ -47,9 +47,10 @@ class Synthesizer:
             tests); None: the voice's own setting (its ``voice.json`` ``inference``) or 0.667.
         sigma: neural vocoder temperature (WaveGlow's default 0.6).
         denoise: WaveGlow bias-removal strength (0 = off, the authors' default; try 0.1).
-        vocoder_precision: arithmetic of a neural vocoder's coupling networks:
-            ``"float32"``, ``"bfloat16"`` or ``"float16"`` (see
-            :class:`~flowspeech.inference.vocoders.NeuralVocoder`).
+        vocoder_precision: arithmetic of the waveform generator, ``"float32"``, ``"bfloat16"``
+            or ``"float16"``: a neural vocoder's coupling networks (see
+            :class:`~flowspeech.inference.vocoders.NeuralVocoder`), or an end-to-end model's
+            waveform decoder (NaturalSpeech's HiFi-GAN generator).
         length_scale: > 1 speaks slower; None: the voice's setting or 1.0.
         sentence_pause: seconds of silence between sentences.
         max_seconds: longest audio one sentence may produce (guards against runaway
@@ -98,15 +99,21 @@ class Synthesizer:
             from flowspeech.data import SpeakerTable
 
             self.speakers = SpeakerTable.from_dict(speakers)
-        if str(vocoder) == "griffin-lim" and (sigma is not None or denoise
-                                              or vocoder_precision != "float32"):
-            raise ConfigError("sigma, denoise and vocoder precision apply to neural vocoders, "
-                              "not Griffin-Lim")
+        if str(vocoder) == "griffin-lim" and (sigma is not None or denoise):
+            raise ConfigError("sigma and denoise apply to neural vocoders, not Griffin-Lim")
         if self.end_to_end:
             if str(vocoder) != "griffin-lim":
                 raise ConfigError(f"{acoustic} is an end-to-end {self.model_type!r} model: it makes "
                                   f"the waveform itself, so do not pass a vocoder")
             self.vocoder = None
+            from flowspeech.inference.vocoders import PRECISIONS
+
+            if vocoder_precision not in PRECISIONS:
+                raise ConfigError(f"unknown precision {vocoder_precision!r}; choose one of "
+                                  f"{', '.join(PRECISIONS)}")
+            self.model.set_decoder_dtype(PRECISIONS[vocoder_precision])
+        elif str(vocoder) == "griffin-lim" and vocoder_precision != "float32":
+            raise ConfigError("the vocoder precision applies to neural vocoders, not Griffin-Lim")
         else:
             self.vocoder = (load_vocoder(vocoder, self.mel_config, self.device)
                             if str(vocoder) == "griffin-lim"
