@@ -1,8 +1,9 @@
-"""Timing helpers shared by the benchmark scripts (and by ``coqui_side.py``, which runs under
+"""Timing helpers (and one comparison, :func:`snr_db`) shared by the benchmark scripts (and by ``coqui_side.py``, which runs under
 another venv's Python: this module imports only the standard library and, lazily, torch)."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -42,6 +43,12 @@ def time_in_turns(functions: dict, repeats: int, warmup: int, device=None) -> di
         for name, function in functions.items():
             times[name].append(timed(function, device)[0])
     return times
+
+
+def snr_db(reference, estimate) -> float:
+    """Signal-to-error ratio of ``estimate`` against ``reference`` (tensors of one shape), dB."""
+    error = (estimate.double() - reference.double()).pow(2).sum().item()
+    return 10 * math.log10(reference.double().pow(2).sum().item() / max(error, 1e-30))
 
 
 def load_note() -> str:

@@ -42,7 +42,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _timing import load_note, timed
+from _timing import load_note, snr_db, timed
 
 from flowspeech.config import load_config
 from flowspeech.models.flowavenet import FloWaveNet
@@ -201,8 +201,7 @@ def main() -> None:
         if name != ref and ref in outputs:
             err = outputs[name] - outputs[ref]
             diff = f"{err.abs().max().item():.1e}"
-            snr = (f"{10 * math.log10(outputs[ref].pow(2).sum().item() / max(err.pow(2).sum().item(), 1e-30)):.1f}"
-                   " dB")
+            snr = f"{snr_db(outputs[ref], outputs[name]):.1f} dB"
         print(f"| {name} | {med:.2f} | {min(ts):.2f} | {n_samples / med / 1e3:.1f} | {med / duration:.3f} | "
               f"{base_median / med:.2f}x | {diff} | {snr} |")
     if prepare_time is not None:

@@ -29,7 +29,7 @@ import platform
 import statistics
 
 import torch
-from _timing import load_note, repeat_timed
+from _timing import load_note, repeat_timed, snr_db
 
 from flowspeech.config import load_config
 from flowspeech.models.registry import build_model
@@ -114,7 +114,7 @@ def main() -> None:
             reference = ns.infer(tokens, lengths, noise_scale=0.667, generator=torch.Generator().manual_seed(5))[0]
             ns.set_decoder_dtype(getattr(torch, args.decoder_dtype))
             reduced = ns.infer(tokens, lengths, noise_scale=0.667, generator=torch.Generator().manual_seed(5))[0]
-        snr = 10 * math.log10(reference.pow(2).sum().item() / max((reduced - reference).pow(2).sum().item(), 1e-30))
+        snr = snr_db(reference, reduced)
         seconds = median_seconds(run_ns, device, args.repeats)
         results["rows"].append({"system": f"{label}, decoder in {args.decoder_dtype} (SNR {snr:.1f} dB "
                                           f"against float32)", "seconds": seconds, "audio_s": audio,

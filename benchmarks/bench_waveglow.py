@@ -45,7 +45,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _timing import load_note, timed
+from _timing import load_note, snr_db, timed
 
 from flowspeech.config import load_config
 from flowspeech.flows import remove_weight_norm
@@ -257,10 +257,8 @@ def main() -> None:
         med = statistics.median(ts)
         diff, snr = float("nan"), float("nan")
         if "engine" in outputs:
-            err = outputs[name] - outputs["engine"]
-            diff = err.abs().max().item()
-            snr = 10 * math.log10(outputs["engine"].pow(2).sum().item()
-                                  / max(err.pow(2).sum().item(), 1e-30))
+            diff = (outputs[name] - outputs["engine"]).abs().max().item()
+            snr = snr_db(outputs["engine"], outputs[name])
         print(f"| {name} | {med:.2f} | {min(ts):.2f} | {n_samples / med / 1e3:.1f} | "
               f"{med / duration:.3f} | {base_median / med:.2f}x | {diff:.1e} | {snr:.1f} dB |")
     print(f"\nengine build (prepare_for_inference): {t_prepare:.2f} s"
