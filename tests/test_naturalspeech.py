@@ -242,6 +242,16 @@ def test_train_then_synthesize_from_the_command_line(tmp_path, capsys):
     audio_bf16, _ = sf.read(wav_bf16)
     assert audio_bf16.shape == audio.shape
     assert np.abs(audio_bf16 - audio).max() < 0.05 * max(np.abs(audio).max(), 1e-3)
+    # The mel of the waveform is computed only when asked for.
+    from flowspeech.inference.synthesizer import Synthesizer
+
+    tts = Synthesizer(checkpoints[-1])
+    assert tts.synthesize_full("Hello there.", seed=0, with_mels=False).mels == []
+    mel_path = tmp_path / "mel.npy"
+    assert main(["synthesize", "--model", str(checkpoints[-1]), "--text", "Hello there.",
+                 "--out", str(wav), "--seed", "0", "--save-mel", str(mel_path)]) == 0
+    saved = np.load(mel_path)
+    assert saved.shape[0] == tts.mel_config.n_mels and abs(saved.shape[1] - len(audio) / 256) <= 1
 
     # As a named voice, stored in float16 without the discriminators.
     assert main(["voices", "add", "ns-tiny", "--acoustic", str(checkpoints[-1]), "--half"]) == 0

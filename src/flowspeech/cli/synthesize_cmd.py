@@ -85,7 +85,7 @@ def run(args) -> int:
                       noise_scale=args.noise_scale, length_scale=args.length_scale, sigma=args.sigma,
                       denoise=args.denoise, vocoder_precision=args.vocoder_precision)
     t_load = time.perf_counter() - t0
-    kwargs = {"seed": args.seed, "speaker": args.speaker}
+    kwargs = {"seed": args.seed, "speaker": args.speaker, "with_mels": args.save_mel is not None}
     out = Path(args.out)
     per_line_folder = args.text_file is not None and out.suffix == ""
     t1 = time.perf_counter()

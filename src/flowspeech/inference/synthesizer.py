@@ -27,7 +27,7 @@ END_TO_END_TYPES = ("naturalspeech",)   # text -> waveform
 class SynthesisResult:
     waveform: np.ndarray     # float32 [samples]
     sample_rate: int
-    mels: list[np.ndarray]   # one [n_mels, frames] per sentence
+    mels: list[np.ndarray]   # one [n_mels, frames] per sentence (end-to-end models: if asked)
     sentences: list[str]
     timings: dict[str, float] | None = None  # seconds per stage: text, acoustic, vocoder
 
@@ -164,8 +164,12 @@ class Synthesizer:
 
     def synthesize_sentences(self, sentences: list[str], *, noise_scale: float | None = None,
                              length_scale: float | None = None, seed: int | None = None,
-                             speaker: str | int | None = None) -> SynthesisResult:
-        """Synthesise each string as one utterance and join them with pauses."""
+                             speaker: str | int | None = None, with_mels: bool = True) -> SynthesisResult:
+        """Synthesise each string as one utterance and join them with pauses.
+
+        ``with_mels=False`` leaves ``mels`` empty for end-to-end models, which make no mel and
+        would otherwise compute one from the waveform (the first call imports librosa, about a
+        second)."""
         if not sentences:
             raise FlowspeechError("nothing to synthesise: the text is empty")
         import time
@@ -197,7 +201,8 @@ class Synthesizer:
                 for i, n in enumerate(wav_lengths.tolist()):
                     w = wav[i, :n].float().cpu()
                     waves.append(w.numpy())
-                    mels.append(mel_spectrogram(w, self.mel_config).numpy())
+                    if with_mels:
+                        mels.append(mel_spectrogram(w, self.mel_config).numpy())
                 continue
             with torch.inference_mode():
                 mel, mel_lengths, _ = self.model.infer(
@@ -229,5 +234,5 @@ class Synthesizer:
     def synthesize(self, text: str, **kwargs) -> tuple[np.ndarray, int]:
         """``text`` -> ``(waveform float32 [samples], sample_rate)``. Keyword arguments:
         ``noise_scale``, ``length_scale``, ``seed``, ``speaker``."""
-        result = self.synthesize_full(text, **kwargs)
+        result = self.synthesize_full(text, with_mels=False, **kwargs)
         return result.waveform, result.sample_rate
