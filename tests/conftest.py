@@ -102,6 +102,8 @@ def _one_thread():
 def _private_user_voices(tmp_path_factory, monkeypatch):
     # Never read or write the real ~/.local/share/flowspeech/voices from a test.
     monkeypatch.setenv("FLOWSPEECH_VOICES", str(tmp_path_factory.mktemp("user_voices")))
+    # Nor the user's cache (one per test session: recomputable files only).
+    monkeypatch.setenv("FLOWSPEECH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 class PlainStepContext:

@@ -376,6 +376,27 @@ def test_griffin_lim_rejects_bad_mel() -> None:
         griffin_lim(torch.zeros(80, 10), momentum=1.0)
 
 
+def test_mel_basis_is_librosas_and_is_kept_on_disk(tmp_path, monkeypatch) -> None:
+    import librosa
+
+    monkeypatch.setenv("FLOWSPEECH_CACHE", str(tmp_path))
+    config = MelConfig(n_fft=256, hop_length=64, win_length=256, n_mels=20, fmin=30.0, fmax=5000.0)
+    expected = librosa.filters.mel(sr=22050, n_fft=256, n_mels=20, fmin=30.0, fmax=5000.0,
+                                   norm="slaney", dtype=np.float32)
+    mel_basis.cache_clear()
+    first = mel_basis(config)
+    np.testing.assert_array_equal(first, expected)
+    (cached,) = (tmp_path / "mel_basis").glob("*.npy")
+    mel_basis.cache_clear()
+    np.testing.assert_array_equal(mel_basis(config), expected)  # read back from disk
+    cached.write_bytes(b"not an array")  # a damaged cache file is recomputed and replaced
+    mel_basis.cache_clear()
+    np.testing.assert_array_equal(mel_basis(config), expected)
+    np.testing.assert_array_equal(np.load(cached), expected)
+    assert not first.flags.writeable
+    mel_basis.cache_clear()
+
+
 def test_nnls_solves_the_constrained_problem() -> None:
     rng = np.random.default_rng(0)
     basis = mel_basis(MelConfig(n_fft=256, hop_length=64, win_length=256, n_mels=20))
