@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _torch_weight_norm
 
-__all__ = ["Flow", "remove_weight_norm", "weight_norm"]
+__all__ = ["Flow", "call_in_own_dtype", "remove_weight_norm", "weight_norm"]
 
 
 class Flow(nn.Module):
@@ -81,6 +81,22 @@ def remove_weight_norm(module: nn.Module) -> nn.Module:
     for m in targets:
         parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
     return module
+
+
+def call_in_own_dtype(module: nn.Module, x: torch.Tensor, *args):
+    """``module(x, *args)`` computed in the dtype of ``module``'s parameters and returned in
+    ``x``'s: floating-point tensor arguments are cast on the way in (``None`` and integer
+    tensors pass as they are). No casts when the dtypes already agree. This is how a network
+    held in reduced precision (:func:`~flowspeech.flows.set_coupling_dtype`, NaturalSpeech's
+    decoder) serves a model whose data stay float32."""
+    dtype = next(module.parameters(), x).dtype
+    if dtype == x.dtype:
+        return module(x, *args)
+
+    def cast(t):
+        return t.to(dtype) if torch.is_tensor(t) and t.is_floating_point() else t
+
+    return module(cast(x), *map(cast, args)).to(x.dtype)
 
 
 def valid_frames(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

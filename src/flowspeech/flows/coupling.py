@@ -13,7 +13,14 @@ import torch
 from torch import nn
 
 from flowspeech.errors import ConfigError
-from flowspeech.flows.base import Flow, check_input, logdet_dtype, remove_weight_norm, weight_norm
+from flowspeech.flows.base import (
+    Flow,
+    call_in_own_dtype,
+    check_input,
+    logdet_dtype,
+    remove_weight_norm,
+    weight_norm,
+)
 from flowspeech.flows.wavenet import WaveNet
 
 __all__ = ["AffineCoupling", "CouplingNet", "WaveNetCouplingNet", "set_coupling_dtype"]
@@ -97,14 +104,7 @@ class AffineCoupling(Flow):
 
     def _params(self, x_a, mask, cond, c_b):
         """Run the network; return ``(shift, log_s)`` (``log_s`` None for mean-only)."""
-        net_dtype = next(self.net.parameters(), x_a).dtype
-        if net_dtype == x_a.dtype:
-            out = self.net(x_a, mask, cond)
-        else:  # a reduced-precision network (set_coupling_dtype)
-            def cast(t):
-                return t.to(net_dtype) if torch.is_tensor(t) and t.is_floating_point() else t
-
-            out = self.net(cast(x_a), cast(mask), cast(cond)).to(x_a.dtype)
+        out = call_in_own_dtype(self.net, x_a, mask, cond)  # see set_coupling_dtype
         expected = c_b if self.mean_only else 2 * c_b
         if out.dim() != 3 or out.size(1) != expected or out.size(2) != x_a.size(2):
             raise ValueError(

@@ -56,6 +56,7 @@ from flowspeech.errors import ConfigError
 from flowspeech.flows import (
     ActNorm,
     AffineCoupling,
+    call_in_own_dtype,
     ChannelSwap,
     gated_activation,
     remove_weight_norm,
@@ -252,8 +253,7 @@ class ContextBlock(nn.Module):
     def prior_params(self, x: torch.Tensor, c_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, log_sd)`` of the split-off channels given the kept ones ``x`` (in ``x``'s
         dtype, whatever the prior network's)."""
-        dtype = next(self.prior.parameters()).dtype
-        return self.prior(x.to(dtype), None, c_out.to(dtype)).to(x.dtype).chunk(2, 1)
+        return call_in_own_dtype(self.prior, x, None, c_out).chunk(2, 1)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor):
         """``x [B, C, T]``, ``c [B, C_cond, T]`` (before the squeeze) -> ``(x_out, c_out, eps,

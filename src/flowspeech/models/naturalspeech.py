@@ -47,7 +47,14 @@ from torch import nn
 from flowspeech.align import maximum_path
 from flowspeech.align.likelihood import LOG_2PI, pairwise_gaussian_log_likelihood
 from flowspeech.errors import ConfigError
-from flowspeech.flows import AffineCoupling, ChannelFlip, FlowSequence, WaveNet, WaveNetCouplingNet
+from flowspeech.flows import (
+    AffineCoupling,
+    ChannelFlip,
+    FlowSequence,
+    WaveNet,
+    WaveNetCouplingNet,
+    call_in_own_dtype,
+)
 from flowspeech.models.durator import Durator, predicted_frame_lengths
 from flowspeech.models.hifigan import HiFiGANGenerator
 from flowspeech.models.phoneme_encoder import PhonemeEncoder
@@ -250,8 +257,7 @@ class NaturalSpeech(nn.Module):
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         if self.memory is not None:
             z = self.memory(z)
-        dtype = next(self.decoder.parameters()).dtype
-        return self.decoder(z.to(dtype)).to(z.dtype)
+        return call_in_own_dtype(self.decoder, z)  # see set_decoder_dtype
 
     def set_decoder_dtype(self, dtype: torch.dtype) -> "NaturalSpeech":
         """Run the waveform decoder, nine tenths of the synthesis time, in ``dtype`` (e.g.
