@@ -219,3 +219,10 @@ def test_synthesize_with_a_waveglow_vocoder(tiny_glow_tts_checkpoint, waveglow_c
     assert main(["synthesize", "--acoustic", str(tiny_glow_tts_checkpoint), "--vocoder", str(other),
                  "--text", "Hi.", "--out", str(tmp_path / "x.wav")]) == 1
     assert "other features" in capsys.readouterr().err
+
+
+def test_cli_precision_choices_are_the_vocoder_precisions():
+    from flowspeech.cli.common import PRECISION_CHOICES
+    from flowspeech.inference.vocoders import PRECISIONS
+
+    assert PRECISION_CHOICES == tuple(PRECISIONS)

@@ -7,6 +7,8 @@ from pathlib import Path
 from flowspeech.errors import FlowspeechError
 
 AUDIO_SUFFIXES = (".wav", ".npy")
+# Waveform-generator precisions (inference.vocoders.PRECISIONS, without importing torch).
+PRECISION_CHOICES = ("float32", "bfloat16", "float16")
 
 
 def add_audio_config_args(parser) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowspeech.cli.common import add_seed_arg
+from flowspeech.cli.common import PRECISION_CHOICES, add_seed_arg
 
 
 def register(subparsers) -> None:
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--sigma", type=float, default=None, help="vocoder sampling temperature (WaveGlow: 0.6)")
     p.add_argument("--denoise", type=float, default=0.0,
                    help="WaveGlow denoiser strength, 0 (off, default) to 1; try 0.1")
-    p.add_argument("--vocoder-precision", choices=("float32", "bfloat16", "float16"), default="float32",
+    p.add_argument("--vocoder-precision", choices=PRECISION_CHOICES, default="float32",
                    help="arithmetic of the waveform generator (default float32): a neural "
                    "vocoder's coupling networks (the audio and the invertible layers stay in "
                    "float32), or NaturalSpeech's decoder; bfloat16 is about twice as fast on CPUs "

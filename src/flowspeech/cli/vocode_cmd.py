@@ -3,7 +3,7 @@ neural vocoder checkpoint or Griffin-Lim."""
 
 from __future__ import annotations
 
-from flowspeech.cli.common import add_audio_output_arg, add_seed_arg
+from flowspeech.cli.common import PRECISION_CHOICES, add_audio_output_arg, add_seed_arg
 
 
 def register(subparsers) -> None:
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--chunk-frames", type=int, default=1024,
                    help="synthesise mels longer than this in chunks of this many frames, so "
                    "memory stays bounded (exact; default 1024)")
-    p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32",
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="float32",
                    help="arithmetic of the neural vocoder's coupling networks (default float32); "
                    "bfloat16 is about twice as fast on CPUs with AVX512-BF16/AMX, float16 is for "
                    "GPUs; the audio and the invertible layers stay in float32")

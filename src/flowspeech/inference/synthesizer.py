@@ -106,12 +106,9 @@ class Synthesizer:
                 raise ConfigError(f"{acoustic} is an end-to-end {self.model_type!r} model: it makes "
                                   f"the waveform itself, so do not pass a vocoder")
             self.vocoder = None
-            from flowspeech.inference.vocoders import PRECISIONS
+            from flowspeech.inference.vocoders import precision_dtype
 
-            if vocoder_precision not in PRECISIONS:
-                raise ConfigError(f"unknown precision {vocoder_precision!r}; choose one of "
-                                  f"{', '.join(PRECISIONS)}")
-            self.model.set_decoder_dtype(PRECISIONS[vocoder_precision])
+            self.model.set_decoder_dtype(precision_dtype(vocoder_precision))
         elif str(vocoder) == "griffin-lim" and vocoder_precision != "float32":
             raise ConfigError("the vocoder precision applies to neural vocoders, not Griffin-Lim")
         else:

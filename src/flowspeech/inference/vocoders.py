@@ -18,10 +18,21 @@ import torch
 from flowspeech.errors import ConfigError
 
 __all__ = ["GriffinLimVocoder", "NeuralVocoder", "PRECISIONS", "VOCODER_TYPES", "Vocoder",
-           "load_vocoder", "log_spectral_distance"]
+           "load_vocoder", "log_spectral_distance", "precision_dtype"]
 
 VOCODER_TYPES = ("waveglow", "flowavenet")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def precision_dtype(name: str) -> torch.dtype:
+    """The dtype of a waveform generator's precision name (a key of :data:`PRECISIONS`).
+
+    Raises:
+        ConfigError: an unknown name.
+    """
+    if name not in PRECISIONS:
+        raise ConfigError(f"unknown vocoder precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[name]
 
 
 class Vocoder:
@@ -97,11 +108,8 @@ class NeuralVocoder(Vocoder):
                               f"{model_type}")
         if chunk_frames is not None and chunk_frames < 1:
             raise ConfigError(f"chunk_frames must be >= 1 (or None), got {chunk_frames}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown vocoder precision {precision!r}; choose one of "
-                              f"{', '.join(PRECISIONS)}")
-        if PRECISIONS[precision] != torch.float32:
-            model.set_coupling_dtype(PRECISIONS[precision])
+        if precision_dtype(precision) != torch.float32:
+            model.set_coupling_dtype(precision_dtype(precision))
         self.model = model
         self.config = config
         self.mel_config = mel_config
