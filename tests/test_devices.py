@@ -57,22 +57,11 @@ def test_soft_dtw_on_the_device_equals_the_numba_kernel(device):
 
 
 # --- vocoder inference -----------------------------------------------------------------------
-def _tiny_waveglow():
-    from flowspeech.models.waveglow import WaveGlow
-
-    torch.manual_seed(0)
-    model = WaveGlow(n_mel_channels=3, n_flows=6, n_group=8, n_early_every=2, n_early_size=2,
-                     n_layers=3, n_channels=16, kernel_size=3, hop_length=16, upsample_kernel_size=64)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "end" in name or name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-    return model.eval()
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_waveglow_inference_on_the_device(device):
-    model = _tiny_waveglow()
+    from test_waveglow import tiny
+
+    model = tiny()
     mel, z = torch.randn(2, 3, 40), torch.randn(2, 8, 80)
     expected = model.infer(mel, 1.0, noise=z)
     model.to(device).prepare_for_inference()
@@ -88,21 +77,9 @@ def test_waveglow_inference_on_the_device(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_flowavenet_inference_on_the_device(device):
-    from flowspeech.audio import MelConfig
-    from flowspeech.models.flowavenet import FloWaveNet
+    from test_flowavenet import tiny
 
-    torch.manual_seed(0)
-    mel_config = MelConfig.from_dict({**MelConfig.flowavenet().to_dict(), "n_mels": 4, "hop_length": 16})
-    model = FloWaveNet(mel_config, n_blocks=2, n_flows=2, n_layers=2, channels=16, block_per_split=1,
-                       upsample_scales=(4, 4))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".end." in name:
-                p.normal_(0.0, 0.1)
-    for m in model.modules():
-        if hasattr(m, "mark_initialized"):
-            m.mark_initialized()
-    model.eval()
+    model = tiny()
     mel, z = torch.rand(2, 4, 10), torch.randn(2, 160)
     expected = model.infer(mel, temperature=1.0, noise=z)
     model.to(device).prepare_for_inference()
