@@ -64,6 +64,18 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def cleanup(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(info: DistInfo, finished: bool = True) -> None:
+    """Destroy the process group; after a finished run, on every rank together.
+
+    Call it after the DDP wrappers are released: they hold the group, and a gloo group that
+    outlives ``destroy_process_group`` into interpreter shutdown can abort the process
+    ("terminate called without an active exception") after training has finished. After an
+    error the other ranks may be inside a collective, so no barrier is attempted then."""
+    if not (info.enabled and dist.is_initialized()):
+        return
+    import gc
+
+    gc.collect()
+    if finished:
+        dist.barrier()  # no rank tears down its end while another still talks to it
+    dist.destroy_process_group()

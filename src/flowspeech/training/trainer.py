@@ -320,15 +320,19 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train until ``max_steps``; returns the last logged averages."""
+        finished = False
         try:
-            return self._fit()
+            out = self._fit()
+            finished = True
+            return out
         finally:
             if self.writer is not None:
                 self.writer.close()
             for h in list(log.handlers):
                 log.removeHandler(h)
                 h.close()
-            fdist.cleanup(self.dist)
+            self.model = getattr(self, "raw_model", None)  # drop DDP wrappers: they hold the group
+            fdist.cleanup(self.dist, finished)
 
     def _fit(self) -> dict[str, float]:
         self._prepare_run_dir()
