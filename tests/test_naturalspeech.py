@@ -5,6 +5,7 @@ synthesis controls, the paper-size preset, and train -> synthesize from the comm
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -137,6 +138,92 @@ def test_ablation_switches_change_the_graph(switch):
         assert any(n.startswith("durator.upsampler.") for n in names_on)
     else:
         assert not any("sup" in n for n in names_off) and any("sup" in n for n in names_on)
+
+
+def test_memory_bank_started_from_latents_reproduces_them():
+    """A random bank answers every frame alike; one started from k-means of the latents
+    answers each frame with a blend of the centres near it."""
+    from flowspeech.models.naturalspeech import MemoryBank
+
+    torch.manual_seed(0)
+    centres = torch.randn(64, 16)
+    latents = centres[torch.randint(0, 64, (4000,))] + 0.3 * torch.randn(4000, 16)
+    z = latents[:200].t().unsqueeze(0)                                   # [1, 16, 200]
+    memory = MemoryBank(16, size=64, n_heads=2)
+
+    def relative_error(out):
+        return float(((out - z) ** 2).sum() / ((z - z.mean(2, keepdim=True)) ** 2).sum())
+
+    with torch.no_grad():
+        assert relative_error(memory(z)) > 0.95        # the random start: no information
+        memory.in_use.fill_(False)
+        stats = memory.init_from_latents(latents, seed=0)
+        assert bool(memory.in_use)
+        # Hard assignment to the nearest centre would give 0.085 here; dot-product attention
+        # favours long keys, so the blend is coarser (0.15).
+        assert relative_error(memory(z)) < 0.25
+        assert stats["relative_error"] < 0.25 and stats["entropy"] < 0.6 * math.log(64)
+    # Gradients reach the bank and every projection through the sharpened attention.
+    memory(z).pow(2).sum().backward()
+    for name, param in memory.named_parameters():
+        assert param.grad is not None and float(param.grad.abs().sum()) > 0, name
+    with pytest.raises(ValueError, match="cannot start a bank of 64"):
+        memory.init_from_latents(latents[:10])
+
+
+def test_decoder_reads_z_until_the_memory_is_in_use():
+    model = build()
+    tokens, n_tok, specs, n_frm = tiny_batch()
+    model.memory.in_use.fill_(False)
+    out = model(tokens, n_tok, specs, n_frm, use_forward_loss=False, use_e2e=False)
+    out.wav.sum().backward()
+    assert all(p.grad is None for p in model.memory.parameters())
+    model.zero_grad(set_to_none=True)
+    model.memory.in_use.fill_(True)
+    out = model(tokens, n_tok, specs, n_frm, use_forward_loss=False, use_e2e=False)
+    out.wav.sum().backward()
+    assert all(p.grad is not None for p in model.memory.parameters())
+
+
+def test_checkpoints_without_the_memory_flag_load_with_the_memory_in_use():
+    from flowspeech.training.checkpoint import load_state_dict_checked
+
+    old = build().state_dict()
+    del old["memory.in_use"]
+    model = build()
+    model.memory.in_use.fill_(False)
+    load_state_dict_checked(model, old, "old.pt")
+    assert bool(model.memory.in_use)
+    old["memory.bank"] = old["memory.bank"][:3]
+    with pytest.raises(Exception, match="shape mismatch: memory.bank"):
+        load_state_dict_checked(model, old, "old.pt")
+
+
+def test_training_starts_the_memory_bank_at_memory_start(tmp_path):
+    import yaml
+    from conftest import make_ljspeech
+
+    data = make_ljspeech(tmp_path / "data", n=4)
+    config = tiny_config()
+    config["train"].update({"checkpoint_every": 1, "n_buckets": 1})
+    config["train"]["extra"] = {"warmup_steps": 0, "memory_start": 1}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    _train(path, data, tmp_path / "run", 2)
+    from flowspeech.training.checkpoint import load_checkpoint
+
+    first, second = (load_checkpoint(tmp_path / "run" / "checkpoints" / f"step_{n:08d}.pt")["model"]
+                     for n in (1, 2))
+    assert not bool(first["generator.memory.in_use"]) and bool(second["generator.memory.in_use"])
+    assert not torch.equal(first["generator.memory.bank"], second["generator.memory.bank"])
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "step 1: memory bank started from k-means of" in log
+    config["train"]["extra"]["memory_init"] = "nearest"
+    path.write_text(yaml.safe_dump(config))
+    from flowspeech.cli.main import main
+
+    assert main(["train", "naturalspeech", "--config", str(path), "--data", str(data), "--out",
+                 str(tmp_path / "bad"), "--device", "cpu", "--no-progress", "--max-steps", "1"]) != 0
 
 
 def test_given_durations_replace_mas():

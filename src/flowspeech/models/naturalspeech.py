@@ -110,7 +110,22 @@ class MemoryBank(nn.Module):
     """Memory-based VAE (Sec. 3.4): each latent frame is a query into a learned bank
     ``M [L, h]`` that serves as keys and values; multi-head attention
     ``softmax(z W_Q (M W_K)^T / sqrt(d)) M W_V W_O`` returns what the decoder reads.
-    The paper uses ``L = 1000`` and ``h = 192``. Input and output ``[B, h, F]``."""
+    The paper uses ``L = 1000`` and ``h = 192``. Input and output ``[B, h, F]``.
+
+    Starting the bank. From a random bank the attention is uniform and stays so: every frame
+    gets the same answer, and the decoder never learns (docs/naturalspeech.md, training
+    report). :meth:`init_from_latents` starts it from data instead: the bank becomes k-means
+    centres of posterior latents (as heatz123/naturalspeech attaches its bank after a warm-up
+    without it) and the projections start as the identity, with the query scaled so that the
+    attention answer best reproduces its query. The decoder, trained until then on ``z``
+    itself, is handed a close copy of ``z`` on the first step with the memory.
+
+    ``in_use`` (a buffer, so checkpoints keep it) says whether the decoder reads the memory;
+    the training recipe holds it off until the bank is started from data.
+    """
+
+    #: Query scales tried by :meth:`init_from_latents` (the attention's inverse temperature).
+    QUERY_SCALES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
     def __init__(self, channels: int, size: int = 1000, n_heads: int = 2):
         super().__init__()
@@ -122,17 +137,66 @@ class MemoryBank(nn.Module):
         self.w_k = nn.Linear(channels, channels)
         self.w_v = nn.Linear(channels, channels)
         self.w_o = nn.Linear(channels, channels)
+        self.register_buffer("in_use", torch.tensor(True))
+
+    def state_defaults(self) -> dict[str, torch.Tensor]:
+        """Entries that checkpoints written before they existed lack: such a model read its
+        memory from the first step."""
+        return {"in_use": torch.tensor(True)}
+
+    def attention(self, z: torch.Tensor) -> torch.Tensor:
+        """Attention weights ``[B, H, F, L]`` of the frames of ``z [B, h, F]`` over the bank."""
+        b, _, n = z.shape
+        h, d = self.n_heads, self.head_channels
+        q = self.w_q(z.transpose(1, 2)).view(b, n, h, d).transpose(1, 2)       # [B, H, F, d]
+        k = self.w_k(self.bank).view(-1, h, d).transpose(0, 1)                   # [H, L, d]
+        return torch.softmax(torch.matmul(q, k.transpose(1, 2)) / math.sqrt(d), dim=-1)
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, c, n = z.shape
         h, d = self.n_heads, self.head_channels
-        q = self.w_q(z.transpose(1, 2)).view(b, n, h, d).transpose(1, 2)       # [B, H, F, d]
-        k = self.w_k(self.bank).view(-1, h, d).transpose(0, 1)                   # [H, L, d]
-        v = self.w_v(self.bank).view(-1, h, d).transpose(0, 1)
-        attn = torch.softmax(torch.matmul(q, k.transpose(1, 2)) / math.sqrt(d), dim=-1)  # [B, H, F, L]
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, c)
+        v = self.w_v(self.bank).view(-1, h, d).transpose(0, 1)                   # [H, L, d]
+        out = torch.matmul(self.attention(z), v).transpose(1, 2).reshape(b, n, c)
         out = self.w_o(out).transpose(1, 2)
         return out if mask is None else out * mask
+
+    @torch.no_grad()
+    def init_from_latents(self, latents: torch.Tensor, seed: int = 0,
+                          max_iter: int = 100) -> dict[str, float]:
+        """Start the bank from posterior latent frames ``[N, h]`` (see the class docstring)
+        and set ``in_use``. Needs at least as many frames as bank entries. Returns what the
+        start achieved: ``relative_error`` of the answer against its query (1.0 = no better
+        than the mean), the attention ``entropy`` per head in nats (uniform: ``ln L``) and the
+        chosen ``query_scale``."""
+        from sklearn.cluster import KMeans
+
+        size, channels = self.bank.shape
+        x = latents.detach().float().cpu()
+        if x.dim() != 2 or x.size(1) != channels:
+            raise ValueError(f"latents must be [N, {channels}], got {tuple(x.shape)}")
+        if x.size(0) < size:
+            raise ValueError(f"{x.size(0)} latent frames cannot start a bank of {size} entries")
+        kmeans = KMeans(size, n_init=1, max_iter=max_iter, random_state=seed).fit(x.numpy())
+        self.bank.copy_(torch.from_numpy(kmeans.cluster_centers_).to(self.bank))
+        eye = torch.eye(channels, dtype=self.bank.dtype, device=self.bank.device)
+        for linear in (self.w_q, self.w_k, self.w_v, self.w_o):
+            linear.weight.copy_(eye)
+            linear.bias.zero_()
+        # The query scale that best reproduces the queries, on a fixed subset of the frames.
+        probe = x[torch.randperm(x.size(0), generator=torch.Generator().manual_seed(seed))[:8192]]
+        probe = probe.to(self.bank).t().unsqueeze(0)                             # [1, h, N]
+        best = None
+        for scale in self.QUERY_SCALES:
+            self.w_q.weight.copy_(eye * scale)
+            error = float(((self(probe) - probe) ** 2).sum() / ((probe - probe.mean(2, keepdim=True)) ** 2).sum())
+            if best is None or error < best[0]:
+                best = (error, scale)
+        error, scale = best
+        self.w_q.weight.copy_(eye * scale)
+        attn = self.attention(probe)
+        entropy = float(-(attn * torch.log(attn.clamp_min(1e-12))).sum(-1).mean())
+        self.in_use.fill_(True)
+        return {"relative_error": error, "entropy": entropy, "query_scale": scale}
 
 
 @dataclass
@@ -255,7 +319,7 @@ class NaturalSpeech(nn.Module):
         return self.encoder(tokens, token_lengths, sup_tokens)
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        if self.memory is not None:
+        if self.memory is not None and bool(self.memory.in_use):
             z = self.memory(z)
         return call_in_own_dtype(self.decoder, z)  # see set_decoder_dtype
 

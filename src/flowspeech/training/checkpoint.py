@@ -73,8 +73,16 @@ def load_checkpoint(path: str | Path, model_type: str | None = None,
 
 def load_state_dict_checked(module: torch.nn.Module, state_dict: dict[str, torch.Tensor],
                             source: str) -> None:
-    """``module.load_state_dict`` with an error that lists what does not match."""
+    """``module.load_state_dict`` with an error that lists what does not match.
+
+    A submodule may name entries that older checkpoints lack, with the value that keeps their
+    behaviour, in a ``state_defaults()`` method (e.g. a flag added after they were written)."""
     own = module.state_dict()
+    defaults = {f"{name}.{key}" if name else key: value
+                for name, sub in module.named_modules() if hasattr(sub, "state_defaults")
+                for key, value in sub.state_defaults().items()}
+    if any(k not in state_dict for k in defaults):
+        state_dict = {**{k: v for k, v in defaults.items() if k in own}, **state_dict}
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     wrong_shape = [

@@ -17,10 +17,18 @@ One step, as a VITS-style GAN with two optimisers:
 Phases: the first ``warmup_steps`` train the durator with ground-truth durations (backward
 path only: no forward KL, no end-to-end loss), as the paper's warm-up; then everything.
 
+The memory bank (``memory_vae``) is started from data: until step ``memory_start`` (by
+default the end of the warm-up) the decoder reads the posterior latent ``z`` itself; then the
+bank becomes k-means centres of ``memory_init_frames`` latent frames of random training clips
+(:meth:`MemoryBank.init_from_latents`) and the decoder reads the memory from then on. A bank
+used from the first step as drawn at random (``memory_init: random``) leaves the attention
+uniform and the decoder without information (docs/naturalspeech.md, training report).
+
 Optimisers: AdamW, betas (0.8, 0.99), eps 1e-9, learning rate 2e-4 decayed by 0.999875 per
 epoch (the paper; the config gives the per-step factor).
 
-``train.extra`` keys: ``warmup_steps``, the loss weights ``c_mel`` (45), ``c_kl`` (1),
+``train.extra`` keys: ``warmup_steps``, ``memory_start``, ``memory_init`` (``kmeans`` or
+``random``), ``memory_init_frames``, the loss weights ``c_mel`` (45), ``c_kl`` (1),
 ``c_kl_fwd`` (1), ``c_e2e`` (1), ``c_dur`` (1), ``phoneme_encoder_checkpoint`` (a
 ``flowspeech pretrain-phonemes`` checkpoint: its encoder weights and sup-phoneme tokenizer
 start the phoneme encoder) and ``durations`` (a ``flowspeech align`` JSON-lines file whose
@@ -29,6 +37,7 @@ durations replace MAS).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -40,6 +49,9 @@ from flowspeech.training.recipe import Recipe
 
 EXTRA_DEFAULTS: dict[str, Any] = {
     "warmup_steps": 0,
+    "memory_start": None,          # None: at the end of the warm-up
+    "memory_init": "kmeans",
+    "memory_init_frames": 100_000,
     "c_mel": 45.0,
     "c_kl": 1.0,
     "c_kl_fwd": 1.0,
@@ -88,6 +100,11 @@ class NaturalSpeechRecipe(Recipe):
             raise ConfigError(f"unknown key(s) in train.extra for naturalspeech: {', '.join(unknown)}; "
                               f"known: {', '.join(EXTRA_DEFAULTS)}")
         self.extra = {**EXTRA_DEFAULTS, **extra}
+        if self.extra["memory_init"] not in ("kmeans", "random"):
+            raise ConfigError(f"train.extra.memory_init must be 'kmeans' or 'random', "
+                              f"got {self.extra['memory_init']!r}")
+        if self.extra["memory_start"] is None:
+            self.extra["memory_start"] = self.extra["warmup_steps"]
         self.mel_config = mel_config(config)
         self.frontend = TextFrontend(**config.get("text", {}))
         self.sup_tokenizer = None
@@ -198,6 +215,9 @@ class NaturalSpeechRecipe(Recipe):
         raw = ctx.raw_model
         gen = raw.generator
         raw.zero_grad(set_to_none=True)  # the generator loss also reaches the discriminators
+        if (gen.memory is not None and not bool(gen.memory.in_use)
+                and ctx.step >= int(e["memory_start"])):
+            self._start_memory(ctx)
         full = ctx.step >= int(e["warmup_steps"])
         with ctx.autocast():
             out = ctx.model("generator", *self._inputs(batch), use_forward_loss=full, use_e2e=full)
@@ -244,7 +264,59 @@ class NaturalSpeechRecipe(Recipe):
 
     @torch.no_grad()
     def initialize(self, model, batch):
-        """Nothing data-dependent to initialise (no ActNorm)."""
+        """A memory bank started from data waits until ``memory_start``; nothing else is
+        data-dependent (no ActNorm)."""
+        memory = model.generator.memory
+        if memory is not None and self.extra["memory_init"] == "kmeans":
+            memory.in_use.fill_(False)
+
+    @torch.no_grad()
+    def _start_memory(self, ctx) -> None:
+        """Start the memory bank from posterior latents of random training clips (rank 0
+        computes, every rank receives), and log how well it reproduces them."""
+        trainer = ctx.t
+        gen = ctx.raw_model.generator
+        memory = gen.memory
+        seed = self.train.seed + ctx.step
+        if trainer.dist.is_main:
+            latents = self._posterior_latents(gen, trainer, seed)
+            stats = memory.init_from_latents(latents, seed=seed)
+            trainer._print(
+                f"step {ctx.step}: memory bank started from k-means of {latents.size(0)} latent "
+                f"frames; the memory's answer keeps {1 - stats['relative_error']:.0%} of the "
+                f"latents' variance (query scale {stats['query_scale']:g}, attention entropy "
+                f"{stats['entropy']:.2f} of {math.log(memory.bank.size(0)):.2f} nats)")
+        if trainer.dist.enabled:
+            import torch.distributed as dist
+
+            for tensor in memory.parameters():
+                dist.broadcast(tensor.data, src=0)
+        memory.in_use.fill_(True)
+
+    def _posterior_latents(self, gen, trainer, seed: int) -> torch.Tensor:
+        """Posterior samples ``z`` ``[N, h]`` of random training clips, at least
+        ``memory_init_frames`` of them (or all the data has), drawn without touching the
+        training RNG."""
+        dataset = trainer.train_set
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+        want = max(int(self.extra["memory_init_frames"]), gen.memory.bank.size(0))
+        frames, total = [], 0
+        was_training = gen.training
+        gen.eval()
+        devices = [trainer.device] if trainer.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for first in range(0, len(order), 8):
+                batch = trainer._to_device(self.collate([dataset[i] for i in order[first:first + 8]]))
+                specs, lengths = batch["linears"], batch["spec_lengths"]
+                mask = (torch.arange(specs.size(2), device=specs.device)[None] < lengths[:, None])
+                z, _, _ = gen.posterior_encoder(specs, mask.unsqueeze(1).to(specs.dtype))
+                frames.append(z.transpose(1, 2)[mask].float().cpu())
+                total += frames[-1].size(0)
+                if total >= want:
+                    break
+        gen.train(was_training)
+        return torch.cat(frames)
 
     @torch.no_grad()
     def validate(self, model, batch, step, writer):
