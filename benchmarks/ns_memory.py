@@ -6,6 +6,10 @@ weight, and how much of ``z``'s variance across frames the answer keeps. A memor
 attention is uniform answers every frame alike (frame variance near 0): the decoder can
 then make only a stationary sound (docs/naturalspeech.md, training report).
 
+Also the mel L1 of copy-synthesis through the posterior path
+(:meth:`NaturalSpeech.reconstruct`: true latents, memory, decoder), over whole clips; with
+``--out`` the first two reconstructions are written as wavs.
+
     python benchmarks/ns_memory.py runs/ns/checkpoints/step_00002000.pt --corpus data/slt_hts
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import torch
 
@@ -24,6 +29,7 @@ def main() -> None:
     ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/")
     ap.add_argument("--split", default="val")
     ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--out", help="folder for reconstructed wavs")
     args = ap.parse_args()
 
     from flowspeech.data import TextAudioDataset, load_manifest
@@ -31,22 +37,32 @@ def main() -> None:
     from flowspeech.training.recipes.naturalspeech import NaturalSpeechRecipe
 
     print("| checkpoint | memory in use | attention entropy (uniform) | largest weight | "
-          "frame variance of z | of memory(z) | variance kept |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+          "frame variance of z | of memory(z) | variance kept | reconstruction mel L1 |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for path in args.checkpoint:
         torch.manual_seed(0)
         model, payload = load_model(path, model_type="naturalspeech")
-        if model.memory is None:
-            print(f"| {path} | no memory (memory_vae=false) | | | | | |")
-            continue
+        memory = model.memory
         recipe = NaturalSpeechRecipe(payload["config"])
         manifest = load_manifest(args.corpus, split=args.split)
         dataset = TextAudioDataset(manifest, recipe.frontend, recipe.mel_config, None)
-        memory = model.memory
-        entropy = top = var_z = var_m = error = 0.0
+        entropy = top = var_z = var_m = error = mel_l1 = 0.0
         n = min(args.clips, len(dataset))
         for i in range(n):
-            spec = dataset[i]["linear"].unsqueeze(0)
+            item = dataset[i]
+            spec = item["linear"].unsqueeze(0)
+            wav = model.reconstruct(spec, torch.tensor([spec.size(2)]))
+            mel = recipe.mel(wav.unsqueeze(1))[0]
+            frames = min(mel.size(1), item["mel"].size(1))
+            mel_l1 += float((mel[:, :frames] - item["mel"][:, :frames]).abs().mean()) / n
+            if args.out and i < 2:
+                import soundfile as sf
+
+                out = Path(args.out) / f"{Path(path).parent.parent.name}_{Path(path).stem}_{item['id']}.wav"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(out, wav[0].numpy(), recipe.mel_config.sample_rate)
+            if memory is None:
+                continue
             z, _, _ = model.posterior_encoder(spec, torch.ones(1, 1, spec.size(2)))
             attn = memory.attention(z)                                     # [1, H, F, L]
             answer = memory(z)
@@ -55,10 +71,13 @@ def main() -> None:
             var_z += float(z.var(2).mean()) / n
             var_m += float(answer.var(2).mean()) / n
             error += float(((answer - z) ** 2).sum() / ((z - z.mean(2, keepdim=True)) ** 2).sum()) / n
+        if memory is None:
+            print(f"| {path} | no memory (memory_vae=false) | | | | | | {mel_l1:.3f} |")
+            continue
         size = memory.bank.size(0)
         print(f"| {path} | {'yes' if bool(memory.in_use) else 'not yet'} | {entropy:.3f} "
               f"({math.log(size):.3f}) | {top:.4f} (1/{size}) | {var_z:.3f} | {var_m:.2e} | "
-              f"{max(0.0, 1 - error):.0%} |")
+              f"{max(0.0, 1 - error):.0%} | {mel_l1:.3f} |")
 
 
 if __name__ == "__main__":

@@ -185,6 +185,18 @@ def test_decoder_reads_z_until_the_memory_is_in_use():
     assert all(p.grad is not None for p in model.memory.parameters())
 
 
+def test_reconstruct_is_copy_synthesis_through_the_posterior():
+    model = build().eval()
+    _, _, specs, n_frm = tiny_batch()
+    hop = model.hop_length
+    torch.manual_seed(1)
+    wav = model.reconstruct(specs, n_frm, noise_scale=0.0)
+    assert wav.shape == (2, 20 * hop)
+    assert float(wav[1, 14 * hop:].abs().max()) == 0.0 and float(wav[1, :14 * hop].abs().max()) > 0
+    torch.manual_seed(2)   # the posterior mean: no noise drawn into the result
+    assert torch.equal(wav, model.reconstruct(specs, n_frm, noise_scale=0.0))
+
+
 def test_checkpoints_without_the_memory_flag_load_with_the_memory_in_use():
     from flowspeech.training.checkpoint import load_state_dict_checked
 

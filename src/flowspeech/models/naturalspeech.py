@@ -490,6 +490,19 @@ class NaturalSpeech(nn.Module):
         wav = wav * (torch.arange(wav.size(1), device=wav.device)[None] < wav_lengths[:, None])
         return wav, wav_lengths, durations
 
+    @torch.no_grad()
+    def reconstruct(self, specs: torch.Tensor, spec_lengths: torch.Tensor,
+                    noise_scale: float = 1.0) -> torch.Tensor:
+        """Copy-synthesis through the posterior path: linear spectrograms ``[B, n_freq, F]``
+        to ``z ~ q(z|x)`` (``noise_scale`` 0: its mean) to the decoder (through the memory
+        when it is in use). What the decoder can make of true latents, before any question of
+        the prior. Returns ``wav [B, F * hop]``, zero past each length."""
+        mask = length_mask(spec_lengths, specs.size(2), specs.dtype)
+        z, _, _ = self.posterior_encoder(specs, mask, noise_scale)
+        wav = self._decode(z)[:, 0]
+        wav_lengths = spec_lengths * self.hop_length
+        return wav * (torch.arange(wav.size(1), device=wav.device)[None] < wav_lengths[:, None])
+
     def prepare_for_inference(self) -> "NaturalSpeech":
         """Eval mode, weight norm folded; drops what only training uses (posterior encoder)."""
         from flowspeech.flows import remove_weight_norm
