@@ -109,6 +109,22 @@ class StepContext:
         opt.zero_grad(set_to_none=True)
         return True
 
+    # For recipes that do more than a step now and then (e.g. start a module from data).
+    @property
+    def train_set(self):
+        return self.t.train_set
+
+    @property
+    def dist(self) -> fdist.DistInfo:
+        return self.t.dist
+
+    def to_device(self, batch):
+        return self.t._to_device(batch)
+
+    def log(self, msg: str) -> None:
+        """A message on the console and in train.log (main process only)."""
+        self.t._print(msg)
+
 
 class Trainer:
     """Train ``recipe``'s model on ``data``, writing into ``run_dir``.

@@ -274,40 +274,39 @@ class NaturalSpeechRecipe(Recipe):
     def _start_memory(self, ctx) -> None:
         """Start the memory bank from posterior latents of random training clips (rank 0
         computes, every rank receives), and log how well it reproduces them."""
-        trainer = ctx.t
         gen = ctx.raw_model.generator
         memory = gen.memory
         seed = self.train.seed + ctx.step
-        if trainer.dist.is_main:
-            latents = self._posterior_latents(gen, trainer, seed)
+        if ctx.dist.is_main:
+            latents = self._posterior_latents(gen, ctx, seed)
             stats = memory.init_from_latents(latents, seed=seed)
-            trainer._print(
+            ctx.log(
                 f"step {ctx.step}: memory bank started from k-means of {latents.size(0)} latent "
                 f"frames; the memory's answer keeps {1 - stats['relative_error']:.0%} of the "
                 f"latents' variance (query scale {stats['query_scale']:g}, attention entropy "
                 f"{stats['entropy']:.2f} of {math.log(memory.bank.size(0)):.2f} nats)")
-        if trainer.dist.enabled:
+        if ctx.dist.enabled:
             import torch.distributed as dist
 
             for tensor in memory.parameters():
                 dist.broadcast(tensor.data, src=0)
         memory.in_use.fill_(True)
 
-    def _posterior_latents(self, gen, trainer, seed: int) -> torch.Tensor:
+    def _posterior_latents(self, gen, ctx, seed: int) -> torch.Tensor:
         """Posterior samples ``z`` ``[N, h]`` of random training clips, at least
         ``memory_init_frames`` of them (or all the data has), drawn without touching the
         training RNG."""
-        dataset = trainer.train_set
+        dataset = ctx.train_set
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
         want = max(int(self.extra["memory_init_frames"]), gen.memory.bank.size(0))
         frames, total = [], 0
         was_training = gen.training
         gen.eval()
-        devices = [trainer.device] if trainer.device.type == "cuda" else []
+        devices = [ctx.device] if ctx.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             for first in range(0, len(order), 8):
-                batch = trainer._to_device(self.collate([dataset[i] for i in order[first:first + 8]]))
+                batch = ctx.to_device(self.collate([dataset[i] for i in order[first:first + 8]]))
                 specs, lengths = batch["linears"], batch["spec_lengths"]
                 mask = (torch.arange(specs.size(2), device=specs.device)[None] < lengths[:, None])
                 z, _, _ = gen.posterior_encoder(specs, mask.unsqueeze(1).to(specs.dtype))
