@@ -36,6 +36,7 @@ def main() -> None:
     from flowspeech.inference.loading import load_model
     from flowspeech.training.recipes.naturalspeech import NaturalSpeechRecipe
 
+    manifest = load_manifest(args.corpus, split=args.split)
     print("| checkpoint | memory in use | attention entropy (uniform) | largest weight | "
           "frame variance of z | of memory(z) | variance kept | reconstruction mel L1 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -44,7 +45,6 @@ def main() -> None:
         model, payload = load_model(path, model_type="naturalspeech")
         memory = model.memory
         recipe = NaturalSpeechRecipe(payload["config"])
-        manifest = load_manifest(args.corpus, split=args.split)
         dataset = TextAudioDataset(manifest, recipe.frontend, recipe.mel_config, None)
         entropy = top = var_z = var_m = error = mel_l1 = 0.0
         n = min(args.clips, len(dataset))
@@ -64,13 +64,12 @@ def main() -> None:
             if memory is None:
                 continue
             z, _, _ = model.posterior_encoder(spec, torch.ones(1, 1, spec.size(2)))
-            attn = memory.attention(z)                                     # [1, H, F, L]
-            answer = memory(z)
-            entropy += float(-(attn * torch.log(attn.clamp_min(1e-12))).sum(-1).mean()) / n
-            top += float(attn.max(-1).values.mean()) / n
+            stats = memory.stats(z)
+            entropy += stats["entropy"] / n
+            top += stats["largest_weight"] / n
             var_z += float(z.var(2).mean()) / n
-            var_m += float(answer.var(2).mean()) / n
-            error += float(((answer - z) ** 2).sum() / ((z - z.mean(2, keepdim=True)) ** 2).sum()) / n
+            var_m += stats["answer_variance"] / n
+            error += stats["relative_error"] / n
         if memory is None:
             print(f"| {path} | no memory (memory_vae=false) | | | | | | {mel_l1:.3f} |")
             continue

@@ -153,21 +153,39 @@ class MemoryBank(nn.Module):
         return torch.softmax(torch.matmul(q, k.transpose(1, 2)) / math.sqrt(d), dim=-1)
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        b, c, n = z.shape
-        h, d = self.n_heads, self.head_channels
-        v = self.w_v(self.bank).view(-1, h, d).transpose(0, 1)                   # [H, L, d]
-        out = torch.matmul(self.attention(z), v).transpose(1, 2).reshape(b, n, c)
-        out = self.w_o(out).transpose(1, 2)
+        out = self._read(self.attention(z))
         return out if mask is None else out * mask
+
+    def _read(self, attn: torch.Tensor) -> torch.Tensor:
+        """The answer ``[B, h, F]`` to attention weights ``[B, H, F, L]``."""
+        b, h, n, _ = attn.shape
+        v = self.w_v(self.bank).view(-1, h, self.head_channels).transpose(0, 1)  # [H, L, d]
+        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, -1)
+        return self.w_o(out).transpose(1, 2)
+
+    @torch.no_grad()
+    def stats(self, z: torch.Tensor) -> dict[str, float]:
+        """What the memory makes of the frames of ``z [B, h, F]`` (unpadded):
+        ``relative_error`` of the answer against its query over ``z``'s variance across
+        frames (1.0: no better than the mean), the attention's ``entropy`` in nats (uniform:
+        ``ln L``), its ``largest_weight`` and the answer's ``answer_variance`` across frames,
+        each averaged."""
+        attn = self.attention(z)
+        answer = self._read(attn)
+        return {
+            "relative_error": float(((answer - z) ** 2).sum() / ((z - z.mean(2, keepdim=True)) ** 2).sum()),
+            "entropy": float(-(attn * torch.log(attn.clamp_min(1e-12))).sum(-1).mean()),
+            "largest_weight": float(attn.max(-1).values.mean()),
+            "answer_variance": float(answer.var(2).mean()),
+        }
 
     @torch.no_grad()
     def init_from_latents(self, latents: torch.Tensor, seed: int = 0,
                           max_iter: int = 100) -> dict[str, float]:
         """Start the bank from posterior latent frames ``[N, h]`` (see the class docstring)
         and set ``in_use``. Needs at least as many frames as bank entries. Returns what the
-        start achieved: ``relative_error`` of the answer against its query (1.0 = no better
-        than the mean), the attention ``entropy`` per head in nats (uniform: ``ln L``) and the
-        chosen ``query_scale``."""
+        start achieved on a subset of the frames (:meth:`stats`) and the chosen
+        ``query_scale``."""
         from sklearn.cluster import KMeans
 
         size, channels = self.bank.shape
@@ -188,15 +206,13 @@ class MemoryBank(nn.Module):
         best = None
         for scale in self.QUERY_SCALES:
             self.w_q.weight.copy_(eye * scale)
-            error = float(((self(probe) - probe) ** 2).sum() / ((probe - probe.mean(2, keepdim=True)) ** 2).sum())
-            if best is None or error < best[0]:
-                best = (error, scale)
-        error, scale = best
+            stats = self.stats(probe)
+            if best is None or stats["relative_error"] < best[0]["relative_error"]:
+                best = (stats, scale)
+        stats, scale = best
         self.w_q.weight.copy_(eye * scale)
-        attn = self.attention(probe)
-        entropy = float(-(attn * torch.log(attn.clamp_min(1e-12))).sum(-1).mean())
         self.in_use.fill_(True)
-        return {"relative_error": error, "entropy": entropy, "query_scale": scale}
+        return {**stats, "query_scale": scale}
 
 
 @dataclass

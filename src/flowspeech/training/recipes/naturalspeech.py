@@ -296,6 +296,8 @@ class NaturalSpeechRecipe(Recipe):
         """Posterior samples ``z`` ``[N, h]`` of random training clips, at least
         ``memory_init_frames`` of them (or all the data has), drawn without touching the
         training RNG."""
+        from flowspeech.utils.masks import sequence_mask
+
         dataset = ctx.train_set
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
         want = max(int(self.extra["memory_init_frames"]), gen.memory.bank.size(0))
@@ -307,8 +309,8 @@ class NaturalSpeechRecipe(Recipe):
             torch.manual_seed(seed)
             for first in range(0, len(order), 8):
                 batch = ctx.to_device(self.collate([dataset[i] for i in order[first:first + 8]]))
-                specs, lengths = batch["linears"], batch["spec_lengths"]
-                mask = (torch.arange(specs.size(2), device=specs.device)[None] < lengths[:, None])
+                specs = batch["linears"]
+                mask = sequence_mask(batch["spec_lengths"], specs.size(2))
                 z, _, _ = gen.posterior_encoder(specs, mask.unsqueeze(1).to(specs.dtype))
                 frames.append(z.transpose(1, 2)[mask].float().cpu())
                 total += frames[-1].size(0)
