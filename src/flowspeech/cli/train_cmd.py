@@ -23,6 +23,10 @@ def register(subparsers) -> None:
     p.add_argument("--init-from", metavar="CKPT", help="start from these weights (a checkpoint or "
                    "an exported voice of the same model and config) instead of a fresh "
                    "initialisation; the optimiser and schedule start afresh")
+    p.add_argument("--init-partial", action="store_true", help="with --init-from: take only the "
+                   "tensors whose names and shapes match (e.g. all but the token embedding of a "
+                   "model trained on another symbol set); the rest start fresh, and the log "
+                   "lists them")
     p.add_argument("--cache-dir", help="feature cache folder (default: DATA/.flowspeech_cache)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
@@ -62,6 +66,8 @@ def run(args) -> int:
     from flowspeech.config import load_config
     from flowspeech.errors import ConfigError
 
+    if args.init_partial and not args.init_from:
+        raise ConfigError("--init-partial needs --init-from CKPT")
     config_source = args.config
     if config_source is None:
         saved = Path(args.out) / "config.yaml"
@@ -88,7 +94,8 @@ def run(args) -> int:
 
     trainer = Trainer(recipe_for(config), args.out, args.data, val_data=args.val_data,
                       cache_dir=args.cache_dir, resume=args.resume, max_steps=args.max_steps,
-                      device=args.device, progress=not args.no_progress, init_from=args.init_from)
+                      device=args.device, progress=not args.no_progress, init_from=args.init_from,
+                      init_partial=args.init_partial)
     result = trainer.fit()
     if not trainer.dist.is_main:
         return 0

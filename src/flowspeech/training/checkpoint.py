@@ -101,6 +101,28 @@ def load_state_dict_checked(module: torch.nn.Module, state_dict: dict[str, torch
     module.load_state_dict(state_dict, strict=True)
 
 
+def load_state_dict_partial(module: torch.nn.Module, state_dict: dict[str, torch.Tensor],
+                            source: str) -> tuple[list[str], list[str]]:
+    """Copy into ``module`` every entry of ``state_dict`` whose name and shape match; the
+    rest of the module keeps its values (e.g. a token embedding for another symbol set).
+
+    Returns ``(kept, ignored)``: the module's entries left as they were, and the checkpoint's
+    entries not used (unknown name or other shape).
+
+    Raises:
+        CheckpointError: nothing in ``state_dict`` fits the module.
+    """
+    own = module.state_dict()
+    fits = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    if not fits:
+        raise CheckpointError(f"{source}: none of its {len(state_dict)} tensors fits this model "
+                              "(another model type?)")
+    module.load_state_dict(fits, strict=False)
+    kept = [k for k in own if k not in fits]
+    ignored = [k for k in state_dict if k not in fits]
+    return kept, ignored
+
+
 class CheckpointManager:
     """``run_dir/checkpoints/step_XXXXXXXX.pt``, keeping the newest ``keep`` files."""
 

@@ -136,9 +136,9 @@ class Trainer:
     def __init__(self, recipe: Recipe, run_dir: str | Path, data: str, *, val_data: str | None = None,
                  cache_dir: str | None = None, resume: bool = False, max_steps: int | None = None,
                  device: str | None = None, progress: bool = True, tensorboard: bool = True,
-                 init_from: str | None = None):
+                 init_from: str | None = None, init_partial: bool = False):
         self.recipe = recipe
-        self.init_from = init_from
+        self.init_from, self.init_partial = init_from, init_partial
         self.run_dir = Path(run_dir)
         self.data, self.val_data, self.cache_dir = data, val_data, cache_dir
         self.resume = resume
@@ -319,12 +319,23 @@ class Trainer:
 
     def _warm_start(self, path: str) -> None:
         # Weights only (a training checkpoint, or an exported/float16 voice): optimiser,
-        # schedule and step start afresh, so the learning-rate warm-up runs again.
-        from flowspeech.training.checkpoint import load_checkpoint, load_state_dict_checked
+        # schedule and step start afresh, so the learning-rate warm-up runs again. Partial:
+        # the tensors that fit replace the fresh ones (after the recipe's initialisation).
+        from flowspeech.training.checkpoint import (load_checkpoint, load_state_dict_checked,
+                                                    load_state_dict_partial)
 
         payload = load_checkpoint(path, model_type=self.recipe.model_type)
-        load_state_dict_checked(self.raw_model, payload["model"], str(path))
-        self._print(f"initialised the weights from {path} (its step {payload.get('step')}); "
+        what = "the weights"
+        if self.init_partial:
+            kept, ignored = load_state_dict_partial(self.raw_model, payload["model"], str(path))
+            what = f"{len(payload['model']) - len(ignored)} of the model's tensors"
+            for title, names in (("kept fresh", kept), ("ignored from the checkpoint", ignored)):
+                if names:
+                    shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+                    self._print(f"--init-partial: {title}: {shown}")
+        else:
+            load_state_dict_checked(self.raw_model, payload["model"], str(path))
+        self._print(f"initialised {what} from {path} (its step {payload.get('step')}); "
                     f"optimiser and schedule start at step 0")
 
     def _open_writer(self):
@@ -355,11 +366,11 @@ class Trainer:
         seed_all(self.cfg.seed + self.dist.rank)
         self._build()
         resumed = self.resume and self._restore()
-        if not resumed and self.init_from:
-            self._warm_start(self.init_from)
-        elif not resumed:
+        if not resumed and (not self.init_from or self.init_partial):
             self.raw_model.train()
             self.recipe.initialize(self.raw_model, self._first_batch())
+        if not resumed and self.init_from:
+            self._warm_start(self.init_from)
         self.model = self.raw_model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
