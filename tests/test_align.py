@@ -274,3 +274,27 @@ def test_numba_kernels_leave_torch_thread_count_alone():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_merge_blank_durations_keeps_the_total():
+    from flowspeech.align import merge_blank_durations
+
+    #        _  a  _  b  _  c  _
+    d = [4, 2, 3, 5, 0, 1, 6]
+    assert merge_blank_durations(d) == [4 + 2 + 1, 2 + 5 + 0, 0 + 1 + 6]
+    assert merge_blank_durations([1, 2, 3]) == [6]
+    for bad in ([1, 2], [5]):
+        with pytest.raises(ValueError, match="2n \\+ 1"):
+            merge_blank_durations(bad)
+
+
+def test_fit_durations_to_frames():
+    from flowspeech.align import fit_durations_to_frames
+
+    assert fit_durations_to_frames([3, 2, 1], 6) == [3, 2, 1]
+    assert fit_durations_to_frames([3, 2, 1], 7) == [3, 2, 2]
+    assert fit_durations_to_frames([3, 2, 1], 4) == [2, 1, 1]     # each keeps a frame
+    with pytest.raises(ValueError, match="another hop length"):
+        fit_durations_to_frames([3, 2, 1], 9)
+    with pytest.raises(ValueError, match="too few"):
+        fit_durations_to_frames([1, 1, 1], 2, tolerance=5)

@@ -152,6 +152,29 @@ def test_align_writes_durations_that_cover_the_audio(tiny_checkpoint, tiny_datas
     assert "nats per dimension" in capsys.readouterr().out
 
 
+def test_durations_from_a_glow_tts_with_blanks(tiny_checkpoint, tiny_dataset, tmp_path):
+    # `flowspeech align --merge-blanks` on a Glow-TTS that intersperses blanks gives a file a
+    # NaturalSpeech config with the same symbols and no blanks trains from.
+    from test_naturalspeech import tiny_config
+
+    from flowspeech.config import load_config
+    from flowspeech.training.recipes.naturalspeech import NaturalSpeechRecipe
+
+    out = tmp_path / "align.jsonl"
+    assert main(["align", "--acoustic", str(tiny_checkpoint), "--data", str(tiny_dataset),
+                 "--split", "train", "--out", str(out), "--merge-blanks"]) == 0
+    config = tiny_config()
+    config["text"] = {**load_config("glow-tts-small")["text"], "add_blank": False}
+    config["train"]["extra"]["durations"] = str(out)
+    recipe = NaturalSpeechRecipe(config)
+    train, _ = recipe.build_datasets(str(tiny_dataset), None, None)
+    items = [train[i] for i in range(len(train))]
+    batch = recipe.collate(items)
+    lengths = batch["token_lengths"]
+    assert (batch["durations"].sum(1) == batch["spec_lengths"]).all()
+    assert all((batch["durations"][i, :n] >= 1).all() for i, n in enumerate(lengths.tolist()))
+
+
 def test_export_half_precision_loads_and_speaks(tiny_checkpoint, tmp_path):
     from flowspeech import Synthesizer
     from flowspeech.training.checkpoint import load_checkpoint
@@ -220,6 +243,33 @@ def test_train_init_from_exported_weights(tiny_checkpoint, tiny_glow_tts_config,
     assert after["encoder.emb.weight"].dtype == torch.float32
     for key, value in start.items():
         torch.testing.assert_close(after[key].float(), value.float(), atol=1e-3, rtol=0)
+
+
+def test_train_init_partial_across_symbol_sets(tiny_checkpoint, tiny_glow_tts_config, tiny_dataset,
+                                               tmp_path, capsys):
+    # Without blanks the vocabulary is one symbol shorter: the token embedding cannot be
+    # reused. Strict warm start says so; --init-partial takes everything else.
+    from flowspeech.training.checkpoint import load_checkpoint
+
+    argv = ["train", "glow-tts", "--config", str(tiny_glow_tts_config), "--data", str(tiny_dataset),
+            "--max-steps", "1", "--no-progress", "--init-from", str(tiny_checkpoint),
+            "--set", "text.add_blank=false", "--set", "train.learning_rate=1.0e-12"]
+    assert main([*argv, "--out", str(tmp_path / "strict")]) != 0
+    assert "shape mismatch: encoder.emb.weight" in capsys.readouterr().err
+    run = tmp_path / "partial"
+    assert main([*argv, "--out", str(run), "--init-partial"]) == 0
+    printed = capsys.readouterr().out
+    assert "--init-partial: kept fresh: encoder.emb.weight" in printed
+    assert "ignored from the checkpoint: encoder.emb.weight" in printed
+    start = load_checkpoint(tiny_checkpoint)["model"]
+    after = load_checkpoint(sorted((run / "checkpoints").glob("step_*.pt"))[-1])["model"]
+    assert after["encoder.emb.weight"].shape[0] == start["encoder.emb.weight"].shape[0] - 1
+    for key, value in start.items():
+        if key != "encoder.emb.weight":
+            torch.testing.assert_close(after[key], value, atol=1e-3, rtol=0)
+    assert main(["train", "glow-tts", "--data", str(tiny_dataset), "--out", str(tmp_path / "x"),
+                 "--init-partial"]) != 0
+    assert "--init-partial needs --init-from" in capsys.readouterr().err
 
 
 def test_the_shipped_voice_speaks(tmp_path, capsys):

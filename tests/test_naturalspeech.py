@@ -491,19 +491,30 @@ def test_durations_from_an_align_file_reach_the_batch(tmp_path):
     recipe = NaturalSpeechRecipe(config)
     train, _ = recipe.build_datasets(str(data), None, None)
     items = [train[0], train[1]]
-    lines = [{"id": item["id"], "durations": [2] * len(item["tokens"])} for item in items]
-    path = tmp_path / "durations.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    config["train"]["extra"]["durations"] = str(path)
-    recipe = NaturalSpeechRecipe(config)
-    recipe.build_datasets(str(data), None, None)
-    batch = recipe.collate(items)
-    assert batch["durations"].shape == batch["tokens"].shape
-    assert batch["durations"][0, : len(items[0]["tokens"])].eq(2).all()
 
+    def write(lines):
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        recipe = NaturalSpeechRecipe(config)
+        recipe.build_datasets(str(data), None, None)
+        return recipe
+
+    def even_split(item, extra=0):
+        n, frames = len(item["tokens"]), item["linear"].size(-1) + extra
+        return [frames // n + (i < frames % n) for i in range(n)]
+
+    path = tmp_path / "durations.jsonl"
+    config["train"]["extra"]["durations"] = str(path)
+    # One frame more than the spectrogram has (centred framing): the last token gives it up.
+    lines = [{"id": item["id"], "durations": even_split(item, extra)} for item, extra in zip(items, (0, 1))]
+    batch = write(lines).collate(items)
+    assert batch["durations"].shape == batch["tokens"].shape
+    for i, (item, line) in enumerate(zip(items, lines)):
+        n = len(item["tokens"])
+        assert batch["durations"][i, :n].sum() == item["linear"].size(-1)
+        assert batch["durations"][i, :n - 1].tolist() == line["durations"][:n - 1]
     lines[1]["durations"] = [2, 2]   # tokens of another front end
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    recipe = NaturalSpeechRecipe(config)
-    recipe.build_datasets(str(data), None, None)
     with pytest.raises(DatasetError, match="durations but"):
-        recipe.collate(items)
+        write(lines).collate(items)
+    lines[1]["durations"] = even_split(items[1], 5)   # other audio, or another hop length
+    with pytest.raises(DatasetError, match="another hop length"):
+        write(lines).collate(items)

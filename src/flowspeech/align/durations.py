@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["durations_from_path", "path_from_durations"]
+__all__ = ["durations_from_path", "fit_durations_to_frames", "merge_blank_durations",
+           "path_from_durations"]
 
 
 def durations_from_path(path: torch.Tensor) -> torch.Tensor:
@@ -71,6 +72,52 @@ def path_from_durations(durations: torch.Tensor, frame_mask: torch.Tensor) -> to
     on_path &= frame_mask.to(device=durations.device, dtype=torch.bool)
     dtype = frame_mask.dtype if frame_mask.is_floating_point() else torch.float32
     return on_path.to(dtype)
+
+
+def merge_blank_durations(durations: list[int]) -> list[int]:
+    """Durations of a blank-interspersed sequence ``[_, t1, _, t2, ..., tn, _]`` (length
+    ``2n + 1``) folded onto ``[t1, ..., tn]``, the total kept.
+
+    A blank between two tokens gives half its frames to the token before and the rest to the
+    one after; the first and last blanks go whole to the first and last token (the silence at
+    the ends stays with the nearest sound, as without blanks).
+    """
+    if len(durations) % 2 != 1 or len(durations) < 3:
+        raise ValueError(f"a blank-interspersed sequence has 2n + 1 >= 3 entries, got {len(durations)}")
+    tokens = [int(d) for d in durations[1::2]]
+    blanks = [int(d) for d in durations[0::2]]
+    tokens[0] += blanks[0]
+    tokens[-1] += blanks[-1]
+    for i, blank in enumerate(blanks[1:-1]):
+        tokens[i] += blank // 2
+        tokens[i + 1] += blank - blank // 2
+    return tokens
+
+
+def fit_durations_to_frames(durations: list[int], n_frames: int, tolerance: int = 2) -> list[int]:
+    """``durations`` changed at the end so they sum to ``n_frames``.
+
+    Features framed another way (centred frames give ``1 + S // hop``, VITS's padding
+    ``S // hop``) differ by a frame or two at the end of the clip; those frames are taken
+    from (or given to) the last tokens, each keeping at least one frame. Raises ValueError past ``tolerance`` frames: the
+    alignment was made for other audio or another hop length.
+    """
+    out = [int(d) for d in durations]
+    diff = n_frames - sum(out)
+    if abs(diff) > tolerance:
+        raise ValueError(f"the durations cover {sum(out)} frames but the audio has {n_frames} "
+                         f"(more than {tolerance} apart: another hop length or other audio?)")
+    if diff > 0:
+        out[-1] += diff
+    i = len(out) - 1
+    while diff < 0 and i >= 0:       # every token keeps a frame if it had one
+        take = min(max(out[i] - 1, 0), -diff)
+        out[i] -= take
+        diff += take
+        i -= 1
+    if diff < 0:
+        raise ValueError(f"{n_frames} frames are too few for {len(out)} tokens")
+    return out
 
 
 def read_alignment_file(path, field: str, convert):

@@ -15,6 +15,10 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, help="dataset folder or filelist")
     p.add_argument("--split", help="split of a dataset folder (train, val, test)")
     p.add_argument("--out", required=True, help="output .jsonl file")
+    p.add_argument("--merge-blanks", action="store_true",
+                   help="for a model trained with interspersed blanks: fold each blank's frames "
+                   "into the tokens beside it, so the file fits a config with the same symbols "
+                   "and add_blank: false (e.g. NaturalSpeech's train.extra.durations)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--cache-dir", help="feature cache folder")
     p.add_argument("--device", default="cpu")
@@ -33,6 +37,7 @@ def run(args) -> int:
 
     import torch
 
+    from flowspeech.align import merge_blank_durations
     from flowspeech.config import mel_config
     from flowspeech.data import TextMelDataset, collate_text_mel, load_manifest
     from flowspeech.inference.loading import load_model
@@ -42,6 +47,10 @@ def run(args) -> int:
     model, payload = load_model(args.acoustic, "glow-tts", device=args.device)
     config = payload["config"]
     frontend = TextFrontend(**config.get("text", {}))
+    if args.merge_blanks and not frontend.add_blank:
+        from flowspeech.errors import ConfigError
+
+        raise ConfigError(f"--merge-blanks: {args.acoustic} was trained without blanks")
     mels = mel_config(config)
     dataset = TextMelDataset(load_manifest(args.data, split=args.split), frontend, mels, args.cache_dir)
     seconds_per_frame = mels.hop_length / mels.sample_rate
@@ -59,6 +68,8 @@ def run(args) -> int:
             n_tok = int(batch["token_lengths"][i])
             ids = batch["tokens"][i, :n_tok].tolist()
             d = durations[i, :n_tok].tolist()
+            if args.merge_blanks:
+                ids, d = ids[1::2], merge_blank_durations(d)
             ends = torch.tensor(d).cumsum(0).tolist()
             lines.append({
                 "id": item["id"], "tokens": [symbol_of(frontend, t) for t in ids],

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flowspeech.align.durations import fit_durations_to_frames
 from flowspeech.config import mel_config
 from flowspeech.errors import ConfigError, DatasetError
 from flowspeech.training.recipe import Recipe
@@ -171,14 +172,20 @@ class NaturalSpeechRecipe(Recipe):
             batch["sup_tokens"] = self.sup_tokenizer.sup_ids_padded(tokens, batch["token_lengths"])
         if self._durations is not None:
             durations = torch.zeros(tokens.shape, dtype=torch.float32)
-            for i, (uid, n) in enumerate(zip(batch["ids"], batch["token_lengths"].tolist())):
+            for i, (uid, n, frames) in enumerate(zip(batch["ids"], batch["token_lengths"].tolist(),
+                                                     batch["spec_lengths"].tolist())):
                 d = self._durations.get(uid)
                 if d is None or len(d) != n:
                     raise DatasetError(
                         f"{self.extra['durations']}: "
                         + (f"no durations for {uid}" if d is None else
                            f"{uid} has {len(d)} durations but {n} tokens")
-                        + " - align with a model that uses this config's text front end")
+                        + " - align with a model that uses this config's text front end "
+                        "(`flowspeech align --merge-blanks` if that model used blanks)")
+                try:
+                    d = fit_durations_to_frames(d, frames)
+                except ValueError as e:
+                    raise DatasetError(f"{self.extra['durations']}: {uid}: {e}") from None
                 durations[i, :n] = torch.tensor(d, dtype=torch.float32)
             batch["durations"] = durations
         return batch
