@@ -35,6 +35,11 @@ def test_train_writes_run_folder_and_rotates_checkpoints(tiny_glow_tts_config, t
     assert (run / "config.yaml").is_file() and (run / "train.log").is_file()
     assert any((run / "tensorboard").iterdir())
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files
+    # Written through private temp files, but readable as the umask says (a shared cluster).
+    from flowspeech.utils.files import FILE_MODE
+
+    for path in [run / "config.yaml", *(run / "checkpoints").iterdir()]:
+        assert path.stat().st_mode & 0o777 == FILE_MODE, path
     payload = latest_state(run)
     assert payload["step"] == 8 and payload["model_type"] == "glow-tts"
     log = (run / "train.log").read_text()

@@ -16,14 +16,10 @@ import soundfile as sf
 import torch
 
 from flowspeech.errors import AudioError
+from flowspeech.utils.files import FILE_MODE
 
 PathLike = str | os.PathLike
 
-# Files made by mkstemp are private (0600); give saved files the usual umask-derived mode.
-# The umask is read once, at import, because reading it means setting it (not thread-safe).
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
 
 
 def load_wav(
@@ -124,7 +120,7 @@ def save_wav(path: PathLike, samples: np.ndarray | torch.Tensor, sample_rate: in
                 np.save(f, array, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

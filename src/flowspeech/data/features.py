@@ -37,6 +37,7 @@ import torch
 from flowspeech.audio import LinearSpectrogram, MelConfig, MelSpectrogram, load_wav
 from flowspeech.data.manifest import Manifest, Utterance, audio_header
 from flowspeech.errors import AudioError, DatasetError
+from flowspeech.utils.files import FILE_MODE
 
 logger = logging.getLogger("flowspeech.data")
 
@@ -273,12 +274,6 @@ class FeatureCache:
         return self._listing
 
 
-# mkstemp makes private (0600) files; cache entries get the usual umask-derived mode so a
-# cache next to a shared dataset is usable by its group. Reading the umask means setting it,
-# so it is read once, at import.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -290,7 +285,7 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -328,7 +328,7 @@ class Trainer:
         what = "the weights"
         if self.init_partial:
             kept, ignored = load_state_dict_partial(self.raw_model, payload["model"], str(path))
-            what = f"{len(payload['model']) - len(ignored)} of the model's tensors"
+            what = f"{len(payload['model']) - len(ignored)} of the model's {len(self.raw_model.state_dict())} tensors"
             for title, names in (("kept fresh", kept), ("ignored from the checkpoint", ignored)):
                 if names:
                     shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")

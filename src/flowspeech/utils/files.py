@@ -8,6 +8,13 @@ from pathlib import Path
 
 from flowspeech.errors import FlowspeechError
 
+# mkstemp makes private (0600) files; what flowspeech writes gets the usual umask-derived
+# mode, so checkpoints, configs and caches next to shared data are readable by the group.
+# Reading the umask means setting it (not thread-safe), so it is read once, at import.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write(path: str | Path, write_fn, suffix: str = "") -> None:
     """Call ``write_fn(tmp_path)`` then rename the temp file onto ``path``.
@@ -23,6 +30,7 @@ def atomic_write(path: str | Path, write_fn, suffix: str = "") -> None:
         write_fn(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:
