@@ -252,7 +252,9 @@ class NaturalSpeechRecipe(Recipe):
             dur = NaturalSpeech.duration_loss(out)
             loss_g = (e["c_mel"] * mel_l1 + fm + adv + e["c_kl"] * kl + e["c_dur"] * dur + out.align_nll)
             logs = {"mel_l1": mel_l1, "kl_bwd": kl, "duration": dur, "adv": adv, "fm": fm,
-                    "align_nll": out.align_nll, "loss_d": loss_d}
+                    "loss_d": loss_d}
+            if batch.get("durations") is None:      # MAS ran: its alignment head learns
+                logs["align_nll"] = out.align_nll
             if out.kl_forward is not None:
                 loss_g = loss_g + e["c_kl_fwd"] * out.kl_forward
                 logs["kl_fwd"] = out.kl_forward
