@@ -8,7 +8,8 @@ then make only a stationary sound (docs/naturalspeech.md, training report).
 
 Also the mel L1 of copy-synthesis through the posterior path
 (:meth:`NaturalSpeech.reconstruct`: true latents, memory, decoder), over whole clips; with
-``--out`` the first two reconstructions are written as wavs.
+``--out`` the first two reconstructions are written as wavs; ``--wav-dir`` writes every one
+as ``<id>.wav``, for ``flowspeech evaluate --system`` (the copy-synthesis WER).
 
     python benchmarks/ns_memory.py runs/ns/checkpoints/step_00002000.pt --corpus data/slt_hts
 """
@@ -29,9 +30,12 @@ def main() -> None:
     ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/")
     ap.add_argument("--split", default="val")
     ap.add_argument("--clips", type=int, default=16)
-    ap.add_argument("--out", help="folder for reconstructed wavs")
+    ap.add_argument("--out", help="folder for reconstructed wavs (the first two clips)")
+    ap.add_argument("--wav-dir", help="every reconstruction as WAV_DIR/<id>.wav, for "
+                    "`flowspeech evaluate --system WAV_DIR` (copy-synthesis WER)")
     args = ap.parse_args()
 
+    from flowspeech.audio import save_wav
     from flowspeech.data import TextAudioDataset, load_manifest
     from flowspeech.inference.loading import load_model
     from flowspeech.training.recipes.naturalspeech import NaturalSpeechRecipe
@@ -56,11 +60,10 @@ def main() -> None:
             frames = min(mel.size(1), item["mel"].size(1))
             mel_l1 += float((mel[:, :frames] - item["mel"][:, :frames]).abs().mean()) / n
             if args.out and i < 2:
-                import soundfile as sf
-
                 out = Path(args.out) / f"{Path(path).parent.parent.name}_{Path(path).stem}_{item['id']}.wav"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(out, wav[0].numpy(), recipe.mel_config.sample_rate)
+                save_wav(out, wav[0], recipe.mel_config.sample_rate)
+            if args.wav_dir:
+                save_wav(Path(args.wav_dir) / f"{item['id']}.wav", wav[0], recipe.mel_config.sample_rate)
             if memory is None:
                 continue
             z, _, _ = model.posterior_encoder(spec, torch.ones(1, 1, spec.size(2)))
