@@ -273,6 +273,23 @@ def test_inference_controls():
         model.infer(tokens, n_tok, length_scale=50.0, max_frames=10)
 
 
+def test_validation_reports_collapsed_mas_alignments(tmp_path):
+    from conftest import make_ljspeech
+
+    data = make_ljspeech(tmp_path / "data", n=2)
+    config = tiny_config()
+    recipe = NaturalSpeechRecipe(config)
+    train, _ = recipe.build_datasets(str(data), None, None)
+    torch.manual_seed(0)
+    model = recipe.build_model().eval()
+    batch = recipe.collate([train[0], train[1]])
+    values = recipe.validate(model, batch, step=1, writer=None)
+    assert 0.0 <= values["mas_one_frame"] <= 1.0 and values["length_ratio"] > 0
+    batch["durations"] = torch.ones_like(batch["tokens"], dtype=torch.float32)
+    batch["durations"][:, 0] = batch["spec_lengths"] - batch["token_lengths"] + 1
+    assert "mas_one_frame" not in recipe.validate(model, batch, step=1, writer=None)
+
+
 def test_losses_fall_on_a_fixed_batch(plain_step_context):
     config = tiny_config()
     recipe = NaturalSpeechRecipe(config)

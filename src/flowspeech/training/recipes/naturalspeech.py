@@ -339,6 +339,11 @@ class NaturalSpeechRecipe(Recipe):
         values = {"kl_bwd": float(NaturalSpeech.kl_backward(out)),
                   "duration": float(NaturalSpeech.duration_loss(out)),
                   "mel_l1": float(nn.functional.l1_loss(self.mel(out.wav), real_mel.float()))}
+        if batch.get("durations") is None:
+            # Share of phonemes MAS gives a single frame: near 1 the alignment has collapsed
+            # onto a few phonemes (docs/naturalspeech.md, "Durations").
+            text_mask = out.text_mask.squeeze(1)
+            values["mas_one_frame"] = float(((out.durations == 1) * text_mask).sum() / text_mask.sum())
         n_tok = int(batch["token_lengths"][0])
         sup = batch.get("sup_tokens")
         generator = torch.Generator(device=batch["tokens"].device).manual_seed(VAL_SEED)
