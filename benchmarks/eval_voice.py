@@ -10,7 +10,8 @@ machine. The shipped voice must keep the gap within 10 WER points and the RTF be
 
     python benchmarks/eval_voice.py --corpus data/slt_hts --limit 100 --out reports/voice
     python benchmarks/eval_voice.py --acoustic runs/x/checkpoints/step_00020000.pt \\
-        --corpus data/slt_hts --limit 100 --out reports/x --compare reports/voice
+        --corpus data/slt_hts --limit 100 --out reports/x --compare reports/voice \\
+        --teacher reports/voice          # its scores of the recordings: no second ASR pass
 
 Writes OUT/wavs/ (clips + timings.json), OUT/system/ and OUT/teacher/ (evaluation reports)
 and OUT/summary.json; prints a Markdown table row.
@@ -27,7 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     who = ap.add_mutually_exclusive_group()
     who.add_argument("--voice", help="named voice (default: the shipped default voice)")
-    who.add_argument("--acoustic", help="Glow-TTS checkpoint")
+    who.add_argument("--acoustic", help="Glow-TTS or NaturalSpeech checkpoint")
     ap.add_argument("--vocoder", default="griffin-lim")
     ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/ and wavs/")
     ap.add_argument("--split", default="test")
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--jobs", type=int, default=1, help="ASR worker processes")
     ap.add_argument("--compare", help="an earlier OUT of this script: paired test against it")
+    ap.add_argument("--teacher", help="an earlier OUT of this script on the same corpus and "
+                    "sentences: reuse its scores of the recordings instead of scoring them again")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -60,8 +63,10 @@ def main() -> None:
     options = EvalOptions(spectral=False)
     system = evaluate(wav_dir, text=text_file, options=options, jobs=args.jobs, progress=False,
                       name=run["voice"] or Path(run["acoustic"]).stem)
-    teacher = evaluate(corpus / "wavs", text=text_file, options=options, jobs=args.jobs,
-                       progress=False, name="teacher")
+    teacher = earlier_teacher(args.teacher, [uid for uid, _ in sentences])
+    if teacher is None:
+        teacher = evaluate(corpus / "wavs", text=text_file, options=options, jobs=args.jobs,
+                           progress=False, name="teacher")
     if args.compare:
         system.comparison = compare_reports(system, load_report(Path(args.compare) / "system"))
     write_report(system, out / "system")
@@ -91,6 +96,23 @@ def main() -> None:
     print(f"| {summary['voice']} | {len(sentences)} | {100 * summary['wer']:.1f}% | "
           f"{100 * summary['teacher_wer']:.1f}% | {summary['wer_gap_points']:+.1f} | "
           f"{summary['rtf']:.3f} | {'met' if summary['meets_bar'] else 'not met'} |")
+
+
+def earlier_teacher(run_dir: str | None, ids: list[str]):
+    """The teacher's report of an earlier run of this script (``--teacher``), checked to
+    cover the same sentences: the recordings do not change, so scoring them again (minutes
+    of ASR) would give the same numbers."""
+    from flowspeech.errors import DatasetError
+    from flowspeech.evaluation.report import load_report
+
+    if not run_dir:
+        return None
+    report = load_report(Path(run_dir) / "teacher")
+    if sorted(r["id"] for r in report.rows) != sorted(ids):
+        raise DatasetError(f"{run_dir}/teacher scored other sentences than these {len(ids)}; "
+                           "leave out --teacher to score the recordings")
+    print(f"teacher: the scores of {run_dir}/teacher")
+    return report
 
 
 if __name__ == "__main__":
