@@ -532,6 +532,8 @@ def test_durations_from_an_align_file_reach_the_batch(tmp_path):
     lines[1]["durations"] = [2, 2]   # tokens of another front end
     with pytest.raises(DatasetError, match="durations but"):
         write(lines).collate(items)
+    with pytest.raises(DatasetError, match="every utterance, validation included"):
+        write(lines[:1]).collate(items)
     lines[1]["durations"] = even_split(items[1], 5)   # other audio, or another hop length
     with pytest.raises(DatasetError, match="another hop length"):
         write(lines).collate(items)

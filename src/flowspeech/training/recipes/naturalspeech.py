@@ -175,12 +175,14 @@ class NaturalSpeechRecipe(Recipe):
             for i, (uid, n, frames) in enumerate(zip(batch["ids"], batch["token_lengths"].tolist(),
                                                      batch["spec_lengths"].tolist())):
                 d = self._durations.get(uid)
-                if d is None or len(d) != n:
+                if d is None:
                     raise DatasetError(
-                        f"{self.extra['durations']}: "
-                        + (f"no durations for {uid}" if d is None else
-                           f"{uid} has {len(d)} durations but {n} tokens")
-                        + " - align with a model that uses this config's text front end "
+                        f"{self.extra['durations']}: no durations for {uid} - the file must cover "
+                        "every utterance, validation included (`flowspeech align` without --split)")
+                if len(d) != n:
+                    raise DatasetError(
+                        f"{self.extra['durations']}: {uid} has {len(d)} durations but {n} tokens - "
+                        "align with a model that uses this config's text front end "
                         "(`flowspeech align --merge-blanks` if that model used blanks)")
                 try:
                     d = fit_durations_to_frames(d, frames)
