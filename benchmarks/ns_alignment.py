@@ -16,34 +16,23 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _ns_checkpoints import add_checkpoint_args, checkpoints_and_clips
 
 
 @torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoint", nargs="+")
-    ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--clips", type=int, default=32)
+    add_checkpoint_args(ap, clips=32)
     ap.add_argument("--show", action="store_true", help="print the first clip's alignment")
     args = ap.parse_args()
 
-    from flowspeech.data import TextAudioDataset, load_manifest
-    from flowspeech.inference.loading import load_model
-    from flowspeech.training.recipes.naturalspeech import NaturalSpeechRecipe
-
-    manifest = load_manifest(args.corpus, split=args.split)
     print("| checkpoint | phonemes given one frame | frames of the 5 longest phonemes | "
           "predicted / MAS length |")
     print("|---|---:|---:|---:|")
-    for path in args.checkpoint:
-        model, payload = load_model(path, model_type="naturalspeech")
-        recipe = NaturalSpeechRecipe(payload["config"])
-        dataset = TextAudioDataset(manifest, recipe.frontend, recipe.mel_config, None)
-        n = min(args.clips, len(dataset))
+    for path, model, recipe, items in checkpoints_and_clips(args):
+        n = len(items)
         one_frame = longest = ratio = 0.0
-        for i in range(n):
-            item = dataset[i]
+        for i, item in enumerate(items):
             tokens, spec = item["tokens"][None], item["linear"][None]
             sup = (recipe.sup_tokenizer.sup_ids_padded(tokens, torch.tensor([tokens.size(1)]))
                    if recipe.sup_tokenizer is not None else None)

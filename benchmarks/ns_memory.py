@@ -21,39 +21,28 @@ import math
 from pathlib import Path
 
 import torch
+from _ns_checkpoints import add_checkpoint_args, checkpoints_and_clips
 
 
 @torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoint", nargs="+")
-    ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--clips", type=int, default=16)
+    add_checkpoint_args(ap, clips=16)
     ap.add_argument("--out", help="folder for reconstructed wavs (the first two clips)")
     ap.add_argument("--wav-dir", help="every reconstruction as WAV_DIR/<id>.wav, for "
                     "`flowspeech evaluate --system WAV_DIR` (copy-synthesis WER)")
     args = ap.parse_args()
 
     from flowspeech.audio import save_wav
-    from flowspeech.data import TextAudioDataset, load_manifest
-    from flowspeech.inference.loading import load_model
-    from flowspeech.training.recipes.naturalspeech import NaturalSpeechRecipe
 
-    manifest = load_manifest(args.corpus, split=args.split)
     print("| checkpoint | memory in use | attention entropy (uniform) | largest weight | "
           "frame variance of z | of memory(z) | variance kept | reconstruction mel L1 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for path in args.checkpoint:
-        torch.manual_seed(0)
-        model, payload = load_model(path, model_type="naturalspeech")
+    for path, model, recipe, items in checkpoints_and_clips(args):
         memory = model.memory
-        recipe = NaturalSpeechRecipe(payload["config"])
-        dataset = TextAudioDataset(manifest, recipe.frontend, recipe.mel_config, None)
         entropy = top = var_z = var_m = error = mel_l1 = 0.0
-        n = min(args.clips, len(dataset))
-        for i in range(n):
-            item = dataset[i]
+        n = len(items)
+        for i, item in enumerate(items):
             spec = item["linear"].unsqueeze(0)
             wav = model.reconstruct(spec, torch.tensor([spec.size(2)]))
             mel = recipe.mel(wav.unsqueeze(1))[0]
