@@ -98,12 +98,23 @@ def test_naturalspeech_synthesis_on_the_device(device):
     torch.manual_seed(0)
     model = build_model(tiny_config()).prepare_for_inference()
     tokens, lengths = torch.randint(1, 20, (2, 6)), torch.tensor([6, 4])
-    wav, wav_lengths, _ = model.infer(tokens, lengths, generator=torch.Generator().manual_seed(0),
-                                      noise_scale=0.0)
+    wav, wav_lengths, _ = model.infer(tokens, lengths, generator=torch.Generator().manual_seed(0))
     model.to(device)
-    out, out_lengths, _ = model.infer(tokens.to(device), lengths.to(device), noise_scale=0.0)
+    # A CPU generator (what --seed makes) drives the model on any device, to the same noise.
+    out, out_lengths, _ = model.infer(tokens.to(device), lengths.to(device),
+                                      generator=torch.Generator().manual_seed(0))
     assert out.device.type == device and torch.equal(out_lengths.cpu(), wav_lengths)
     assert close(out, wav, 1e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES + ["meta"])
+def test_noise_from_a_cpu_generator_is_the_same_on_every_device(device):
+    from flowspeech.utils.noise import randn
+
+    noise = randn(2, 5, generator=torch.Generator().manual_seed(3), device=device)
+    assert noise.device.type == device
+    if device != "meta":
+        assert torch.equal(noise.cpu(), torch.randn(2, 5, generator=torch.Generator().manual_seed(3)))
 
 
 # --- training --------------------------------------------------------------------------------

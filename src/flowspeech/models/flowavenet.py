@@ -65,6 +65,7 @@ from flowspeech.flows import (
     unsqueeze,
     weight_norm,
 )
+from flowspeech.utils.noise import randn
 
 __all__ = ["FloWaveNet", "FloWaveNetOutput", "NonCausalWaveNet"]
 
@@ -503,8 +504,8 @@ class FloWaveNet(nn.Module):
                      generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
         """``temperature * N(0, I)`` of shape ``[B, n_samples]`` (the authors' ``z``)."""
         w = self.upsample[0].bias
-        z = torch.randn(batch, n_samples, generator=generator, device=w.device if device is None else device,
-                        dtype=w.dtype if dtype is None else dtype)
+        z = randn(batch, n_samples, generator=generator, device=w.device if device is None else device,
+                  dtype=w.dtype if dtype is None else dtype)
         return z * temperature
 
     def _noise_for(self, mel, temperature, generator, noise):

@@ -46,6 +46,7 @@ from flowspeech.flows import (
 )
 from flowspeech.models.transformer import ChannelLayerNorm, ConvReluNorm, TransformerEncoder
 from flowspeech.utils.masks import length_mask
+from flowspeech.utils.noise import randn
 
 
 class DurationPredictor(nn.Module):
@@ -327,7 +328,7 @@ class GlowTTS(nn.Module):
         attn = path_from_durations(durations, pair_mask)  # [B, T_text, F]
         z_mean = torch.matmul(mean, attn)
         z_log_scale = torch.matmul(log_scale, attn)
-        noise = torch.randn(z_mean.shape, generator=generator, device=z_mean.device, dtype=z_mean.dtype)
+        noise = randn(*z_mean.shape, generator=generator, device=z_mean.device, dtype=z_mean.dtype)
         z = (z_mean + torch.exp(z_log_scale) * noise * noise_scale) * z_mask
         mels = self.decoder.inverse(z, z_mask, g) * z_mask
         return mels, mel_lengths, attn.sum(-1).long()

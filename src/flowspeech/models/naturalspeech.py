@@ -59,6 +59,7 @@ from flowspeech.models.durator import Durator, predicted_frame_lengths
 from flowspeech.models.hifigan import HiFiGANGenerator
 from flowspeech.models.phoneme_encoder import PhonemeEncoder
 from flowspeech.utils.masks import length_mask
+from flowspeech.utils.noise import randn
 
 
 class PosteriorEncoder(nn.Module):
@@ -498,7 +499,7 @@ class NaturalSpeech(nn.Module):
             raise ValueError(f"synthesis would produce {n_frames} frames, over the limit of "
                              f"{max_frames}: split the text into shorter sentences")
         mean, log_scale, mask, _ = self.durator.frame_prior(h, durations, text_mask, lengths, n_frames)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        noise = randn(*mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z_p = (mean + torch.exp(log_scale) * noise * noise_scale) * mask
         z = self.flow.inverse(z_p, mask)
         wav = self._decode(z * mask)[:, 0]
