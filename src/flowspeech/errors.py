@@ -25,3 +25,8 @@ class CheckpointError(FlowspeechError):
 
 class DatasetError(FlowspeechError):
     """A dataset folder or filelist cannot be read."""
+
+
+class NumericalError(FlowspeechError):
+    """A computation gave NaN or infinity where the model's own arithmetic cannot (e.g. a
+    faulty reduced-precision kernel of the installed PyTorch on this processor)."""

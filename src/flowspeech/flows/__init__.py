@@ -6,7 +6,7 @@ for how the authors' checkpoints map onto these modules.
 """
 
 from flowspeech.flows.actnorm import ActNorm
-from flowspeech.flows.base import Flow, call_in_own_dtype, remove_weight_norm, weight_norm
+from flowspeech.flows.base import Flow, call_in_own_dtype, ensure_finite, remove_weight_norm, weight_norm
 from flowspeech.flows.coupling import AffineCoupling, CouplingNet, WaveNetCouplingNet, set_coupling_dtype
 from flowspeech.flows.invconv import GroupedInvertibleConv1x1, InvertibleConv1x1
 from flowspeech.flows.permute import ChannelFlip, ChannelSwap
@@ -27,6 +27,7 @@ __all__ = [
     "WaveNet",
     "WaveNetCouplingNet",
     "call_in_own_dtype",
+    "ensure_finite",
     "gated_activation",
     "remove_weight_norm",
     "set_coupling_dtype",

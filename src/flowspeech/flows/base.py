@@ -17,7 +17,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _torch_weight_norm
 
-__all__ = ["Flow", "call_in_own_dtype", "remove_weight_norm", "weight_norm"]
+from flowspeech.errors import NumericalError
+
+__all__ = ["Flow", "call_in_own_dtype", "ensure_finite", "remove_weight_norm", "weight_norm"]
 
 
 class Flow(nn.Module):
@@ -88,7 +90,8 @@ def call_in_own_dtype(module: nn.Module, x: torch.Tensor, *args):
     ``x``'s: floating-point tensor arguments are cast on the way in (``None`` and integer
     tensors pass as they are). No casts when the dtypes already agree. This is how a network
     held in reduced precision (:func:`~flowspeech.flows.set_coupling_dtype`, NaturalSpeech's
-    decoder) serves a model whose data stay float32."""
+    decoder) serves a model whose data stay float32. A reduced-precision result is checked
+    with :func:`ensure_finite`: a faulty kernel must fail loudly, not produce noise."""
     dtype = next(module.parameters(), x).dtype
     if dtype == x.dtype:
         return module(x, *args)
@@ -96,7 +99,24 @@ def call_in_own_dtype(module: nn.Module, x: torch.Tensor, *args):
     def cast(t):
         return t.to(dtype) if torch.is_tensor(t) and t.is_floating_point() else t
 
-    return module(cast(x), *map(cast, args)).to(x.dtype)
+    y = module(cast(x), *map(cast, args))
+    ensure_finite(y, f"{type(module).__name__} in {dtype}".replace("torch.", ""))
+    return y.to(x.dtype)
+
+
+def ensure_finite(y: torch.Tensor, what: str) -> torch.Tensor:
+    """``y``, or a :class:`~flowspeech.errors.NumericalError` naming ``what`` when ``y`` holds
+    NaN or infinity.
+
+    Used after every reduced-precision network: trained weights never overflow bfloat16 or
+    float16 there, so a non-finite value means a faulty kernel. One was seen: oneDNN's AMX
+    bfloat16 matrix products (oneDNN issue 5717) read past the end of each row when K is
+    not a multiple of 32, so garbage next to the operands leaks into the result."""
+    if not bool(torch.isfinite(y).all()):
+        raise NumericalError(
+            f"{what} gave NaN or infinite values: reduced precision is unreliable with this "
+            f"PyTorch build on this processor; run in float32 (the default precision)")
+    return y
 
 
 def valid_frames(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

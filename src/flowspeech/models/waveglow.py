@@ -51,10 +51,12 @@ from flowspeech.flows import (
     AffineCoupling,
     InvertibleConv1x1,
     WaveNetCouplingNet,
+    ensure_finite,
     remove_weight_norm,
     set_coupling_dtype,
     squeeze,
 )
+from flowspeech.utils.noise import randn
 
 __all__ = ["Denoiser", "WaveGlow", "WaveGlowOutput"]
 
@@ -265,10 +267,10 @@ class WaveGlow(nn.Module):
         device = self.upsample.weight.device if device is None else device
         dtype = self.upsample.weight.dtype if dtype is None else dtype
         n_early = sum(self._is_early(k) for k in range(self.n_flows))
-        final = torch.randn(batch, self.flow_channels[-1], n_positions, generator=generator,
-                            device=device, dtype=dtype)
-        early = [torch.randn(batch, self.n_early_size, n_positions, generator=generator,
-                             device=device, dtype=dtype) for _ in range(n_early)]
+        final = randn(batch, self.flow_channels[-1], n_positions, generator=generator,
+                      device=device, dtype=dtype)
+        early = [randn(batch, self.n_early_size, n_positions, generator=generator,
+                       device=device, dtype=dtype) for _ in range(n_early)]
         return torch.cat(early[::-1] + [final], dim=1) * sigma
 
     def inverse(self, z: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
@@ -588,10 +590,14 @@ class _InverseEngine:
             raise ValueError(f"expected z of shape {[batch, self.n_group, t]}, got {tuple(z.shape)}")
         H = self.H
         mel = mel.to(self.dtype)
-        cols = torch.empty(t, self.width, dtype=self.dtype, device=self.device)
+        # Zeroed, not empty: the matrix products read strided views of these buffers, and
+        # oneDNN's AMX bfloat16 kernels read past a view's last column up to a multiple of
+        # 32 (oneDNN issue 5717), relying on zeros in the packed weights. Garbage there
+        # (NaN * 0 = NaN) made the audio NaN on such CPUs; finite neighbours contribute 0.
+        cols = torch.zeros(t, self.width, dtype=self.dtype, device=self.device)
         cols[:, self.off_one] = 1
-        a = torch.empty(t, 2 * H, dtype=self.dtype, device=self.device)
-        acts = torch.empty(t, self.acts_width, dtype=self.dtype, device=self.device)
+        a = torch.zeros(t, 2 * H, dtype=self.dtype, device=self.device)
+        acts = torch.zeros(t, self.acts_width, dtype=self.dtype, device=self.device)
         acts[:, H] = 1
         acts1 = acts[:, :H + 1]
         out = torch.empty(batch, n, dtype=self.state_dtype, device=self.device)
@@ -601,6 +607,8 @@ class _InverseEngine:
             x.copy_(z[b].T)
             for kk in reversed(range(len(self.flows))):
                 self._flow(kk, x, cols, a, acts, acts1)
+        if self.dtype != self.state_dtype:
+            ensure_finite(out, f"WaveGlow's coupling networks in {self.dtype}".replace("torch.", ""))
         return out
 
     def _flow(self, kk, x, cols, a, acts, acts1) -> None:
@@ -685,7 +693,7 @@ class Denoiser(nn.Module):
         if mode == "zeros":
             mel = torch.zeros(shape, dtype=w.dtype, device=w.device)
         else:
-            mel = torch.randn(shape, generator=generator, device=w.device).to(w.dtype)
+            mel = randn(*shape, generator=generator, device=w.device).to(w.dtype)
         bias_audio = waveglow.infer(mel, sigma=0.0).float()
         self.register_buffer("bias_spec", self._stft(bias_audio).abs()[:, :, :1].clone())
 
