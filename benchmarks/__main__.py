@@ -125,7 +125,7 @@ def ours_vocoder(preset: str, frames: int, repeats: int) -> dict:
 
     def run():
         with torch.inference_mode():
-            samples["n"] = int(model.infer(mel, generator=torch.Generator().manual_seed(0)).shape[-1])
+            samples["n"] = int(model.infer(mel, generator=torch.Generator().manual_seed(0)).waveforms.shape[-1])
 
     return {"seconds": timed(run, repeats), "samples": samples["n"], "parameters": n_params}
 

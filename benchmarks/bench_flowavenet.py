@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variants", default="authors,layers,infer,waveglow",
                         help="comma list of authors, layers, infer, waveglow")
-    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--sigma", type=float, default=0.8, help="latent standard deviation (the authors' temperature)")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
 
@@ -120,7 +120,7 @@ def main() -> None:
     n_samples = n_frames * HOP
     duration = n_samples / SAMPLE_RATE
     print(f"# FloWaveNet base, mel of {n_frames} frames = {n_samples} samples = {duration:.2f} s, "
-          f"temperature {args.temperature}")
+          f"sigma {args.sigma}")
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}"
           f"{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}, "
           f"torch.get_num_threads() = {torch.get_num_threads()}, {load_note()}")
@@ -143,24 +143,24 @@ def main() -> None:
 
         def run_authors():
             with torch.no_grad():
-                return theirs.reverse((noise * args.temperature)[:, None], mel)[:, 0]
+                return theirs.reverse((noise * args.sigma)[:, None], mel)[:, 0]
         runs["authors"] = run_authors
     if "layers" in variants:
         layers = make()
 
         def run_layers():
             with torch.inference_mode():
-                return layers.inverse(noise * args.temperature, mel)
+                return layers.inverse(noise * args.sigma, mel)
         runs["layers"] = run_layers
     prepare_time = None
     if "infer" in variants:
         fast = make()
         prepare_time, _ = timed(fast.prepare_for_inference, device)
-        runs["infer"] = lambda: fast.infer(mel, args.temperature, noise=noise)
+        runs["infer"] = lambda: fast.infer(mel, sigma=args.sigma, noise=noise).waveforms
     for name, dtype in (("couplings-bf16", torch.bfloat16), ("couplings-fp16", torch.float16)):
         if name in variants:
-            reduced = make().prepare_for_inference().set_coupling_dtype(dtype)
-            runs[name] = lambda reduced=reduced: reduced.infer(mel, args.temperature, noise=noise)
+            reduced = make().prepare_for_inference().set_waveform_dtype(dtype)
+            runs[name] = lambda reduced=reduced: reduced.infer(mel, sigma=args.sigma, noise=noise).waveforms
     if {"waveglow", "waveglow-bf16"} & set(variants):
         torch.manual_seed(args.seed)
         waveglow = WaveGlow.from_config(load_config("waveglow-base"))
@@ -172,11 +172,11 @@ def main() -> None:
         log_mel = (torch.randn(1, 80, n_frames) * 2 - 6).to(device)
         if "waveglow" in variants:
             runs["waveglow"] = lambda: waveglow.infer(
-                log_mel, sigma=0.6, generator=torch.Generator(device).manual_seed(args.seed))
+                log_mel, sigma=0.6, generator=torch.Generator(device).manual_seed(args.seed)).waveforms
         if "waveglow-bf16" in variants:
-            reduced_wg = copy.deepcopy(waveglow).set_coupling_dtype(torch.bfloat16)
+            reduced_wg = copy.deepcopy(waveglow).set_waveform_dtype(torch.bfloat16)
             runs["waveglow-bf16"] = lambda: reduced_wg.infer(
-                log_mel, sigma=0.6, generator=torch.Generator(device).manual_seed(args.seed))
+                log_mel, sigma=0.6, generator=torch.Generator(device).manual_seed(args.seed)).waveforms
     for run in runs.values():
         run()  # warm-up
 

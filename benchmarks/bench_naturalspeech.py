@@ -111,9 +111,9 @@ def main() -> None:
     results["rows"].append({"system": label, "seconds": seconds, "audio_s": audio, "rtf": seconds / audio})
     if args.decoder_dtype != "none":
         with torch.inference_mode():
-            reference = ns.infer(tokens, lengths, noise_scale=0.667, generator=torch.Generator().manual_seed(5))[0]
-            ns.set_decoder_dtype(getattr(torch, args.decoder_dtype))
-            reduced = ns.infer(tokens, lengths, noise_scale=0.667, generator=torch.Generator().manual_seed(5))[0]
+            reference = ns.infer(tokens, lengths, noise_scale=0.667, generator=torch.Generator().manual_seed(5)).waveforms
+            ns.set_waveform_dtype(getattr(torch, args.decoder_dtype))
+            reduced = ns.infer(tokens, lengths, noise_scale=0.667, generator=torch.Generator().manual_seed(5)).waveforms
         snr = snr_db(reference, reduced)
         seconds = median_seconds(run_ns, device, args.repeats)
         results["rows"].append({"system": f"{label}, decoder in {args.decoder_dtype} (SNR {snr:.1f} dB "
@@ -147,7 +147,7 @@ def main() -> None:
             # FloWaveNet base reads its [0, 1] dB features: same frames, values in its range.
             inputs = {"WaveGlow base": mel, "FloWaveNet base": torch.rand_like(mel)}
             for name, model in vocoders.items():
-                cascade(name, lambda model=model, x=inputs[name]: model.infer(x, sigma=0.6))
+                cascade(name, lambda model=model, x=inputs[name]: model.infer(x, sigma=0.6).waveforms)
     if args.json:
         print(json.dumps(results, indent=2))
         return

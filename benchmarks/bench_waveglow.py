@@ -21,7 +21,7 @@ Variants (``--variants``):
 Each variant runs once to warm up, then ``--repeats`` times in turns (so load from other
 processes hits all alike); the table gives the median and the best, and each variant's
 difference from the float32 engine. ``couplings-bf16`` / ``couplings-fp16`` are the engine
-after ``WaveGlow.set_coupling_dtype`` (coupling WaveNets reduced, audio and 1x1 inverses in
+after ``WaveGlow.set_waveform_dtype`` (coupling WaveNets reduced, audio and 1x1 inverses in
 float32). ``--dtypes`` also times the whole model cast to other dtypes (the default on CUDA).
 
     python benchmarks/bench_waveglow.py --reference /path/to/waveglow
@@ -199,7 +199,7 @@ def main() -> None:
     t_prepare, _ = timed(engine.prepare_for_inference, device)
 
     torch.manual_seed(args.seed + 2)
-    z = engine.sample_noise(1, n_samples // 8, args.sigma, device=device)  # = what infer draws
+    z = engine.sample_noise(1, n_samples // engine.hop_length, device=device) * args.sigma  # = what infer draws
     compile_time = None
     runs = {}
     for name in variants:
@@ -225,14 +225,14 @@ def main() -> None:
         elif name == "engine":
             def run():
                 torch.manual_seed(args.seed + 2)
-                return engine.infer(mel, sigma=args.sigma)
+                return engine.infer(mel, sigma=args.sigma).waveforms
         elif name in ("couplings-bf16", "couplings-fp16"):
-            reduced = make().prepare_for_inference().set_coupling_dtype(
+            reduced = make().prepare_for_inference().set_waveform_dtype(
                 torch.bfloat16 if name == "couplings-bf16" else torch.float16)
 
             def run(reduced=reduced):
                 torch.manual_seed(args.seed + 2)
-                return reduced.infer(mel, sigma=args.sigma)
+                return reduced.infer(mel, sigma=args.sigma).waveforms
         else:
             sys.exit(f"unknown variant {name}")
         t_first, _ = timed(run, device)  # warm-up (their W_inverse, our engine, compilation)
@@ -281,16 +281,16 @@ def main() -> None:
 
 def low_precision(engine, mel, z, device, repeats, n_samples, duration, dtypes):
     """The engine in other dtypes: speed and error against float32 (same mel, same noise)."""
-    reference = engine.infer(mel, 1.0, noise=z).float()
+    reference = engine.infer(mel, sigma=1.0, noise=z).waveforms.float()
     print(f"\nrms of the float32 output: {reference.pow(2).mean().sqrt().item():.3f}")
     print("\n| dtype | median s | kHz | RTF | max abs err vs fp32 | rms err |")
     print("|---|---|---|---|---|---|")
     for dtype in [torch.float32] + dtypes:
         model = engine.to(dtype)
-        model.infer(mel.to(dtype), 1.0, noise=z.to(dtype))
+        model.infer(mel.to(dtype), sigma=1.0, noise=z.to(dtype)).waveforms
         ts, out = [], None
         for _ in range(repeats):
-            t, out = timed(lambda: model.infer(mel.to(dtype), 1.0, noise=z.to(dtype)), device)
+            t, out = timed(lambda: model.infer(mel.to(dtype), sigma=1.0, noise=z.to(dtype)).waveforms, device)
             ts.append(t)
         err = out.float() - reference
         med = statistics.median(ts)

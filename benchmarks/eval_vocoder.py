@@ -58,7 +58,8 @@ def main() -> None:
     from flowspeech.audio import load_wav, mel_spectrogram, save_wav
     from flowspeech.evaluation import EvalOptions, evaluate
     from flowspeech.evaluation.report import write_report
-    from flowspeech.inference.vocoders import load_vocoder, log_spectral_distance
+    from flowspeech.audio import log_spectral_distance
+    from flowspeech.inference.vocoders import load_vocoder
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,7 +91,8 @@ def main() -> None:
             mel = mel_spectrogram(audio, config)[None]
             t = time.perf_counter()
             with torch.inference_mode():
-                wave = vocoder.vocode(mel, torch.tensor([mel.shape[-1]]), generator)[0]
+                out = vocoder.vocode(mel, torch.tensor([mel.shape[-1]]), generator)
+                wave = out.waveforms[0, :int(out.waveform_lengths[0])].numpy()
             timings[uid] = time.perf_counter() - t
             wave = np.clip(np.asarray(wave, dtype=np.float32), -1, 1)
             save_wav(wav_dir / f"{uid}.wav", wave, config.sample_rate)

@@ -177,7 +177,7 @@ def test_durations_from_a_glow_tts_with_blanks(tiny_checkpoint, tiny_dataset, tm
 
 def test_export_half_precision_loads_and_speaks(tiny_checkpoint, tmp_path):
     from flowspeech import Synthesizer
-    from flowspeech.training.checkpoint import load_checkpoint
+    from flowspeech.checkpoints import load_checkpoint
 
     out = tmp_path / "voice.pt"
     assert main(["export", str(tiny_checkpoint), "--out", str(out), "--half"]) == 0
@@ -229,7 +229,7 @@ def test_user_voice_add_list_speak_remove(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_train_init_from_exported_weights(tiny_checkpoint, tiny_glow_tts_config, tiny_dataset, tmp_path, capsys):
-    from flowspeech.training.checkpoint import load_checkpoint
+    from flowspeech.checkpoints import load_checkpoint
 
     voice = tmp_path / "voice.pt"
     assert main(["export", str(tiny_checkpoint), "--out", str(voice), "--half"]) == 0
@@ -249,7 +249,7 @@ def test_train_init_partial_across_symbol_sets(tiny_checkpoint, tiny_glow_tts_co
                                                tmp_path, capsys):
     # Without blanks the vocabulary is one symbol shorter: the token embedding cannot be
     # reused. Strict warm start says so; --init-partial takes everything else.
-    from flowspeech.training.checkpoint import load_checkpoint
+    from flowspeech.checkpoints import load_checkpoint
 
     argv = ["train", "glow-tts", "--config", str(tiny_glow_tts_config), "--data", str(tiny_dataset),
             "--max-steps", "1", "--no-progress", "--init-from", str(tiny_checkpoint),

@@ -63,15 +63,15 @@ def test_waveglow_inference_on_the_device(device):
 
     model = tiny()
     mel, z = torch.randn(2, 3, 40), torch.randn(2, 8, 80)
-    expected = model.infer(mel, 1.0, noise=z)
+    expected = model.infer(mel, sigma=1.0, noise=z).waveforms
     model.to(device).prepare_for_inference()
-    out = model.infer(mel.to(device), 1.0, noise=z.to(device))
+    out = model.infer(mel.to(device), sigma=1.0, noise=z.to(device)).waveforms
     assert out.device.type == device and close(out, expected, 1e-4)
-    chunked = model.infer_chunked(mel.to(device), chunk_frames=16, sigma=1.0, noise=z.to(device))
+    chunked = model.infer_chunked(mel.to(device), chunk_frames=16, sigma=1.0, noise=z.to(device)).waveforms
     assert close(chunked, expected, 1e-4)
     low = torch.float16 if device == "cuda" else torch.bfloat16
-    model.set_coupling_dtype(low)
-    reduced = model.infer(mel.to(device), 1.0, noise=z.to(device))
+    model.set_waveform_dtype(low)
+    reduced = model.infer(mel.to(device), sigma=1.0, noise=z.to(device)).waveforms
     assert reduced.dtype == torch.float32 and close(reduced, expected, 0.03)
 
 
@@ -81,12 +81,12 @@ def test_flowavenet_inference_on_the_device(device):
 
     model = tiny()
     mel, z = torch.rand(2, 4, 10), torch.randn(2, 160)
-    expected = model.infer(mel, temperature=1.0, noise=z)
+    expected = model.infer(mel, sigma=1.0, noise=z).waveforms
     model.to(device).prepare_for_inference()
-    out = model.infer(mel.to(device), temperature=1.0, noise=z.to(device))
+    out = model.infer(mel.to(device), sigma=1.0, noise=z.to(device)).waveforms
     assert out.device.type == device and close(out, expected, 1e-4)
-    model.set_coupling_dtype(torch.float16 if device == "cuda" else torch.bfloat16)
-    assert close(model.infer(mel.to(device), temperature=1.0, noise=z.to(device)), expected, 0.03)
+    model.set_waveform_dtype(torch.float16 if device == "cuda" else torch.bfloat16)
+    assert close(model.infer(mel.to(device), sigma=1.0, noise=z.to(device)).waveforms, expected, 0.03)
 
 
 @pytest.mark.parametrize("device", DEVICES)

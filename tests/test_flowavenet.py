@@ -66,21 +66,21 @@ def test_forward_then_inverse_gives_back_the_audio(overrides):
     out = model(audio, mel)
     assert out.z.shape == audio.shape and out.logdet.shape == (2,) and out.log_p.shape == (2,)
     assert (model.inverse(out.z, mel) - audio).abs().max() < 1e-4
-    assert (model.infer(mel, temperature=1.0, noise=out.z) - audio).abs().max() < 1e-4
+    assert (model.infer(mel, sigma=1.0, noise=out.z).waveforms - audio).abs().max() < 1e-4
     model.prepare_for_inference()  # weight norm folded: the same map
-    assert (model.infer(mel, temperature=1.0, noise=out.z) - audio).abs().max() < 1e-4
+    assert (model.infer(mel, sigma=1.0, noise=out.z).waveforms - audio).abs().max() < 1e-4
 
 
 def test_bfloat16_couplings_and_priors_stay_close_to_float32():
     model = tiny()
     mel, _ = mel_and_audio()
     z = torch.randn(2, 64, generator=torch.Generator().manual_seed(3))
-    reference = model.infer(mel, temperature=1.0, noise=z)
-    model.set_coupling_dtype(torch.bfloat16)
+    reference = model.infer(mel, sigma=1.0, noise=z).waveforms
+    model.set_waveform_dtype(torch.bfloat16)
     priors = [block.prior for block in model.blocks if block.split]
     assert priors and all(p.end.conv.weight.dtype == torch.bfloat16 for p in priors)
     assert model.blocks[0].flows[0].actnorm.scale.dtype == torch.float32
-    out = model.infer(mel, temperature=1.0, noise=z)
+    out = model.infer(mel, sigma=1.0, noise=z).waveforms
     assert out.dtype == torch.float32
     assert 0 < (out - reference).abs().max() < 0.03 * reference.abs().max()
 
@@ -184,14 +184,14 @@ def test_chunked_inference_equals_whole_with_the_same_noise():
     model = tiny().double()
     mel = torch.rand(2, 4, 40, dtype=torch.float64)
     noise = torch.randn(2, 40 * 16, dtype=torch.float64)
-    whole = model.infer(mel, temperature=0.8, noise=noise)
-    chunked = model.infer_chunked(mel, chunk_frames=7, temperature=0.8, noise=noise)
+    whole = model.infer(mel, sigma=0.8, noise=noise).waveforms
+    chunked = model.infer_chunked(mel, chunk_frames=7, sigma=0.8, noise=noise).waveforms
     assert (chunked - whole).abs().max() < 1e-10
     assert model.receptive_field_frames() + 1 < 40 - 7  # the overlap really cut the input
-    one = model.infer_chunked(mel, chunk_frames=64, temperature=0.8, noise=noise)
+    one = model.infer_chunked(mel, chunk_frames=64, sigma=0.8, noise=noise).waveforms
     assert (one - whole).abs().max() < 1e-12
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    torch.testing.assert_close(model.infer(mel, generator=g1), model.infer_chunked(mel, chunk_frames=9, generator=g2))
+    torch.testing.assert_close(model.infer(mel, generator=g1).waveforms, model.infer_chunked(mel, chunk_frames=9, generator=g2).waveforms)
     with pytest.raises(ValueError, match="crossfade"):
         model.infer_chunked(mel, chunk_frames=7, overlap=0, crossfade=16)
 
@@ -210,8 +210,8 @@ def test_mismatched_mels_are_refused():
                                                      "hop_length": 16}))
     with pytest.raises(ConfigError, match=r"in \[0, 1\]"):
         log_model.infer(torch.rand(1, 4, 4))
-    assert log_model.infer(torch.randn(1, 4, 4) - 5).shape == (1, 64)
-    assert log_model.infer(torch.zeros(1, 4, 4)).shape == (1, 64)  # a constant mel (bias estimation) is fine
+    assert log_model.infer(torch.randn(1, 4, 4) - 5).waveforms.shape == (1, 64)
+    assert log_model.infer(torch.zeros(1, 4, 4)).waveforms.shape == (1, 64)  # a constant mel (bias estimation) is fine
 
 
 def test_presets_and_config_errors():
@@ -419,7 +419,7 @@ def test_import_of_the_authors_checkpoint(tmp_path):
     from flowspeech.inference.loading import load_model
     from flowspeech.inference.vocoders import load_vocoder
     from flowspeech.models.registry import build_model
-    from flowspeech.training.checkpoint import load_checkpoint, load_state_dict_checked
+    from flowspeech.checkpoints import load_checkpoint, load_state_dict_checked
 
     sd = authors_state_dict(**AUTHORS)
     # A DataParallel run's checkpoint (train.py's save_checkpoint), one conv with weight norm folded.
@@ -446,11 +446,12 @@ def test_import_of_the_authors_checkpoint(tmp_path):
     # Synthesis: same mel and same noise -> same waveform as the authors' reverse.
     model, _ = load_model(out)
     theirs = authors_reverse(sd, AUTHORS, 0.8 * noise, mel)
-    assert (model.infer(mel, temperature=0.8, noise=noise) - theirs).abs().max() < 1e-4
+    assert (model.infer(mel, sigma=0.8, noise=noise).waveforms - theirs).abs().max() < 1e-4
     assert theirs.abs().max() > 0.3
     vocoder = load_vocoder(out, TINY_MEL, sigma=0.8)  # the synthesizer's vocoder interface
     wavs = vocoder.vocode(mel, torch.tensor([6, 4]), generator=torch.Generator().manual_seed(0))
-    assert [w.shape for w in wavs] == [(96,), (64,)]
+    assert wavs.waveforms.shape == (2, 96) and wavs.waveform_lengths.tolist() == [96, 64]
+    assert not wavs.waveforms[1, 64:].any()
 
     # Training mode: the imported ActNorms are initialised, the first forward keeps them, and the
     # likelihood terms are the authors'.
@@ -481,6 +482,6 @@ def test_import_errors(tmp_path):
     torch.save({"state_dict": sd}, stray)
     with pytest.raises(CheckpointError, match="unused blocks.0.flows.0.coupling.net.extra"):
         load_authors_flowavenet(stray)
-    from flowspeech.cli.import_cmd import IMPORTERS
+    from flowspeech.models.registry import get_spec
 
-    assert IMPORTERS["flowavenet"] == "flowspeech.models.flowavenet_import:import_flowavenet"
+    assert get_spec("flowavenet").importer == "flowspeech.models.flowavenet_import:import_flowavenet"

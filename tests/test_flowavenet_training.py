@@ -16,7 +16,8 @@ from flowspeech.cli.main import main
 from flowspeech.config import load_config
 from flowspeech.errors import ConfigError
 from flowspeech.models.flowavenet import FloWaveNet
-from flowspeech.training.checkpoint import CheckpointManager, load_checkpoint
+from flowspeech.training.checkpoint import CheckpointManager
+from flowspeech.checkpoints import load_checkpoint
 from flowspeech.training.recipes import recipe_for
 
 # 2 context blocks of 2 flows, 2 WaveNet layers of 16 channels, a split after block 1.

@@ -12,7 +12,7 @@ from flowspeech.cli.main import main
 from flowspeech.errors import CheckpointError
 from flowspeech.models.glow_tts import GlowTTS
 from flowspeech.models.glow_tts_import import convert_state_dict, import_glow_tts, infer_model_args
-from flowspeech.training.checkpoint import load_checkpoint
+from flowspeech.checkpoints import load_checkpoint
 from flowspeech.utils.masks import length_mask
 
 SMALL = dict(hidden_channels=32, filter_channels=64, filter_channels_dp=32, n_layers_enc=2,

@@ -198,7 +198,7 @@ def test_reconstruct_is_copy_synthesis_through_the_posterior():
 
 
 def test_checkpoints_without_the_memory_flag_load_with_the_memory_in_use():
-    from flowspeech.training.checkpoint import load_state_dict_checked
+    from flowspeech.checkpoints import load_state_dict_checked
 
     old = build().state_dict()
     del old["memory.in_use"]
@@ -222,7 +222,7 @@ def test_training_starts_the_memory_bank_at_memory_start(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     _train(path, data, tmp_path / "run", 2)
-    from flowspeech.training.checkpoint import load_checkpoint
+    from flowspeech.checkpoints import load_checkpoint
 
     first, second = (load_checkpoint(tmp_path / "run" / "checkpoints" / f"step_{n:08d}.pt")["model"]
                      for n in (1, 2))
@@ -373,7 +373,7 @@ def test_train_then_synthesize_from_the_command_line(tmp_path, capsys):
     assert main(["voices", "add", "ns-tiny", "--acoustic", str(checkpoints[-1]), "--half"]) == 0
     assert main(["synthesize", "--voice", "ns-tiny", "--text", "Hello there.", "--out", str(wav),
                  "--seed", "0"]) == 0
-    from flowspeech.training.checkpoint import load_checkpoint
+    from flowspeech.checkpoints import load_checkpoint
     from flowspeech.voices import get_voice
 
     stored = load_checkpoint(get_voice("ns-tiny").acoustic)["model"]
@@ -428,7 +428,7 @@ def test_pretrained_phoneme_encoder_starts_the_model_and_its_sup_phonemes_reach_
                  "--out", str(run), "--device", "cpu", "--no-progress"]) == 0
     checkpoint = sorted((run / "checkpoints").glob("*.pt"))[-1]
     tts = Synthesizer(checkpoint)
-    assert tts.sup_tokenizer is not None and tts.end_to_end
+    assert tts.model.sup_tokenizer is not None and tts.end_to_end
     wav, sr = tts.synthesize("The cat sat.", seed=0)
     assert sr == 22050 and wav.size > 0
 
@@ -446,7 +446,7 @@ def _train(config_path, data, run, max_steps, resume=False):
     argv = ["train", "naturalspeech", "--config", str(config_path), "--data", str(data), "--out",
             str(run), "--device", "cpu", "--no-progress", "--max-steps", str(max_steps)]
     assert main(argv + (["--resume"] if resume else [])) == 0
-    from flowspeech.training.checkpoint import load_checkpoint
+    from flowspeech.checkpoints import load_checkpoint
 
     return load_checkpoint(sorted((run / "checkpoints").glob("*.pt"))[-1])
 
@@ -490,7 +490,7 @@ def test_ddp_two_cpu_processes(tmp_path):
            "--data", str(data), "--out", str(run), "--max-steps", "2", "--no-progress", "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    from flowspeech.training.checkpoint import load_checkpoint
+    from flowspeech.checkpoints import load_checkpoint
 
     payload = load_checkpoint(sorted((run / "checkpoints").glob("*.pt"))[-1])
     assert payload["step"] == 2 and payload["trainer"]["world_size"] == 2

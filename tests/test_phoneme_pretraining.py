@@ -25,7 +25,8 @@ from flowspeech.text.sup_phonemes import (
     SupPhonemeTokenizer,
     word_boundary_ids,
 )
-from flowspeech.training.checkpoint import CheckpointManager, load_state_dict_checked
+from flowspeech.training.checkpoint import CheckpointManager
+from flowspeech.checkpoints import load_state_dict_checked
 from flowspeech.training.recipes.phoneme_lm import PhonemeLMRecipe
 
 TEXT = {"symbol_set": "ipa", "phonemizer": "none"}  # no espeak needed
@@ -265,7 +266,7 @@ def test_cli_end_to_end_and_loading_the_encoder(tmp_path, capsys):
 
 
 def test_wrong_checkpoint_type_is_refused(tmp_path):
-    from flowspeech.training.checkpoint import save_checkpoint
+    from flowspeech.checkpoints import save_checkpoint
 
     path = tmp_path / "glow.pt"
     save_checkpoint(path, {"model_type": "glow-tts", "config": {}, "model": {}, "step": 1})

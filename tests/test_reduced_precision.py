@@ -79,10 +79,10 @@ def test_the_emulated_kernel_leaks_what_lies_after_a_strided_row():
 def test_waveglow_bfloat16_engine_stays_finite_when_the_kernel_reads_past_each_row(channels, faulty_bf16_kernels):
     model = tiny_waveglow(n_channels=channels)
     mel, z = torch.randn(2, 3, 40), torch.randn(2, 8, 80)
-    expected = model.infer(mel, 1.0, noise=z)
-    model.prepare_for_inference().set_coupling_dtype(torch.bfloat16)
+    expected = model.infer(mel, sigma=1.0, noise=z).waveforms
+    model.prepare_for_inference().set_waveform_dtype(torch.bfloat16)
     for _ in range(3):   # fresh NaN-filled buffers each time
-        out = model.infer(mel, 1.0, noise=z)
+        out = model.infer(mel, sigma=1.0, noise=z).waveforms
         assert torch.isfinite(out).all()
         assert float((out - expected).abs().max()) <= 0.03 * float(expected.abs().max())
 
@@ -93,28 +93,28 @@ def _poison(module: torch.nn.Module) -> None:
 
 
 def test_waveglow_engine_in_bfloat16_refuses_to_return_nan_audio():
-    model = tiny_waveglow().prepare_for_inference().set_coupling_dtype(torch.bfloat16)
+    model = tiny_waveglow().prepare_for_inference().set_waveform_dtype(torch.bfloat16)
     _poison(model.coupling[0].net.end)
     with pytest.raises(NumericalError, match="WaveGlow's coupling networks in bfloat16 gave NaN.*float32"):
-        model.infer(torch.randn(1, 3, 10), 1.0)
+        model.infer(torch.randn(1, 3, 10), sigma=1.0)
     with pytest.raises(NumericalError, match="in bfloat16 gave NaN"):    # the layer modules too
         model.inverse(torch.randn(1, 8, 20), torch.randn(1, 3, 10))
 
 
 def test_flowavenet_in_bfloat16_refuses_to_return_nan_audio():
     model = tiny_flowavenet().prepare_for_inference()
-    model.set_coupling_dtype(torch.bfloat16)
-    assert torch.isfinite(model.infer(torch.rand(1, 4, 10), temperature=1.0)).all()
+    model.set_waveform_dtype(torch.bfloat16)
+    assert torch.isfinite(model.infer(torch.rand(1, 4, 10), sigma=1.0).waveforms).all()
     _poison(next(m for m in model.modules() if type(m).__name__ == "AffineCoupling").net)
     with pytest.raises(NumericalError, match="NonCausalWaveNet in bfloat16 gave NaN"):
-        model.infer(torch.rand(1, 4, 10), temperature=1.0)
+        model.infer(torch.rand(1, 4, 10), sigma=1.0)
 
 
 def test_naturalspeech_decoder_in_bfloat16_refuses_to_return_nan_audio():
     torch.manual_seed(0)
-    model = build_model(tiny_naturalspeech()).prepare_for_inference().set_decoder_dtype(torch.bfloat16)
+    model = build_model(tiny_naturalspeech()).prepare_for_inference().set_waveform_dtype(torch.bfloat16)
     tokens, lengths = torch.randint(1, 20, (1, 6)), torch.tensor([6])
-    assert torch.isfinite(model.infer(tokens, lengths, noise_scale=0.0)[0]).all()
+    assert torch.isfinite(model.infer(tokens, lengths, noise_scale=0.0).waveforms).all()
     _poison(model.decoder)
     with pytest.raises(NumericalError, match="in bfloat16 gave NaN"):
         model.infer(tokens, lengths, noise_scale=0.0)
@@ -125,4 +125,4 @@ def test_float32_models_are_not_checked_or_slowed():
     weights, say) is not this error."""
     model = tiny_waveglow().prepare_for_inference()
     _poison(model.coupling[0].net.end)
-    assert torch.isnan(model.infer(torch.randn(1, 3, 10), 1.0)).any()
+    assert torch.isnan(model.infer(torch.randn(1, 3, 10), sigma=1.0).waveforms).any()

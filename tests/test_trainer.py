@@ -14,7 +14,8 @@ import torch
 from flowspeech.cli.main import main
 from flowspeech.config import load_config
 from flowspeech.errors import CheckpointError, ConfigError
-from flowspeech.training.checkpoint import CheckpointManager, load_checkpoint, load_state_dict_checked
+from flowspeech.training.checkpoint import CheckpointManager
+from flowspeech.checkpoints import load_checkpoint, load_state_dict_checked
 
 
 def train(config: Path, data: Path, out: Path, *extra: str) -> int:

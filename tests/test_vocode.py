@@ -15,9 +15,11 @@ import yaml
 from flowspeech.cli.main import main
 from flowspeech.config import load_config
 from flowspeech.errors import ConfigError
-from flowspeech.inference.vocoders import NeuralVocoder, load_vocoder, log_spectral_distance
+from flowspeech.audio import log_spectral_distance
+from flowspeech.inference.vocoders import NeuralVocoder, load_vocoder
 from flowspeech.models.registry import build_model
-from flowspeech.training.checkpoint import CheckpointManager, save_checkpoint
+from flowspeech.training.checkpoint import CheckpointManager
+from flowspeech.checkpoints import save_checkpoint
 
 TINY_WAVEGLOW = {
     "base": "waveglow-small",
@@ -104,17 +106,17 @@ def _mel(frames: int, seed: int = 0) -> torch.Tensor:
 
 def test_denoiser_strength_changes_the_output(waveglow_checkpoint):
     mels, lengths = _mel(40)[None], torch.tensor([40])
-    plain = load_vocoder(waveglow_checkpoint, None).vocode(mels, lengths, torch.Generator().manual_seed(1))[0]
+    plain = load_vocoder(waveglow_checkpoint, None).vocode(mels, lengths, torch.Generator().manual_seed(1)).waveforms[0].numpy()
     voc = load_vocoder(waveglow_checkpoint, None, denoise=0.5)
     assert "denoiser 0.5" in voc.describe()
-    denoised = voc.vocode(mels, lengths, torch.Generator().manual_seed(1))[0]
+    denoised = voc.vocode(mels, lengths, torch.Generator().manual_seed(1)).waveforms[0].numpy()
     assert denoised.shape == plain.shape
     assert not np.allclose(denoised, plain, atol=1e-4)
     # Subtracting the bias spectrum only removes energy.
     assert np.sqrt(np.mean(denoised ** 2)) < np.sqrt(np.mean(plain ** 2))
     # The same generator seed with denoise = 0 (off) is the plain output.
     again = load_vocoder(waveglow_checkpoint, None, denoise=0.0).vocode(
-        mels, lengths, torch.Generator().manual_seed(1))[0]
+        mels, lengths, torch.Generator().manual_seed(1)).waveforms[0].numpy()
     np.testing.assert_array_equal(again, plain)
 
 
@@ -125,8 +127,8 @@ def test_long_mels_are_chunked_exactly(waveglow_checkpoint):
     original = chunked.model.infer_chunked
     chunked.model.infer_chunked = lambda *a, **k: calls.append(k["chunk_frames"]) or original(*a, **k)
     mels, lengths = _mel(70)[None], torch.tensor([70])
-    a = whole.vocode(mels, lengths, torch.Generator().manual_seed(3))[0]
-    b = chunked.vocode(mels, lengths, torch.Generator().manual_seed(3))[0]
+    a = whole.vocode(mels, lengths, torch.Generator().manual_seed(3)).waveforms[0].numpy()
+    b = chunked.vocode(mels, lengths, torch.Generator().manual_seed(3)).waveforms[0].numpy()
     assert calls == [16]
     np.testing.assert_allclose(b, a, atol=1e-5)
 
@@ -137,24 +139,27 @@ def test_padding_of_a_batch_does_not_reach_its_shorter_utterances(waveglow_check
     batch = torch.full((2, 80, 50), 3.0)  # loud padding
     batch[0], batch[1, :, :30] = long, short
     out = voc.vocode(batch, torch.tensor([50, 30]))
-    alone = voc.vocode(short[None], torch.tensor([30]))[0]
-    assert [len(x) for x in out] == [50 * 256, 30 * 256]
-    np.testing.assert_allclose(out[1], alone, atol=1e-6)
+    alone = voc.vocode(short[None], torch.tensor([30])).waveforms[0].numpy()
+    assert out.waveform_lengths.tolist() == [50 * 256, 30 * 256]
+    np.testing.assert_allclose(out.waveforms[1, :30 * 256].numpy(), alone, atol=1e-6)
+    assert not out.waveforms[1, 30 * 256:].any()
 
 
 def test_neural_vocoder_checks_its_options(waveglow_checkpoint):
     from flowspeech.inference.loading import load_model
 
+    from test_flowavenet import tiny as tiny_flowavenet
+
     model, payload = load_model(waveglow_checkpoint)
-    cfg = load_config("waveglow-small")
+    cfg = payload["config"]
     with pytest.raises(ConfigError, match="not available for flowavenet"):
-        NeuralVocoder(model, payload["config"], None, "flowavenet", denoise=0.1)
+        NeuralVocoder(tiny_flowavenet(), load_config("flowavenet-small"), denoise=0.1)
     with pytest.raises(ConfigError, match="sigma"):
-        NeuralVocoder(model, cfg, None, "waveglow", sigma=-1.0)
+        NeuralVocoder(model, cfg, sigma=-1.0)
     with pytest.raises(ConfigError, match="chunk_frames"):
-        NeuralVocoder(model, cfg, None, "waveglow", chunk_frames=0)
+        NeuralVocoder(model, cfg, chunk_frames=0)
     with pytest.raises(ConfigError, match="unknown vocoder precision"):
-        NeuralVocoder(model, cfg, None, "waveglow", precision="int8")
+        NeuralVocoder(model, cfg, precision="int8")
     with pytest.raises(ConfigError, match="precision applies to neural vocoders"):
         load_vocoder("griffin-lim", None, precision="bfloat16")
 
@@ -162,10 +167,10 @@ def test_neural_vocoder_checks_its_options(waveglow_checkpoint):
 def test_bfloat16_vocoder_stays_close_to_float32(waveglow_checkpoint, tmp_path, capsys):
     mel = _mel(40)
     lengths = torch.tensor([40])
-    full = load_vocoder(waveglow_checkpoint, None).vocode(mel[None], lengths, torch.Generator().manual_seed(0))[0]
+    full = load_vocoder(waveglow_checkpoint, None).vocode(mel[None], lengths, torch.Generator().manual_seed(0)).waveforms[0].numpy()
     voc = load_vocoder(waveglow_checkpoint, None, precision="bfloat16")
     assert "bfloat16 couplings" in voc.describe()
-    low = voc.vocode(mel[None], lengths, torch.Generator().manual_seed(0))[0]
+    low = voc.vocode(mel[None], lengths, torch.Generator().manual_seed(0)).waveforms[0].numpy()
     assert low.dtype == np.float32
     snr = 10 * np.log10(np.mean(full**2) / np.mean((full - low) ** 2))
     assert snr > 20, snr

@@ -17,7 +17,8 @@ import yaml
 from flowspeech.cli.main import main
 from flowspeech.config import load_config
 from flowspeech.errors import ConfigError
-from flowspeech.training.checkpoint import CheckpointManager, load_checkpoint
+from flowspeech.training.checkpoint import CheckpointManager
+from flowspeech.checkpoints import load_checkpoint
 from flowspeech.training.recipes import recipe_for
 
 # 2 flows (the second after an early output), 2 WaveNet layers of 16 channels; an upsampler

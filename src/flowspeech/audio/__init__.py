@@ -19,6 +19,7 @@ from flowspeech.audio.features import (
 from flowspeech.audio.griffin_lim import griffin_lim
 from flowspeech.audio.io import load_wav, resample, save_wav
 from flowspeech.audio.levels import normalize_loudness, normalize_peak
+from flowspeech.audio.metrics import log_spectral_distance
 
 __all__ = [
     "LinearSpectrogram",
@@ -28,6 +29,7 @@ __all__ = [
     "decompress_mel",
     "griffin_lim",
     "load_wav",
+    "log_spectral_distance",
     "mel_basis",
     "mel_spectrogram",
     "normalize_loudness",

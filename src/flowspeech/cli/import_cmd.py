@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-IMPORTERS = {
-    "glow-tts": "flowspeech.models.glow_tts_import:import_glow_tts",
-    "waveglow": "flowspeech.models.waveglow_import:import_waveglow",
-    "flowavenet": "flowspeech.models.flowavenet_import:import_flowavenet",
-}
+from flowspeech.models.registry import model_specs  # a plain table: no heavy imports
+
+
+def _importable() -> dict:
+    return {s.name: s for s in model_specs() if s.importer is not None}
 
 
 def register(subparsers) -> None:
@@ -15,7 +15,7 @@ def register(subparsers) -> None:
         description="Read weights published with the original implementation of MODEL and "
         "write a flowspeech checkpoint that gives the same outputs.",
     )
-    p.add_argument("model", choices=sorted(IMPORTERS), help="model type")
+    p.add_argument("model", choices=sorted(_importable()), help="model type")
     p.add_argument("src", help="the authors' checkpoint file")
     p.add_argument("--out", required=True, help="flowspeech checkpoint to write")
     p.add_argument("--config", default=None,
@@ -24,16 +24,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import importlib
+    from flowspeech.errors import ConfigError
+    from flowspeech.models.registry import resolve
 
-    module_name, func_name = IMPORTERS[args.model].split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
-    if args.config and args.model != "glow-tts":
-        from flowspeech.errors import ConfigError
-
-        raise ConfigError(f"--config applies to glow-tts imports only; {args.model} reads its "
-                          f"configuration from the checkpoint's tensors")
+    spec = _importable()[args.model]
+    if args.config and "preset" not in spec.import_options:
+        raise ConfigError(f"--config applies to {', '.join(s.name for s in _importable().values() if 'preset' in s.import_options)} "
+                          f"imports only; {args.model} reads its configuration from the checkpoint's tensors")
     kwargs = {"preset": args.config} if args.config else {}
-    config = func(args.src, args.out, **kwargs)
+    config = resolve(spec.importer)(args.src, args.out, **kwargs)
     print(f"{args.out}: {config.get('description', args.model)}")
     return 0

@@ -9,9 +9,9 @@ def register(subparsers) -> None:
         "TensorBoard logs into OUT. Multi-GPU: torchrun --nproc_per_node=N "
         "$(which flowspeech) train ...",
     )
-    from flowspeech.training.recipes import RECIPES  # a plain table: no heavy imports
+    from flowspeech.models.registry import model_specs  # a plain table: no heavy imports
 
-    p.add_argument("model", choices=sorted(RECIPES), help="model type")
+    p.add_argument("model", choices=sorted(s.name for s in model_specs(trainable=True)), help="model type")
     p.add_argument("--config", help="preset name (see `flowspeech presets`) or YAML file; "
                    "with --resume defaults to OUT/config.yaml")
     p.add_argument("--data", required=True, help="dataset folder (LJSpeech layout, optionally "

@@ -57,10 +57,10 @@ def run(args) -> int:
 
     import torch
 
-    from flowspeech.audio import load_wav, mel_spectrogram, save_wav
+    from flowspeech.audio import load_wav, log_spectral_distance, mel_spectrogram, save_wav
     from flowspeech.cli.common import audio_output_path, check_audio_output, mel_config_from_args
     from flowspeech.errors import ConfigError
-    from flowspeech.inference.vocoders import GriffinLimVocoder, load_vocoder, log_spectral_distance
+    from flowspeech.inference.vocoders import GriffinLimVocoder, load_vocoder
     from flowspeech.utils.files import load_mel_npy
 
     out = check_audio_output(audio_output_path(args))
@@ -91,7 +91,8 @@ def run(args) -> int:
     generator.manual_seed(seed)
     t1 = time.perf_counter()
     mel = mel.to(args.device)
-    wav = vocoder.vocode(mel[None], torch.tensor([mel.size(1)]), generator)[0]
+    out_audio = vocoder.vocode(mel[None], torch.tensor([mel.size(1)]), generator)
+    wav = out_audio.waveforms[0, :int(out_audio.waveform_lengths[0])].numpy()
     t_synth = time.perf_counter() - t1
     save_wav(out, wav.clip(-1.0, 1.0), cfg.sample_rate)
     seconds = len(wav) / cfg.sample_rate

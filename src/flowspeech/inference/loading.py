@@ -7,26 +7,38 @@ from typing import Any
 
 import torch
 
+from flowspeech.checkpoints import load_checkpoint, load_state_dict_checked
+from flowspeech.errors import ConfigError
+from flowspeech.models.registry import Role, get_spec
+from flowspeech.models.roles import SpeechModel
+
 
 def load_model(path: str | Path, model_type: str | None = None,
-               device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+               device: str | torch.device = "cpu",
+               roles: tuple[Role, ...] | None = None) -> tuple[SpeechModel, dict[str, Any]]:
     """Build the model a checkpoint describes, load its weights and prepare it for inference
-    (eval mode, weight norm folded, inverse matrices cached where the model supports it).
+    (eval mode, weight norm folded, the model's own caches), with what the checkpoint stores
+    for inference attached (:meth:`SpeechModel.attach_inference_extras`).
+
+    Args:
+        model_type: refuse a checkpoint of another type.
+        roles: refuse a model of another role (the message names the roles wanted).
 
     Raises:
-        CheckpointError: missing, corrupt, foreign or mismatched checkpoint.
+        CheckpointError: missing, corrupt, foreign or mismatched checkpoint, or a model of
+            another type.
+        ConfigError: a model of another role.
     """
-    from flowspeech.models.registry import build_model
-    from flowspeech.training.checkpoint import load_checkpoint, load_state_dict_checked
-
     payload = load_checkpoint(path, model_type=model_type)
-    model = build_model(payload["config"])
-    state = payload["model"]
-    if hasattr(model, "inference_state_dict"):  # e.g. a GAN checkpoint: keep the generator
-        state = model.inference_state_dict(state)
-    load_state_dict_checked(model, state, str(path))
+    spec = get_spec(payload["model_type"])
+    if roles is not None and spec.role not in roles:
+        wanted = " or ".join(r.noun for r in roles)
+        what = spec.role.noun if spec.role is not None else "not a synthesis model"
+        raise ConfigError(f"{path} holds a {spec.name!r} model, {what}; not {wanted}")
+    cls = spec.model_class()
+    model = cls.from_config(payload["config"])
+    load_state_dict_checked(model, cls.inference_state_dict(payload["model"]), str(path))
+    model.attach_inference_extras(payload.get("inference") or {})
     model.to(device)
-    if hasattr(model, "prepare_for_inference"):
-        model.prepare_for_inference()
-    model.eval()
+    model.prepare_for_inference()
     return model, payload

@@ -17,10 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flowspeech.audio import mel_spectrogram
+from flowspeech.config import mel_config
+from flowspeech.data import SpeakerTable
 from flowspeech.errors import ConfigError, FlowspeechError
-
-ACOUSTIC_TYPES = ("glow-tts",)          # text -> mel, then a vocoder
-END_TO_END_TYPES = ("naturalspeech",)   # text -> waveform
+from flowspeech.inference.loading import load_model
+from flowspeech.inference.vocoders import load_vocoder, precision_dtype
+from flowspeech.models.registry import Role
+from flowspeech.text import TextFrontend, split_sentences
+from flowspeech.voices import default_voice, get_voice
 
 
 @dataclass
@@ -62,16 +67,9 @@ class Synthesizer:
                  length_scale: float | None = None, sigma: float | None = None, denoise: float = 0.0,
                  sentence_pause: float = 0.2, max_seconds: float = 30.0, batch_size: int = 16,
                  voice: str | None = None, vocoder_precision: str = "float32"):
-        from flowspeech.config import mel_config
-        from flowspeech.inference.loading import load_model
-        from flowspeech.inference.vocoders import load_vocoder
-        from flowspeech.text import TextFrontend
-
         self.device = torch.device(device)
         self.voice = None
         if acoustic is None:
-            from flowspeech.voices import default_voice, get_voice
-
             self.voice = get_voice(voice) if voice is not None else default_voice()
             acoustic = self.voice.acoustic
             if str(vocoder) == "griffin-lim" and self.voice.vocoder is not None:
@@ -79,26 +77,14 @@ class Synthesizer:
         elif voice is not None:
             raise ConfigError("pass either acoustic or voice, not both")
         self.acoustic_path = str(acoustic)
-        self.model, payload = load_model(acoustic, device=self.device)
+        self.model, payload = load_model(acoustic, device=self.device,
+                                         roles=(Role.TEXT_TO_MEL, Role.TEXT_TO_WAVEFORM))
         self.model_type = payload["model_type"]
-        if self.model_type not in ACOUSTIC_TYPES + END_TO_END_TYPES:
-            raise ConfigError(f"{acoustic} holds a {self.model_type!r} model; synthesis needs a "
-                              f"text-input model ({', '.join(ACOUSTIC_TYPES + END_TO_END_TYPES)})")
         self.config = payload["config"]
         self.frontend = TextFrontend(**self.config.get("text", {}))
         self.mel_config = mel_config(self.config)
-        self.sup_tokenizer = None
-        tokenizer_json = (payload.get("inference") or {}).get("sup_phoneme_tokenizer")
-        if tokenizer_json and getattr(self.model, "phoneme_pretraining", False):
-            from flowspeech.text.sup_phonemes import SupPhonemeTokenizer
-
-            self.sup_tokenizer = SupPhonemeTokenizer.from_json(tokenizer_json)
         speakers = (payload.get("inference") or {}).get("speakers")
-        self.speakers = None
-        if speakers:
-            from flowspeech.data import SpeakerTable
-
-            self.speakers = SpeakerTable.from_dict(speakers)
+        self.speakers = SpeakerTable.from_dict(speakers) if speakers else None
         if str(vocoder) == "griffin-lim" and (sigma is not None or denoise):
             raise ConfigError("sigma and denoise apply to neural vocoders, not Griffin-Lim")
         if self.end_to_end:
@@ -106,9 +92,8 @@ class Synthesizer:
                 raise ConfigError(f"{acoustic} is an end-to-end {self.model_type!r} model: it makes "
                                   f"the waveform itself, so do not pass a vocoder")
             self.vocoder = None
-            from flowspeech.inference.vocoders import precision_dtype
-
-            self.model.set_decoder_dtype(precision_dtype(vocoder_precision))
+            if precision_dtype(vocoder_precision) != torch.float32:
+                self.model.set_waveform_dtype(precision_dtype(vocoder_precision))
         elif str(vocoder) == "griffin-lim" and vocoder_precision != "float32":
             raise ConfigError("the vocoder precision applies to neural vocoders, not Griffin-Lim")
         else:
@@ -134,15 +119,10 @@ class Synthesizer:
     @property
     def end_to_end(self) -> bool:
         """True for text-to-waveform models (NaturalSpeech): no separate vocoder."""
-        return self.model_type in END_TO_END_TYPES
+        return self.model.role == Role.TEXT_TO_WAVEFORM
 
     def describe_vocoder(self) -> str:
         return "the model's own waveform decoder" if self.vocoder is None else self.vocoder.describe()
-
-    def _sup_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor):
-        if self.sup_tokenizer is None:
-            return None
-        return self.sup_tokenizer.sup_ids_padded(tokens, lengths)
 
     @property
     def sample_rate(self) -> int:
@@ -184,34 +164,25 @@ class Synthesizer:
             for i, x in enumerate(chunk):
                 tokens[i, : len(x)] = torch.tensor(x, device=self.device)
             t0 = time.perf_counter()
-            if self.end_to_end:
-                self._speaker_ids(speaker, len(chunk))  # refuses a speaker for one-speaker models
-                with torch.inference_mode():
-                    wav, wav_lengths, _ = self.model.infer(
-                        tokens, lengths, self._sup_tokens(tokens, lengths),
-                        noise_scale=self.noise_scale if noise_scale is None else noise_scale,
-                        length_scale=self.length_scale if length_scale is None else length_scale,
-                        generator=generator, max_frames=self.max_frames)
-                timings["acoustic"] += time.perf_counter() - t0
-                from flowspeech.audio import mel_spectrogram
-
-                for i, n in enumerate(wav_lengths.tolist()):
-                    w = wav[i, :n].float().cpu()
-                    waves.append(w.numpy())
-                    if with_mels:
-                        mels.append(mel_spectrogram(w, self.mel_config).numpy())
-                continue
             with torch.inference_mode():
-                mel, mel_lengths, _ = self.model.infer(
-                    tokens, lengths, self._speaker_ids(speaker, len(chunk)),
+                out = self.model.infer(
+                    tokens, lengths, speakers=self._speaker_ids(speaker, len(chunk)),
                     noise_scale=self.noise_scale if noise_scale is None else noise_scale,
                     length_scale=self.length_scale if length_scale is None else length_scale,
                     generator=generator, max_frames=self.max_frames)
             t1 = time.perf_counter()
-            waves.extend(self.vocoder.vocode(mel, mel_lengths, generator))
             timings["acoustic"] += t1 - t0
+            if self.end_to_end:
+                for i, n in enumerate(out.waveform_lengths.tolist()):
+                    w = out.waveforms[i, :n].float().cpu()
+                    waves.append(w.numpy())
+                    if with_mels:
+                        mels.append(mel_spectrogram(w, self.mel_config).numpy())
+                continue
+            vocoded = self.vocoder.vocode(out.mels, out.mel_lengths, generator)
             timings["vocoder"] += time.perf_counter() - t1
-            mels.extend(mel[i, :, :n].float().cpu().numpy() for i, n in enumerate(mel_lengths.tolist()))
+            waves.extend(vocoded.waveforms[i, :n].numpy() for i, n in enumerate(vocoded.waveform_lengths.tolist()))
+            mels.extend(out.mels[i, :, :n].float().cpu().numpy() for i, n in enumerate(out.mel_lengths.tolist()))
         pause = np.zeros(int(self.sentence_pause * self.sample_rate), dtype=np.float32)
         pieces = []
         for i, w in enumerate(waves):
@@ -223,8 +194,6 @@ class Synthesizer:
 
     def synthesize_full(self, text: str, **kwargs) -> SynthesisResult:
         """Like :meth:`synthesize`, also returning the mels and the sentence split."""
-        from flowspeech.text import split_sentences
-
         sentences = split_sentences(text, max_chars=min(300, self.frontend.max_chars))
         return self.synthesize_sentences(sentences, **kwargs)
 

@@ -32,7 +32,7 @@ Likelihood (nats), with ``eps`` the split-off channels standardised by their pri
 ``logdet`` theirs, per utterance instead of summed over the batch; their training loss
 ``-(log_p + logdet) / (B T)`` is the batch mean of :meth:`FloWaveNet.nll`.
 
-Synthesis draws a latent ``z [B, T] ~ N(0, temperature^2 I)`` laid out like the audio (the
+Synthesis draws a latent ``z [B, T] ~ N(0, sigma^2 I)`` (the authors' "temperature") laid out like the audio (the
 authors' ``q_0.sample() * temp``), squeezes it down block by block, reads each split's
 ``eps`` from the channels that leave there, and inverts the blocks from the last to the
 first, all positions in parallel.
@@ -59,12 +59,12 @@ from flowspeech.flows import (
     call_in_own_dtype,
     ChannelSwap,
     gated_activation,
-    remove_weight_norm,
     set_coupling_dtype,
     squeeze,
     unsqueeze,
     weight_norm,
 )
+from flowspeech.models.roles import MelToWaveform
 from flowspeech.utils.noise import randn
 
 __all__ = ["FloWaveNet", "FloWaveNetOutput", "NonCausalWaveNet"]
@@ -289,7 +289,7 @@ class ContextBlock(nn.Module):
 
 
 # --- the model ----------------------------------------------------------------------------------
-class FloWaveNet(nn.Module):
+class FloWaveNet(MelToWaveform):
     """FloWaveNet (Kim et al., 2019). Defaults are the paper's model (``flowavenet-base``,
     182,644,788 parameters).
 
@@ -311,6 +311,8 @@ class FloWaveNet(nn.Module):
     stored together (:class:`ResBlock`); :mod:`flowspeech.models.flowavenet_import` maps their
     checkpoints onto them.
     """
+
+    default_sigma = 0.8  # the authors' synthesize.py temperature
 
     def __init__(self, mel_config: MelConfig | dict | None = None, n_blocks: int = 8, n_flows: int = 6,
                  n_layers: int = 2, channels: int = 256, block_per_split: int = 4,
@@ -338,6 +340,7 @@ class FloWaveNet(nn.Module):
                               f"{2**n_blocks} must divide the hop ({hop}); use fewer blocks")
         self.mel_config = mel_config
         self.n_mels, self.hop_length = mel_config.n_mels, hop
+        self.n_mel_channels = self.n_mels
         self.n_blocks, self.n_flows, self.n_layers = n_blocks, n_flows, n_layers
         self.channels, self.block_per_split, self.affine = channels, block_per_split, affine
         self.upsample_scales, self.n_prior_layers = scales, n_prior_layers
@@ -500,30 +503,25 @@ class FloWaveNet(nn.Module):
             c = block.unsqueeze_cond(c)
         return x.squeeze(1)
 
-    def sample_noise(self, batch: int, n_samples: int, temperature: float = 0.8,
-                     generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
-        """``temperature * N(0, I)`` of shape ``[B, n_samples]`` (the authors' ``z``)."""
+    def sample_noise(self, batch: int, n_frames: int, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None,
+                     dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``N(0, I)`` of shape ``[B, n_frames * hop]`` (the authors' ``z``, laid out like the
+        audio)."""
         w = self.upsample[0].bias
-        z = randn(batch, n_samples, generator=generator, device=w.device if device is None else device,
-                  dtype=w.dtype if dtype is None else dtype)
-        return z * temperature
+        return randn(batch, n_frames * self.hop_length, generator=generator,
+                     device=w.device if device is None else device,
+                     dtype=w.dtype if dtype is None else dtype)
 
-    def _noise_for(self, mel, temperature, generator, noise):
-        n = mel.size(2) * self.hop_length
-        if noise is None:
-            return self.sample_noise(mel.size(0), n, temperature, generator, mel.device, mel.dtype)
-        if tuple(noise.shape) != (mel.size(0), n):
-            raise ValueError(f"FloWaveNet: noise must be [{mel.size(0)}, {n}] for this mel, got {tuple(noise.shape)}")
-        return noise.to(mel.device, mel.dtype) * temperature
+    def noise_frames(self, noise: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        return noise[:, start * self.hop_length:end * self.hop_length]
 
-    def prepare_for_inference(self) -> "FloWaveNet":
-        """Eval mode and weight norm folded into plain weights (the outputs do not change).
-        Returns ``self``."""
-        self.eval()
-        remove_weight_norm(self)
-        return self
+    def synthesize_window(self, mels: torch.Tensor, noise: torch.Tensor, lead: int = 0) -> torch.Tensor:
+        """Through the layers (:meth:`inverse`), all samples in parallel (the authors'
+        ``reverse``)."""
+        return self.inverse(noise, mels[:, :, lead:])
 
-    def set_coupling_dtype(self, dtype: torch.dtype) -> "FloWaveNet":
+    def set_waveform_dtype(self, dtype: torch.dtype) -> "FloWaveNet":
         """Run the coupling WaveNets and the priors of the split-off channels in ``dtype`` at
         inference, e.g. ``torch.bfloat16`` on CPUs with AVX512-BF16 or AMX, or
         ``torch.float16`` on a GPU. The audio, the upsampler, ActNorms and the affine maps stay
@@ -534,26 +532,6 @@ class FloWaveNet(nn.Module):
             if block.split:
                 block.prior.to(dtype)
         return self
-
-    @torch.inference_mode()
-    def infer(self, mel: torch.Tensor, temperature: float = 0.8, generator: torch.Generator | None = None,
-              noise: torch.Tensor | None = None, sigma: float | None = None) -> torch.Tensor:
-        """Synthesise audio from mels, all samples in parallel (the authors' ``reverse``).
-
-        Args:
-            mel: ``[B, n_mels, F]``, features of the model's front end.
-            temperature: standard deviation of the latent (0.8, the authors' ``synthesize.py``).
-            generator: torch generator for the noise.
-            noise: a standard-normal latent ``[B, F * hop]`` to use instead (scaled by the
-                temperature), e.g. ``out.z`` of :meth:`forward` with temperature 1.
-            sigma: another name of ``temperature`` (the WaveGlow / vocoder interface's).
-
-        Returns:
-            audio ``[B, F * hop]`` in the model's dtype.
-        """
-        temperature = temperature if sigma is None else sigma
-        mel = self._as_model_input(mel)
-        return self.inverse(self._noise_for(mel, temperature, generator, noise), mel)
 
     def receptive_field_frames(self) -> int:
         """Mel frames of context on each side beyond which an output sample no longer depends
@@ -566,68 +544,6 @@ class FloWaveNet(nn.Module):
             reach = self.n_flows * 2**self.n_layers + 1 + (2**self.n_prior_layers if block.split else 0)
             samples += reach * 2 ** (i + 1)
         return math.ceil(samples / self.hop_length) + 2 * len(self.upsample_scales)
-
-    @torch.inference_mode()
-    def infer_chunked(self, mel: torch.Tensor, chunk_frames: int = 512, overlap: int | None = None,
-                      crossfade: int | None = None, temperature: float = 0.8,
-                      generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-                      sigma: float | None = None) -> torch.Tensor:
-        """:meth:`infer` for long mels with memory bounded by ``chunk_frames + 2 * overlap``.
-
-        Each chunk of ``chunk_frames`` frames is synthesised with ``overlap`` frames of context
-        on both sides and the matching slice of ONE latent drawn for the whole utterance (the
-        latent is laid out like the audio, so a slice is exactly what :meth:`infer` uses there);
-        neighbouring chunks are crossfaded linearly over ``crossfade`` samples centred on their
-        boundary. With the default overlap every kept sample sees all of its receptive field,
-        so the output equals :meth:`infer` to float rounding; a smaller overlap trades exactness
-        for speed (the crossfade hides the seams).
-
-        Args:
-            mel: ``[B, n_mels, F]``.
-            chunk_frames: frames synthesised per chunk.
-            overlap: context frames on each side (default :meth:`receptive_field_frames` + 1).
-            crossfade: samples of crossfade per boundary (default ``hop``; at most
-                ``2 * overlap * hop`` and ``chunk_frames * hop``).
-            temperature, generator, noise, sigma: as in :meth:`infer`.
-
-        Returns:
-            audio ``[B, F * hop]``.
-        """
-        temperature = temperature if sigma is None else sigma
-        mel = self._as_model_input(mel)
-        if chunk_frames < 1:
-            raise ValueError(f"infer_chunked: chunk_frames must be >= 1, got {chunk_frames}")
-        overlap = self.receptive_field_frames() + 1 if overlap is None else overlap
-        if overlap < 0:
-            raise ValueError(f"infer_chunked: overlap must be >= 0, got {overlap}")
-        hop = self.hop_length
-        if crossfade is None:
-            crossfade = min(hop, 2 * overlap * hop)
-        limit = min(2 * overlap * hop, chunk_frames * hop)
-        if not 0 <= crossfade <= limit:
-            raise ValueError(f"infer_chunked: crossfade ({crossfade} samples) must lie in [0, {limit}] "
-                             f"(2 * overlap * hop and chunk_frames * hop)")
-        z = self._noise_for(mel, temperature, generator, noise)
-        n_frames = mel.size(2)
-        out = mel.new_zeros(mel.size(0), n_frames * hop)
-        half = crossfade // 2
-        ramp = (torch.arange(crossfade, device=mel.device, dtype=mel.dtype) + 0.5) / max(crossfade, 1)
-        for start in range(0, n_frames, chunk_frames):
-            end = min(n_frames, start + chunk_frames)
-            lo, hi = max(0, start - overlap), min(n_frames, end + overlap)
-            audio = self.inverse(z[:, lo * hop:hi * hop], mel[:, :, lo:hi])
-            # This chunk's share: its own frames plus half a crossfade into each neighbour.
-            a = start * hop - (half if start > 0 else 0)
-            b = end * hop + (crossfade - half if end < n_frames else 0)
-            piece = audio[:, a - lo * hop:b - lo * hop]
-            if crossfade:
-                if start > 0:
-                    piece[:, :crossfade] *= ramp
-                if end < n_frames:
-                    piece[:, -crossfade:] *= 1 - ramp
-            out[:, a:b] += piece
-        return out
-
 
 def _describe(config: MelConfig) -> str:
     if config.compression == "db_normalized":

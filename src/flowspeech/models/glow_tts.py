@@ -44,6 +44,7 @@ from flowspeech.flows import (
     squeeze,
     unsqueeze,
 )
+from flowspeech.models.roles import MelSynthesis, TextToMel
 from flowspeech.models.transformer import ChannelLayerNorm, ConvReluNorm, TransformerEncoder
 from flowspeech.utils.masks import length_mask
 from flowspeech.utils.noise import randn
@@ -158,7 +159,7 @@ class GlowTTSOutput:
     mel_lengths: torch.Tensor     # [B] lengths after truncation to a multiple of n_sqz
 
 
-class GlowTTS(nn.Module):
+class GlowTTS(TextToMel):
     """Glow-TTS (Kim et al., 2020). Defaults are the paper's LJSpeech model (``base``).
 
     Args:
@@ -298,11 +299,11 @@ class GlowTTS(nn.Module):
 
     # --- synthesis -------------------------------------------------------------------------
     @torch.no_grad()
-    def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
+    def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, *,
               speakers: torch.Tensor | None = None, noise_scale: float = 0.667,
               length_scale: float = 1.0, generator: torch.Generator | None = None,
-              max_frames: int | None = None):
-        """Parallel synthesis of a batch.
+              max_frames: int | None = None) -> MelSynthesis:
+        """Parallel synthesis of a batch (:meth:`TextToMel.infer`).
 
         Args:
             noise_scale: temperature of the prior sample (the authors' code defaults to
@@ -331,12 +332,4 @@ class GlowTTS(nn.Module):
         noise = randn(*z_mean.shape, generator=generator, device=z_mean.device, dtype=z_mean.dtype)
         z = (z_mean + torch.exp(z_log_scale) * noise * noise_scale) * z_mask
         mels = self.decoder.inverse(z, z_mask, g) * z_mask
-        return mels, mel_lengths, attn.sum(-1).long()
-
-    def prepare_for_inference(self) -> "GlowTTS":
-        """Fold weight norm and cache inverse 1x1 matrices; switches to eval mode."""
-        from flowspeech.flows import remove_weight_norm
-
-        self.eval()
-        remove_weight_norm(self.decoder)
-        return self
+        return MelSynthesis(mels, mel_lengths, attn.sum(-1).long())

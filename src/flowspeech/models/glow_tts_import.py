@@ -102,7 +102,7 @@ def import_glow_tts(src: str | Path, out_path: str | Path, preset: str = "base")
     """
     from flowspeech.config import load_config
     from flowspeech.models.glow_tts import GlowTTS
-    from flowspeech.training.checkpoint import load_state_dict_checked, save_checkpoint
+    from flowspeech.checkpoints import load_state_dict_checked, save_checkpoint
 
     if preset not in PRESETS:
         raise CheckpointError(f"--config must be one of {', '.join(PRESETS)}, not {preset!r}")

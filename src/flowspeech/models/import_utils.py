@@ -34,7 +34,7 @@ def save_imported_vocoder(out_path: str | Path, src: Path, model_type: str, disp
     with ``model_args`` read from the weights, and the audio section's ``n_mels`` /
     ``hop_length`` where they differ from 80 / 256. Returns the config written."""
     from flowspeech.config import load_config
-    from flowspeech.training.checkpoint import save_checkpoint
+    from flowspeech.checkpoints import save_checkpoint
 
     config = load_config(f"{model_type}-base")
     config["name"] = f"{model_type}-imported"

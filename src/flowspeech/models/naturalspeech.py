@@ -58,6 +58,8 @@ from flowspeech.flows import (
 from flowspeech.models.durator import Durator, predicted_frame_lengths
 from flowspeech.models.hifigan import HiFiGANGenerator
 from flowspeech.models.phoneme_encoder import PhonemeEncoder
+from flowspeech.models.roles import TextToWaveform, WaveformSynthesis
+from flowspeech.text.sup_phonemes import SupPhonemeTokenizer
 from flowspeech.utils.masks import length_mask
 from flowspeech.utils.noise import randn
 
@@ -257,7 +259,7 @@ def random_segments(x: torch.Tensor, lengths: torch.Tensor, size: int,
     return segments * valid, starts
 
 
-class NaturalSpeech(nn.Module):
+class NaturalSpeech(TextToWaveform):
     """NaturalSpeech (Tan et al., 2022). Defaults follow the paper's LJSpeech model.
 
     Args:
@@ -299,6 +301,9 @@ class NaturalSpeech(nn.Module):
         self.segment_frames = segment_frames
         self.soft_dtw_gamma, self.warp_penalty = soft_dtw_gamma, warp_penalty
         self.phoneme_pretraining = phoneme_pretraining
+        # Maps phoneme ids to sup-phoneme ids at synthesis (pre-training on); from the
+        # checkpoint (attach_inference_extras) or the training recipe. Not a weight.
+        self.sup_tokenizer = None
         self.bidirectional_flow, self.memory_vae = bidirectional_flow, memory_vae
         self.end_to_end_loss = end_to_end_loss
         enc = dict(phoneme_encoder or {})
@@ -338,15 +343,21 @@ class NaturalSpeech(nn.Module):
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         if self.memory is not None and bool(self.memory.in_use):
             z = self.memory(z)
-        return call_in_own_dtype(self.decoder, z)  # see set_decoder_dtype
+        return call_in_own_dtype(self.decoder, z)  # see set_waveform_dtype
 
-    def set_decoder_dtype(self, dtype: torch.dtype) -> "NaturalSpeech":
+    def attach_inference_extras(self, extras: dict[str, Any]) -> None:
+        """The sup-phoneme tokenizer of a model trained with phoneme pre-training."""
+        tokenizer_json = extras.get("sup_phoneme_tokenizer")
+        if tokenizer_json and self.phoneme_pretraining:
+            self.sup_tokenizer = SupPhonemeTokenizer.from_json(tokenizer_json)
+
+    def set_waveform_dtype(self, dtype: torch.dtype) -> "NaturalSpeech":
         """Run the waveform decoder, nine tenths of the synthesis time, in ``dtype`` (e.g.
         ``torch.bfloat16`` on CPUs with AVX512-BF16 or AMX: about 1.9x faster synthesis for the
         base model); everything before it stays in the model's dtype. For inference: the
         decoder's weights are rounded in place. Returns ``self``."""
         if not dtype.is_floating_point:
-            raise ConfigError(f"set_decoder_dtype: {dtype} is not a floating-point dtype")
+            raise ConfigError(f"set_waveform_dtype: {dtype} is not a floating-point dtype")
         self.decoder.to(dtype)
         return self
 
@@ -482,14 +493,17 @@ class NaturalSpeech(nn.Module):
 
     # --- synthesis -------------------------------------------------------------------------
     @torch.no_grad()
-    def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
-              sup_tokens: torch.Tensor | None = None, noise_scale: float = 0.667,
+    def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, *,
+              speakers: torch.Tensor | None = None, noise_scale: float = 0.667,
               length_scale: float = 1.0, generator: torch.Generator | None = None,
-              max_frames: int | None = None):
-        """Text to waveform, in parallel.
-
-        Returns ``(wav [B, S], wav_lengths [B] in samples, durations [B, T_text] frames)``.
-        """
+              max_frames: int | None = None) -> WaveformSynthesis:
+        """Text to waveform, in parallel (:meth:`TextToWaveform.infer`): ``wav [B, S]``,
+        ``wav_lengths [B]`` in samples, ``durations [B, T_text]`` in frames."""
+        if speakers is not None:
+            raise ValueError("NaturalSpeech is a single-speaker model: pass no speakers")
+        sup_tokens = None
+        if self.sup_tokenizer is not None and self.phoneme_pretraining:
+            sup_tokens = self.sup_tokenizer.sup_ids_padded(tokens.cpu(), token_lengths.cpu()).to(tokens.device)
         h, text_mask = self._encode_text(tokens, token_lengths, sup_tokens)
         durations = torch.exp(self.durator.predict_log_durations(h, text_mask)) * text_mask.squeeze(1)
         durations = durations * length_scale
@@ -505,7 +519,7 @@ class NaturalSpeech(nn.Module):
         wav = self._decode(z * mask)[:, 0]
         wav_lengths = lengths * self.hop_length
         wav = wav * (torch.arange(wav.size(1), device=wav.device)[None] < wav_lengths[:, None])
-        return wav, wav_lengths, durations
+        return WaveformSynthesis(wav, wav_lengths, durations)
 
     @torch.no_grad()
     def reconstruct(self, specs: torch.Tensor, spec_lengths: torch.Tensor,
@@ -519,14 +533,6 @@ class NaturalSpeech(nn.Module):
         wav = self._decode(z)[:, 0]
         wav_lengths = spec_lengths * self.hop_length
         return wav * (torch.arange(wav.size(1), device=wav.device)[None] < wav_lengths[:, None])
-
-    def prepare_for_inference(self) -> "NaturalSpeech":
-        """Eval mode, weight norm folded; drops what only training uses (posterior encoder)."""
-        from flowspeech.flows import remove_weight_norm
-
-        self.eval()
-        remove_weight_norm(self)
-        return self
 
     @staticmethod
     def inference_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -300,7 +300,7 @@ def load_pretrained_phoneme_encoder(path: str | Path):
             or lacks the tokenizer or the text options.
     """
     from flowspeech.text.sup_phonemes import SupPhonemeTokenizer
-    from flowspeech.training.checkpoint import load_checkpoint
+    from flowspeech.checkpoints import load_checkpoint
 
     payload = load_checkpoint(path)
     if payload.get("model_type") != MODEL_TYPE:

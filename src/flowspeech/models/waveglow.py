@@ -25,7 +25,7 @@ with ``sigma = 1``; the authors' loss drops the constant and divides by the numb
 samples. Synthesis draws ``z ~ N(0, sigma^2 I)`` (``sigma = 0.6`` in the paper's listening
 tests) and inverts the flows.
 
-Inference runs on a folded copy of the weights (:class:`_InverseEngine`): weight norm
+Inference runs on a folded copy of the weights (:mod:`flowspeech.models.waveglow_engine`): weight norm
 evaluated, the coupling's output projection folded into the skip projections, the input
 projection folded into the first dilated layer, the upsampler computed as matrix products
 straight into the conditioning layout, one matrix product per WaveNet layer for the dilated
@@ -44,18 +44,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from flowspeech.errors import ConfigError
 from flowspeech.flows import (
     AffineCoupling,
     InvertibleConv1x1,
     WaveNetCouplingNet,
-    ensure_finite,
-    remove_weight_norm,
     set_coupling_dtype,
     squeeze,
 )
+from flowspeech.models.roles import MelToWaveform
+from flowspeech.models.waveglow_engine import InverseEngine
 from flowspeech.utils.noise import randn
 
 __all__ = ["Denoiser", "WaveGlow", "WaveGlowOutput"]
@@ -74,7 +73,7 @@ class WaveGlowOutput:
     log_det_w: torch.Tensor   # [B] sum of the 1x1 convolutions' log|det W| * T / n_group
 
 
-class WaveGlow(nn.Module):
+class WaveGlow(MelToWaveform):
     """WaveGlow (Prenger et al., 2019). Defaults are the paper's model (``waveglow-base``).
 
     Args:
@@ -95,6 +94,8 @@ class WaveGlow(nn.Module):
     :class:`~flowspeech.flows.WaveNetCouplingNet`); ``docs/flows.md`` maps the authors' keys
     onto them and :mod:`flowspeech.models.waveglow_import` converts their checkpoints.
     """
+
+    default_sigma = 0.6  # the paper's listening tests (the authors' inference.py: 1.0)
 
     def __init__(self, n_mel_channels: int = 80, n_flows: int = 12, n_group: int = 8,
                  n_early_every: int = 4, n_early_size: int = 2, n_layers: int = 8,
@@ -145,7 +146,7 @@ class WaveGlow(nn.Module):
             net = WaveNetCouplingNet(c_a, 2 * (c - c_a), n_channels, kernel_size, dilation_rate=2,
                                      n_layers=n_layers, cond_channels=n_mel_channels * n_group)
             self.coupling.append(AffineCoupling(net))
-        self._engine_cache: tuple[tuple, _InverseEngine] | None = None
+        self._engine_cache: tuple[tuple, InverseEngine] | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "WaveGlow":
@@ -256,22 +257,36 @@ class WaveGlow(nn.Module):
         quad = z.pow(2).sum(dim=(1, 2)) / (2 * sigma * sigma)
         return (quad - out.logdet.float()) / n + 0.5 * (LOG_2PI + 2 * math.log(sigma))
 
-    # --- synthesis -------------------------------------------------------------------------
-    def sample_noise(self, batch: int, n_positions: int, sigma: float = 1.0,
-                     generator: torch.Generator | None = None,
+    # --- synthesis (MelToWaveform) ----------------------------------------------------------
+    def sample_noise(self, batch: int, n_frames: int, generator: torch.Generator | None = None,
                      device: torch.device | str | None = None,
                      dtype: torch.dtype | None = None) -> torch.Tensor:
-        """``sigma * N(0, I)`` in the layout of ``z`` ``[B, n_group, n_positions]``, drawn in the
-        authors' order (the last flow's channels first, then each early block from the last to
-        the first), so the same seed gives the same audio as their ``infer``."""
+        """``N(0, I)`` for ``n_frames`` mel frames in the layout of ``z`` ``[B, n_group,
+        n_frames * hop / n_group]``, drawn in the authors' order (the last flow's channels
+        first, then each early block from the last to the first), so the same seed gives the
+        same audio as their ``infer``."""
         device = self.upsample.weight.device if device is None else device
         dtype = self.upsample.weight.dtype if dtype is None else dtype
+        n_positions = n_frames * self.hop_length // self.n_group
         n_early = sum(self._is_early(k) for k in range(self.n_flows))
         final = randn(batch, self.flow_channels[-1], n_positions, generator=generator,
                       device=device, dtype=dtype)
         early = [randn(batch, self.n_early_size, n_positions, generator=generator,
                        device=device, dtype=dtype) for _ in range(n_early)]
-        return torch.cat(early[::-1] + [final], dim=1) * sigma
+        return torch.cat(early[::-1] + [final], dim=1)
+
+    def noise_frames(self, noise: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        per_frame = self.hop_length // self.n_group
+        return noise[:, :, start * per_frame:end * per_frame]
+
+    def lead_frames(self) -> int:
+        """The upsampler's kernel reaches ``kernel / hop - 1`` frames back."""
+        return math.ceil(self.upsample_kernel_size / self.hop_length) - 1
+
+    def synthesize_window(self, mels: torch.Tensor, noise: torch.Tensor, lead: int = 0) -> torch.Tensor:
+        """On the folded weights (:class:`~flowspeech.models.waveglow_engine.InverseEngine`);
+        the same numbers as :meth:`inverse` to float rounding."""
+        return self._engine().run(mels, noise, skip_frames=lead)
 
     def inverse(self, z: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
         """Latent to audio through the layer modules (differentiable; :meth:`infer` is the fast
@@ -291,14 +306,14 @@ class WaveGlow(nn.Module):
                 x = torch.cat([z[:, lo:lo + self.n_early_size], x], dim=1)
         return x.transpose(1, 2).reshape(x.size(0), -1)
 
-    def _engine(self) -> "_InverseEngine":
+    def _engine(self) -> InverseEngine:
         """The folded-weight inference engine, rebuilt whenever a parameter changed."""
         params = list(self.parameters())
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if self._engine_cache is None or self._engine_cache[0] != key:
             self._engine_cache = None  # free the old copy first
             with torch.inference_mode(False), torch.no_grad():
-                self._engine_cache = (key, _InverseEngine(self))
+                self._engine_cache = (key, InverseEngine(self))
         return self._engine_cache[1]
 
     def _apply(self, fn, *args, **kwargs):
@@ -308,13 +323,13 @@ class WaveGlow(nn.Module):
     def prepare_for_inference(self) -> "WaveGlow":
         """Switch to eval mode, fold weight norm into plain weights (as the authors'
         ``remove_weightnorm``) and build the folded inference weights once (the authors'
-        ``W_inverse`` cache and more; see :class:`_InverseEngine`). Returns ``self``."""
-        self.eval()
-        remove_weight_norm(self)
+        ``W_inverse`` cache and more; see :class:`~flowspeech.models.waveglow_engine.InverseEngine`).
+        Returns ``self``."""
+        super().prepare_for_inference()
         self._engine()
         return self
 
-    def set_coupling_dtype(self, dtype: torch.dtype) -> "WaveGlow":
+    def set_waveform_dtype(self, dtype: torch.dtype) -> "WaveGlow":
         """Run the coupling WaveNets (and the upsampler's products, which feed only them) in
         ``dtype`` at inference, e.g. ``torch.bfloat16`` on CPUs with AVX512-BF16 or AMX, or
         ``torch.float16`` on a GPU. The audio, the affine maps and the inverse 1x1
@@ -323,342 +338,6 @@ class WaveGlow(nn.Module):
         Returns ``self``."""
         set_coupling_dtype(self, dtype)
         return self
-
-    def _noise_for(self, mel: torch.Tensor, sigma: float, generator, noise) -> torch.Tensor:
-        n_positions = mel.size(2) * self.hop_length // self.n_group
-        if noise is None:
-            return self.sample_noise(mel.size(0), n_positions, sigma, generator, mel.device, mel.dtype)
-        expected = (mel.size(0), self.n_group, n_positions)
-        if tuple(noise.shape) != expected:
-            raise ValueError(f"WaveGlow: noise must be {list(expected)} for this mel, got "
-                             f"{tuple(noise.shape)}")
-        return noise.to(mel.device, mel.dtype) * sigma
-
-    def _as_model_input(self, mel: torch.Tensor) -> torch.Tensor:
-        self._check_mel(mel)
-        w = self.upsample.weight
-        return mel.to(device=w.device, dtype=w.dtype)
-
-    @torch.inference_mode()
-    def infer(self, mel: torch.Tensor, sigma: float = 0.6,
-              generator: torch.Generator | None = None,
-              noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Synthesise audio from mels (the authors' ``infer``), on the folded weights.
-
-        Args:
-            mel: ``[B, n_mels, F]``.
-            sigma: standard deviation of the latent (0.6 in the paper's listening tests; the
-                authors' ``inference.py`` defaults to 1.0). ``0`` gives the model's "bias" audio.
-            generator: torch generator for the noise; ``None`` uses the global RNG, which then
-                gives the same audio as the authors' ``infer`` after the same ``manual_seed``.
-            noise: standard-normal latent ``[B, n_group, F * hop / n_group]`` in the layout of
-                :attr:`WaveGlowOutput.z` (scaled by ``sigma``) instead of a fresh draw.
-
-        Returns:
-            audio ``[B, F * hop]`` in the model's dtype.
-        """
-        mel = self._as_model_input(mel)
-        return self._engine().run(mel, self._noise_for(mel, sigma, generator, noise))
-
-    @torch.inference_mode()
-    def infer_chunked(self, mel: torch.Tensor, chunk_frames: int = 512, overlap: int | None = None,
-                      crossfade: int | None = None, sigma: float = 0.6,
-                      generator: torch.Generator | None = None,
-                      noise: torch.Tensor | None = None) -> torch.Tensor:
-        """:meth:`infer` for long mels with memory bounded by ``chunk_frames``.
-
-        The mel is cut into chunks of ``chunk_frames`` frames; each is synthesised with
-        ``overlap`` frames of context on both sides (plus the frames the upsampler's kernel
-        reaches back to) and the same slice of one latent drawn for the whole utterance, and
-        neighbouring chunks are crossfaded linearly over ``crossfade`` samples centred on their
-        boundary. With the default ``overlap`` every sample sees the same inputs as in
-        :meth:`infer`, so the output equals it to float rounding;
-        a smaller overlap trades exactness for speed (the crossfade hides the seams).
-
-        Args:
-            mel: ``[B, n_mels, F]``.
-            chunk_frames: frames synthesised per chunk (memory ~ ``chunk_frames + 2 * overlap``).
-            overlap: context frames on each side (default: :meth:`receptive_field_frames`
-                plus one frame for the crossfade, which makes the result exact).
-            crossfade: samples of linear crossfade at each boundary (default ``hop_length``,
-                at most ``2 * overlap * hop_length``; 0 without overlap).
-            sigma, generator, noise: as in :meth:`infer`.
-
-        Returns:
-            audio ``[B, F * hop]``.
-        """
-        mel = self._as_model_input(mel)
-        if chunk_frames < 1:
-            raise ValueError(f"infer_chunked: chunk_frames must be >= 1, got {chunk_frames}")
-        overlap = self.receptive_field_frames() + 1 if overlap is None else overlap
-        if overlap < 0:
-            raise ValueError(f"infer_chunked: overlap must be >= 0, got {overlap}")
-        hop = self.hop_length
-        if crossfade is None:
-            crossfade = min(hop, 2 * overlap * hop)
-        if crossfade < 0 or crossfade > 2 * overlap * hop or crossfade > chunk_frames * hop:
-            raise ValueError(
-                f"infer_chunked: crossfade ({crossfade} samples) must lie in [0, "
-                f"min(2 * overlap * hop, chunk_frames * hop)] = [0, "
-                f"{min(2 * overlap * hop, chunk_frames * hop)}]")
-        z = self._noise_for(mel, sigma, generator, noise)
-        engine = self._engine()
-        n_frames = mel.size(2)
-        lead_max = math.ceil(self.upsample_kernel_size / hop) - 1  # frames the upsampler reaches back
-        per_group = hop // self.n_group
-        out = mel.new_zeros(mel.size(0), n_frames * hop)
-        half = crossfade // 2
-        ramp = (torch.arange(crossfade, device=mel.device, dtype=mel.dtype) + 0.5) / max(crossfade, 1)
-        for start in range(0, n_frames, chunk_frames):
-            end = min(n_frames, start + chunk_frames)
-            lo, hi = max(0, start - overlap), min(n_frames, end + overlap)
-            lead = min(lo, lead_max)
-            audio = engine.run(mel[:, :, lo - lead:hi], z[:, :, lo * per_group:hi * per_group],
-                               skip_frames=lead)
-            # This chunk's share: its core frames plus half a crossfade on each inner side.
-            a = start * hop - (half if start > 0 else 0)
-            b = end * hop + (crossfade - half if end < n_frames else 0)
-            piece = audio[:, a - lo * hop:b - lo * hop]
-            if crossfade:
-                piece = piece.clone()
-                if start > 0:
-                    piece[:, :crossfade] *= ramp
-                if end < n_frames:
-                    piece[:, -crossfade:] *= 1 - ramp
-            out[:, a:b] += piece
-        return out
-
-
-class _InverseEngine:
-    """WaveGlow's inverse on folded weights, in time-major buffers (one row per group).
-
-    Per flow ``k`` (in reverse) and per WaveNet layer ``i`` the authors compute
-    ``acts = gate(in_layer_i(h) + cond_layer(c)_i)``, ``h += res_i(acts)``,
-    ``out += skip_i(acts)``, then ``end(out)``. Here, exactly the same maps are regrouped:
-
-    * one workspace row per group position holds ``[h(t - d) | h(t) | s | h(t + d) | c(t) | 1 |
-      x_a taps]``; ``c`` is the grouped upsampled mel (no bias) and ``s`` accumulates the
-      coupling output; so a layer's dilated conv, its conditioning projection and all biases
-      are ONE matrix product ``a = row @ W_i``;
-    * ``end`` is linear, so ``end(sum_i skip_i(acts_i)) = sum_i (E S_i) acts_i + const``: the
-      skip projections shrink from ``H x H`` to ``2 C_b x H`` and the residual and skip outputs
-      of a layer are one product accumulated in place into ``[h(t) | s]``;
-    * ``start`` (``C_a -> H``) is folded into layer 0's taps, which then read the ``C_a``
-      input channels instead of ``H`` (the start bias seen through zero padding is corrected
-      on the edge rows);
-    * ``tanh(x) sigmoid(y) = sigmoid(y) - 2 sigmoid(-2x) sigmoid(y)``: the ``-2`` is folded
-      into the weights, so the gate is one in-place sigmoid and one ``addcmul``;
-    * the upsampler is ``n_taps = kernel / hop`` matrix products of the mel with the kernel
-      slices, overlap-added straight into the grouped, time-major conditioning columns.
-
-    Folding is done in float64, then cast to the device and to the coupling networks' dtype
-    (the workspace and all matrix products but the 1x1 inverses); the audio and the inverse
-    1x1 matrices keep the model's dtype (``state_dtype``), which differs after
-    :meth:`WaveGlow.set_coupling_dtype`.
-    """
-
-    def __init__(self, model: WaveGlow):
-        p = model.upsample.weight
-        self.state_dtype, self.device = p.dtype, p.device
-        self.dtype = next(model.coupling[0].net.parameters()).dtype
-        self.n_group, self.hop = model.n_group, model.hop_length
-        self.flow_channels = list(model.flow_channels)
-        H, G, k = model.n_channels, model.n_group, model.kernel_size
-        self.H, self.L, self.k, self.c = H, model.n_layers, k, (k - 1) // 2
-        self.n_mels = model.n_mel_channels
-        cc = self.n_mels * G
-        # Workspace columns.
-        self.A = G // 2                               # widest x_a
-        self.off_center = self.c * H
-        self.off_s = self.off_center + H
-        self.off_right = self.off_s + G               # s holds up to 2 C_b = G columns
-        self.off_g = k * H + G
-        self.off_one = self.off_g + cc
-        self.off_xa = self.off_one + 1
-        width = self.off_xa + k * self.A
-        self.width = (width + 15) // 16 * 16          # 64-byte rows
-        self.acts_width = (H + 1 + 15) // 16 * 16
-
-        f64 = dict(dtype=torch.float64, device=self.device)
-        cast = dict(dtype=self.dtype, device=self.device)
-        # Upsampler: kernel zero-padded to n_taps * hop; slice m as [n_mels_in, (p, c, k')].
-        w_up = model.upsample.weight.detach().to(**f64)            # [c_in, c, K]
-        n_taps = math.ceil(model.upsample_kernel_size / self.hop)
-        w_up = F.pad(w_up, (0, n_taps * self.hop - w_up.size(2)))
-        w_up = w_up.view(self.n_mels, self.n_mels, n_taps, self.hop // G, G)
-        self.up = [w_up[:, :, m].permute(0, 2, 1, 3).reshape(self.n_mels, -1).to(**cast)
-                   for m in range(n_taps)]
-        up_bias = model.upsample.bias.detach().to(**f64).repeat_interleave(G)  # [cc]
-
-        gate_scale = torch.ones(2 * H, **f64)
-        gate_scale[:H] = -2.0
-        self.flows = []
-        for kk, ch in enumerate(model.flow_channels):
-            net = model.coupling[kk].net
-            wn = net.wn
-            c_a, c_b = ch // 2, ch - ch // 2
-            s_w = net.start.weight.detach().to(**f64)[:, :, 0]            # [H, C_a]
-            s_b = net.start.bias.detach().to(**f64)
-            e_w = net.end.weight.detach().to(**f64)[:, :, 0]              # [2 C_b, H]
-            e_b = net.end.bias.detach().to(**f64)
-            c_w = wn.cond_layer.weight.detach().to(**f64)[:, :, 0]        # [2 H L, cc]
-            cond_b = wn.cond_layer.bias.detach().to(**f64) + c_w @ up_bias
-            layers = []
-            for i in range(self.L):
-                w_in = wn.in_layers[i].weight.detach().to(**f64)         # [2H, H, k]
-                b_in = wn.in_layers[i].bias.detach().to(**f64)
-                rows = slice(2 * H * i, 2 * H * (i + 1))
-                corr = None
-                if i == 0:
-                    taps = [w_in[:, :, j] @ s_w for j in range(k)]        # [2H, C_a]
-                    w = torch.zeros(cc + 1 + k * self.A, 2 * H, **f64)
-                    w[:cc] = c_w[rows].T
-                    w[cc] = b_in + cond_b[rows] + sum(w_in[:, :, j] @ s_b for j in range(k))
-                    for j in range(k):
-                        w[cc + 1 + j * self.A: cc + 1 + j * self.A + c_a] = taps[j].T
-                    corr = [((w_in[:, :, j] @ s_b) * gate_scale).to(**cast) for j in range(k)]
-                else:
-                    w = torch.zeros(self.off_one + 1, 2 * H, **f64)
-                    for j in range(k):
-                        w[self._tap_offset(j):self._tap_offset(j) + H] = w_in[:, :, j].T
-                    w[self.off_g:self.off_one] = c_w[rows].T
-                    w[self.off_one] = b_in + cond_b[rows]
-                w = (w * gate_scale).to(**cast)
-                rs_w = wn.res_skip_layers[i].weight.detach().to(**f64)[:, :, 0]
-                rs_b = wn.res_skip_layers[i].bias.detach().to(**f64)
-                if i < self.L - 1:   # [h | s] += acts @ rs: residual then folded skip
-                    rs = torch.zeros(H + 1, H + ch, **f64)
-                    rs[:H, :H], rs[H, :H] = rs_w[:H].T, rs_b[:H]
-                    rs[:H, H:], rs[H, H:] = (e_w @ rs_w[H:]).T, e_w @ rs_b[H:]
-                else:                # the last layer has a skip output only
-                    rs = torch.cat([(e_w @ rs_w).T, (e_w @ rs_b)[None]], dim=0)
-                layers.append((w, rs.to(**cast), corr))
-            w_inv = model.convinv[kk].inverse_matrix().detach().to(**f64)
-            self.flows.append(dict(
-                start_w=s_w.T.to(**cast), start_b=s_b.to(**cast), end_b=e_b.to(**cast),
-                layers=layers, w_inv_t=w_inv.T.to(dtype=self.state_dtype, device=self.device),
-                c_a=c_a, c_b=c_b))
-
-    def _tap_offset(self, j: int) -> int:
-        """First workspace column of dilated tap ``j`` (the centre tap is ``h`` itself)."""
-        if j < self.c:
-            return j * self.H
-        if j == self.c:
-            return self.off_center
-        return self.off_right + (j - self.c - 1) * self.H
-
-    @staticmethod
-    def _shift(dst: torch.Tensor, src: torch.Tensor, offset: int) -> None:
-        """``dst[t] = src[t + offset]``, zero outside (the convolution's zero padding)."""
-        n = src.size(0) - abs(offset)
-        if n <= 0:
-            dst.zero_()
-        elif offset >= 0:
-            dst[:n].copy_(src[offset:])
-            dst[n:].zero_()
-        else:
-            dst[-offset:].copy_(src[:n])
-            dst[:-offset].zero_()
-
-    def _conditioning(self, cols: torch.Tensor, mel: torch.Tensor, skip: int) -> None:
-        """Fill the ``c`` columns with the grouped upsampled mel of frames ``skip..F-1``
-        (earlier frames only contribute through the kernel's reach). ``mel`` ``[n_mels, F]``."""
-        n_frames = mel.size(1) - skip
-        per_frame = self.hop // self.n_group
-        g = cols[:, self.off_g:self.off_one].view(n_frames, per_frame, self.n_mels, self.n_group)
-        mel_t = mel.T
-        for m, w in enumerate(self.up):
-            # Sample hop * q + r gets kernel tap hop * m + r of frame q - m.
-            q0 = max(0, m - skip)
-            if q0 >= n_frames:
-                break
-            part = torch.mm(mel_t[q0 + skip - m:n_frames + skip - m], w)
-            part = part.view(n_frames - q0, per_frame, self.n_mels, self.n_group)
-            if m == 0:
-                g.copy_(part)
-            else:
-                g[q0:].add_(part)
-
-    def run(self, mel: torch.Tensor, z: torch.Tensor, skip_frames: int = 0) -> torch.Tensor:
-        """Audio ``[B, (F - skip_frames) * hop]`` from mel ``[B, n_mels, F]`` and latent ``z``
-        ``[B, n_group, T]`` (already scaled by sigma); the first ``skip_frames`` mel frames
-        are upsampler context only."""
-        batch, _, n_frames = mel.shape
-        n = (n_frames - skip_frames) * self.hop
-        t = n // self.n_group
-        if tuple(z.shape) != (batch, self.n_group, t):
-            raise ValueError(f"expected z of shape {[batch, self.n_group, t]}, got {tuple(z.shape)}")
-        H = self.H
-        mel = mel.to(self.dtype)
-        # Zeroed, not empty: the matrix products read strided views of these buffers, and
-        # oneDNN's AMX bfloat16 kernels read past a view's last column up to a multiple of
-        # 32 (oneDNN issue 5717), relying on zeros in the packed weights. Garbage there
-        # (NaN * 0 = NaN) made the audio NaN on such CPUs; finite neighbours contribute 0.
-        cols = torch.zeros(t, self.width, dtype=self.dtype, device=self.device)
-        cols[:, self.off_one] = 1
-        a = torch.zeros(t, 2 * H, dtype=self.dtype, device=self.device)
-        acts = torch.zeros(t, self.acts_width, dtype=self.dtype, device=self.device)
-        acts[:, H] = 1
-        acts1 = acts[:, :H + 1]
-        out = torch.empty(batch, n, dtype=self.state_dtype, device=self.device)
-        for b in range(batch):
-            self._conditioning(cols, mel[b], skip_frames)
-            x = out[b].view(t, self.n_group)      # final layout = audio sample order
-            x.copy_(z[b].T)
-            for kk in reversed(range(len(self.flows))):
-                self._flow(kk, x, cols, a, acts, acts1)
-        if self.dtype != self.state_dtype:
-            ensure_finite(out, f"WaveGlow's coupling networks in {self.dtype}".replace("torch.", ""))
-        return out
-
-    def _flow(self, kk, x, cols, a, acts, acts1) -> None:
-        fl = self.flows[kk]
-        H, k, c = self.H, self.k, self.c
-        ch = self.flow_channels[kk]
-        lo = self.n_group - ch
-        c_a, c_b = fl["c_a"], fl["c_b"]
-        x_a, y_b = x[:, lo:lo + c_a], x[:, lo + c_a:]
-        # Layer-0 taps read x_a directly; unused columns must hold finite values.
-        for j in range(k):
-            col = self.off_xa + j * self.A
-            self._shift(cols[:, col:col + c_a], x_a, j - c)
-            if c_a < self.A:
-                cols[:, col + c_a:col + self.A].zero_()
-        h = cols[:, self.off_center:self.off_s]
-        centre_tap = self.off_xa + c * self.A        # x_a itself, in the workspace's dtype
-        torch.addmm(fl["start_b"], cols[:, centre_tap:centre_tap + c_a], fl["start_w"], out=h)
-        s = cols[:, self.off_s:self.off_s + ch]
-        s.copy_(fl["end_b"].expand_as(s))
-        if ch < self.n_group:
-            cols[:, self.off_s + ch:self.off_right].zero_()
-        hs = cols[:, self.off_center:self.off_s + ch]
-        rows = x.size(0)
-        for i, (w, rs, corr) in enumerate(fl["layers"]):
-            if i == 0:
-                torch.mm(cols[:, self.off_g:self.off_xa + k * self.A], w, out=a)
-                for j in range(k):  # taps that fell into the zero padding saw no start bias
-                    o = j - c
-                    if o < 0:
-                        a[:min(-o, rows)] -= corr[j]
-                    elif o > 0:
-                        a[max(rows - o, 0):] -= corr[j]
-            else:
-                d = 2 ** i
-                for j in range(k):
-                    if j != c:
-                        col = self._tap_offset(j)
-                        self._shift(cols[:, col:col + H], h, (j - c) * d)
-                torch.mm(cols[:, :self.off_one + 1], w, out=a)
-            a.sigmoid_()
-            torch.addcmul(a[:, H:], a[:, :H], a[:, H:], value=-2.0, out=acts[:, :H])
-            if i < self.L - 1:
-                hs.addmm_(acts1, rs)
-            else:
-                s.addmm_(acts1, rs)
-        # Inverse affine coupling, then the inverse 1x1 convolution.
-        y_b.sub_(s[:, :c_b]).mul_(torch.exp(-s[:, c_b:2 * c_b].to(x.dtype)))
-        cur = x[:, lo:]
-        cur.copy_(torch.mm(cur, fl["w_inv_t"]))
 
 
 class Denoiser(nn.Module):
@@ -694,7 +373,7 @@ class Denoiser(nn.Module):
             mel = torch.zeros(shape, dtype=w.dtype, device=w.device)
         else:
             mel = randn(*shape, generator=generator, device=w.device).to(w.dtype)
-        bias_audio = waveglow.infer(mel, sigma=0.0).float()
+        bias_audio = waveglow.infer(mel, sigma=0.0).waveforms.float()
         self.register_buffer("bias_spec", self._stft(bias_audio).abs()[:, :, :1].clone())
 
     def _stft(self, audio: torch.Tensor) -> torch.Tensor:

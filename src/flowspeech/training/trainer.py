@@ -23,7 +23,8 @@ import torch
 
 from flowspeech.errors import CheckpointError, ConfigError
 from flowspeech.training import distributed as fdist
-from flowspeech.training.checkpoint import CheckpointManager, load_state_dict_checked
+from flowspeech.training.checkpoint import CheckpointManager
+from flowspeech.checkpoints import load_state_dict_checked
 from flowspeech.training.recipe import Recipe
 
 log = logging.getLogger("flowspeech.train")
@@ -321,8 +322,8 @@ class Trainer:
         # Weights only (a training checkpoint, or an exported/float16 voice): optimiser,
         # schedule and step start afresh, so the learning-rate warm-up runs again. Partial:
         # the tensors that fit replace the fresh ones (after the recipe's initialisation).
-        from flowspeech.training.checkpoint import (load_checkpoint, load_state_dict_checked,
-                                                    load_state_dict_partial)
+        from flowspeech.checkpoints import (load_checkpoint, load_state_dict_checked,
+                                            load_state_dict_partial)
 
         payload = load_checkpoint(path, model_type=self.recipe.model_type)
         what = "the weights"

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from flowspeech.checkpoints import export_checkpoint, load_checkpoint
 from flowspeech.errors import FlowspeechError
+from flowspeech.models.registry import Role, get_spec, inference_state, model_specs
 
 DEFAULT_VOICE = "slt-glow-tts-small"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -109,9 +111,6 @@ def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None =
     and renamed, so a failed registration leaves nothing behind. ``inference`` (e.g.
     ``{"noise_scale": 0.333}``) becomes the voice's default synthesis settings.
     """
-    from flowspeech.cli.export_cmd import export_checkpoint
-    from flowspeech.training.checkpoint import load_checkpoint
-
     if not _NAME.match(name):
         raise FlowspeechError(f"voice name {name!r}: use letters, digits, '.', '_' or '-' "
                               f"(at most 64 characters)")
@@ -122,26 +121,30 @@ def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None =
     if target.exists() and not overwrite:
         raise FlowspeechError(f"voice {name!r} already exists ({target}); pass --overwrite to replace it")
     payload = load_checkpoint(acoustic)
-    if payload.get("model_type") not in ("glow-tts", "naturalspeech"):
-        raise FlowspeechError(f"{acoustic} holds a {payload.get('model_type')!r} model; a voice "
-                              f"needs a glow-tts or an end-to-end naturalspeech model")
-    if payload["model_type"] == "naturalspeech" and vocoder is not None:
-        raise FlowspeechError(f"{acoustic} is an end-to-end naturalspeech model: it needs no vocoder")
+    acoustic_spec = get_spec(payload["model_type"])
+    if acoustic_spec.role not in (Role.TEXT_TO_MEL, Role.TEXT_TO_WAVEFORM):
+        text_models = ", ".join(s.name for s in model_specs()
+                                if s.role in (Role.TEXT_TO_MEL, Role.TEXT_TO_WAVEFORM))
+        raise FlowspeechError(f"{acoustic} holds a {acoustic_spec.name!r} model; a voice needs a "
+                              f"text-input model ({text_models})")
+    if acoustic_spec.role == Role.TEXT_TO_WAVEFORM and vocoder is not None:
+        raise FlowspeechError(f"{acoustic} is an end-to-end {acoustic_spec.name} model: it needs no vocoder")
+    vocoder_spec = None
     if vocoder is not None:
-        vocoder_type = load_checkpoint(vocoder)["model_type"]
-        if vocoder_type not in ("waveglow", "flowavenet"):
-            raise FlowspeechError(f"{vocoder} holds a {vocoder_type!r} model, not a vocoder")
+        vocoder_spec = get_spec(load_checkpoint(vocoder)["model_type"])
+        if vocoder_spec.role != Role.MEL_TO_WAVEFORM:
+            raise FlowspeechError(f"{vocoder} holds a {vocoder_spec.name!r} model, not a vocoder")
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        export_checkpoint(acoustic, tmp / "acoustic.pt", half)
-        if vocoder is not None:
-            export_checkpoint(vocoder, tmp / "vocoder.pt", half)
+        export_checkpoint(acoustic, tmp / "acoustic.pt", half, inference_state)
+        if vocoder_spec is not None:
+            export_checkpoint(vocoder, tmp / "vocoder.pt", half, inference_state)
         info = {
             "name": name,
-            "description": description or payload["config"].get("description", "glow-tts"),
+            "description": description or payload["config"].get("description", acoustic_spec.name),
             "acoustic_from": str(Path(acoustic).resolve()),
             "acoustic_step": payload.get("step"),
             "vocoder_from": str(Path(vocoder).resolve()) if vocoder is not None else None,

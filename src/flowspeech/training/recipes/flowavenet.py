@@ -98,7 +98,7 @@ class FloWaveNetRecipe(WaveGlowRecipe):
         return float(FloWaveNet.loss(model(batch["audio"], batch["mels"])))
 
     def copy_synthesis(self, model, mel, generator):
-        return model.infer_chunked(mel, temperature=self.temperature, generator=generator)
+        return model.infer_chunked(mel, sigma=self.temperature, generator=generator).waveforms
 
     def synthesis_label(self) -> str:
         return f"temperature={self.temperature}"

@@ -84,7 +84,7 @@ class GlowTTSRecipe(Recipe):
 
         n_tok, n_frm = int(token_lengths[0]), int(out.mel_lengths[0])
         gen, gen_lengths, _ = model.infer(tokens[:1, :n_tok], token_lengths[:1],
-                                          speakers[:1] if speakers is not None else None,
+                                          speakers=speakers[:1] if speakers is not None else None,
                                           noise_scale=0.667, generator=torch.Generator(
                                               device=tokens.device).manual_seed(0))
         target = mels[0, :, :n_frm].float().cpu().numpy()

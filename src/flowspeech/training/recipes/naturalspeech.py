@@ -135,6 +135,7 @@ class NaturalSpeechRecipe(Recipe):
         from flowspeech.models.registry import build_model
 
         generator = build_model(self.config)
+        generator.sup_tokenizer = self.sup_tokenizer  # synthesis in validation reads it
         if self._encoder_state is not None:
             try:
                 missing, unexpected = generator.encoder.load_state_dict(self._encoder_state, strict=False)
@@ -347,10 +348,8 @@ class NaturalSpeechRecipe(Recipe):
             text_mask = out.text_mask.squeeze(1)
             values["mas_one_frame"] = float(((out.durations == 1) * text_mask).sum() / text_mask.sum())
         n_tok = int(batch["token_lengths"][0])
-        sup = batch.get("sup_tokens")
         generator = torch.Generator(device=batch["tokens"].device).manual_seed(VAL_SEED)
         wav, wav_lengths, _ = gen.infer(batch["tokens"][:1, :n_tok], batch["token_lengths"][:1],
-                                        sup[:1, :n_tok] if sup is not None else None,
                                         noise_scale=VAL_NOISE_SCALE, generator=generator)
         wav = wav[0, :int(wav_lengths[0])].float().clamp(-1, 1).cpu()
         values["length_ratio"] = float(wav.numel()) / max(int(batch["audio_lengths"][0]), 1)

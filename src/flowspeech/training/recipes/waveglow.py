@@ -139,7 +139,7 @@ class WaveGlowRecipe(Recipe):
 
     def copy_synthesis(self, model, mel, generator):
         # Chunked: memory stays bounded whatever the clip's length (exact with the default overlap).
-        return model.infer_chunked(mel, sigma=VAL_SIGMA, generator=generator)
+        return model.infer_chunked(mel, sigma=VAL_SIGMA, generator=generator).waveforms
 
     def synthesis_label(self) -> str:
         return f"sigma={VAL_SIGMA}"
@@ -149,8 +149,7 @@ class WaveGlowRecipe(Recipe):
         values = {"nll": self.validation_nll(model, batch)}
         if self._val_manifest is None:
             return values
-        from flowspeech.audio import griffin_lim, mel_spectrogram
-        from flowspeech.inference.vocoders import log_spectral_distance
+        from flowspeech.audio import griffin_lim, log_spectral_distance, mel_spectrogram
 
         clip = self._first_val_clip()
         device = batch["mels"].device
