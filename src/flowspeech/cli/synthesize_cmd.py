@@ -110,7 +110,7 @@ def run(args) -> int:
         summary = f"{out}: {total:.2f} s of audio, {len(result.sentences)} sentence(s)"
     t_synth = time.perf_counter() - t1
     voice = f"voice {tts.voice.name!r}: " if tts.voice is not None else ""
-    print(f"{summary}; {voice}acoustic model {tts.acoustic_path} ({tts.config.get('description', 'glow-tts')}), "
+    print(f"{summary}; {voice}acoustic model {tts.acoustic_path} ({tts.model_type}: {tts.config.get('description', '')}), "
           f"vocoder {tts.describe_vocoder()}; load {t_load:.2f} s, synthesis {t_synth:.2f} s "
           f"(real-time factor {t_synth / max(total, 1e-9):.2f})")
     return 0

@@ -5,20 +5,23 @@ training recipe trains it, which function imports the authors' checkpoints, and 
 presets. Synthesis, vocoders, voices, export, ``train``, ``import`` and ``presets`` all
 read this table; no other list of model types exists. Classes, recipes and importers are
 named by ``"module:attribute"`` and imported only when used, so reading the table (e.g. for
-``flowspeech --help``) imports no model code. A new model joins with :func:`register_model`
-(``docs/architecture.md``, "Adding a model").
+``flowspeech --help``) imports no model code. A new model joins with :func:`register_model`,
+or, from another package, through an entry point in the group ``flowspeech.models`` that names
+its :class:`ModelSpec`; the command line then knows it too (``docs/architecture.md``, "Adding
+a model").
 """
 
 from __future__ import annotations
 
 import enum
 import importlib
+import importlib.metadata
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from flowspeech.errors import ConfigError
 
-__all__ = ["ModelSpec", "Role", "build_model", "count_parameters", "get_spec", "inference_state", "model_class",
+__all__ = ["ModelSpec", "Role", "build_model", "count_parameters", "get_spec", "inference_state", "load_plugins", "model_class",
            "model_specs", "register_model", "resolve", "unregister_model"]
 
 
@@ -85,6 +88,36 @@ class ModelSpec:
 
 
 _SPECS: dict[str, ModelSpec] = {}
+ENTRY_POINT_GROUP = "flowspeech.models"
+_plugins_loaded = False
+
+
+def load_plugins() -> list[str]:
+    """Register the :class:`ModelSpec` every installed package names in the entry-point group
+    ``flowspeech.models`` (``name = "package.module:SPEC"``). Runs once, on the first look-up;
+    returns the names it added."""
+    global _plugins_loaded
+    _plugins_loaded = True
+    added = []
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            spec = entry.load()
+        except Exception as err:  # a broken plugin must not take the command line down
+            raise ConfigError(f"the model plugin {entry.name!r} ({entry.value}) cannot be "
+                              f"loaded: {type(err).__name__}: {err}") from err
+        if not isinstance(spec, ModelSpec):
+            raise ConfigError(f"the model plugin {entry.name!r} ({entry.value}) is a "
+                              f"{type(spec).__name__}, not a flowspeech ModelSpec")
+        if _SPECS.get(spec.name) is not spec:
+            register_model(spec)
+            added.append(spec.name)
+    return added
+
+
+def _specs() -> dict[str, ModelSpec]:
+    if not _plugins_loaded:
+        load_plugins()
+    return _SPECS
 
 
 def register_model(spec: ModelSpec, replace: bool = False) -> ModelSpec:
@@ -104,14 +137,14 @@ def unregister_model(name: str) -> None:
 
 def model_specs(role: Role | None = None, trainable: bool | None = None) -> list[ModelSpec]:
     """Registered model types, optionally only those of ``role`` / with a recipe."""
-    return [s for s in _SPECS.values()
+    return [s for s in _specs().values()
             if (role is None or s.role == role)
             and (trainable is None or (s.recipe is not None) == trainable)]
 
 
 def get_spec(name: str) -> ModelSpec:
     try:
-        return _SPECS[name]
+        return _specs()[name]
     except KeyError:
         known = ", ".join(sorted(_SPECS))
         raise ConfigError(f"unknown model type {name!r}; known types: {known}") from None
