@@ -11,7 +11,8 @@ def register(subparsers) -> None:
     )
     from flowspeech.models.registry import model_specs  # a plain table: no heavy imports
 
-    p.add_argument("model", choices=sorted(s.name for s in model_specs(trainable=True)), help="model type")
+    known = ", ".join(s.name for s in model_specs(trainable=True, plugins=False))
+    p.add_argument("model", metavar="MODEL", help=f"model type: {known}, or one a plugin registers")
     p.add_argument("--config", help="preset name (see `flowspeech presets`) or YAML file; "
                    "with --resume defaults to OUT/config.yaml")
     p.add_argument("--data", required=True, help="dataset folder (LJSpeech layout, optionally "
@@ -65,7 +66,12 @@ def run(args) -> int:
 
     from flowspeech.config import load_config
     from flowspeech.errors import ConfigError
+    from flowspeech.models.registry import get_spec, model_specs
 
+    if get_spec(args.model).recipe is None:  # get_spec names the known types for a typo
+        trainable = ", ".join(s.name for s in model_specs(trainable=True))
+        raise ConfigError(f"{args.model!r} models are not trained with `flowspeech train`; "
+                          f"trainable: {trainable}")
     if args.init_partial and not args.init_from:
         raise ConfigError("--init-partial needs --init-from CKPT")
     config_source = args.config

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import importlib
-import importlib.metadata
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -96,6 +95,8 @@ def load_plugins() -> list[str]:
     """Register the :class:`ModelSpec` every installed package names in the entry-point group
     ``flowspeech.models`` (``name = "package.module:SPEC"``). Runs once, on the first look-up;
     returns the names it added."""
+    import importlib.metadata  # 50 ms: only when a model type is looked up, never for --help
+
     global _plugins_loaded
     _plugins_loaded = True
     added = []
@@ -135,9 +136,11 @@ def unregister_model(name: str) -> None:
     _SPECS.pop(name, None)
 
 
-def model_specs(role: Role | None = None, trainable: bool | None = None) -> list[ModelSpec]:
-    """Registered model types, optionally only those of ``role`` / with a recipe."""
-    return [s for s in _specs().values()
+def model_specs(role: Role | None = None, trainable: bool | None = None,
+                plugins: bool = True) -> list[ModelSpec]:
+    """Registered model types, optionally only those of ``role`` / with a recipe;
+    ``plugins=False`` leaves out entry-point plugins not yet loaded (no package scan)."""
+    return [s for s in (_specs() if plugins else _SPECS).values()
             if (role is None or s.role == role)
             and (trainable is None or (s.recipe is not None) == trainable)]
 
