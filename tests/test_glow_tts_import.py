@@ -4,6 +4,7 @@ independent re-statement of their decoder's inverse pass to compare numbers with
 from __future__ import annotations
 
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -118,7 +119,14 @@ def test_import_cli_round_trip(tmp_path, monkeypatch):
             p.add_(0.01 * torch.randn_like(p))
     theirs = {"module." + k: v for k, v in authors_layout(source).items()}
     src, out = tmp_path / "pretrained.pth", tmp_path / "imported.pt"
-    torch.save({"model": theirs, "iteration": 1}, src)
+    # As their utils.save_checkpoint writes it: their commons.Adam computes the Noam learning
+    # rate with np.power, so the optimizer state and 'learning_rate' hold numpy.float64.
+    step, dim, warmup = 3, 192, 4000
+    lr = 1.0 * np.power(dim, -0.5) * np.min([np.power(step, -0.5), step * np.power(warmup, -1.5)])
+    optimizer = torch.optim.Adam(source.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
+    assert type(optimizer.state_dict()["param_groups"][0]["lr"]) is np.float64
+    torch.save({"model": theirs, "iteration": step, "optimizer": optimizer.state_dict(),
+                "learning_rate": lr}, src)
     assert main(["import", "glow-tts", str(src), "--out", str(out), "--config", "base"]) == 0
     payload = load_checkpoint(out, "glow-tts")
     model = GlowTTS.from_config(payload["config"])

@@ -15,9 +15,11 @@ user opens a checkpoint they were sent.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from flowspeech.errors import CheckpointError
@@ -26,6 +28,63 @@ from flowspeech.utils.files import atomic_write
 FORMAT = "flowspeech"
 VERSION = 1
 
+# Plain numbers that other projects' checkpoints store as numpy scalars (the Glow-TTS authors'
+# learning rate is a numpy.float64 from np.power): the weights-only loader may rebuild these,
+# and nothing else that is not a tensor or a container. Files pickled under numpy 1 name the
+# scalar constructor numpy.core.*, under numpy 2 numpy._core.*.
+_SCALAR = np.array(0.0)[()].__reduce__()[0]
+_NUMPY_GLOBALS = [np.dtype, (_SCALAR, "numpy.core.multiarray.scalar"),
+                  (_SCALAR, "numpy._core.multiarray.scalar"),
+                  *{type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64,
+                                                np.uint8, np.uint16, np.uint32, np.uint64,
+                                                np.float16, np.float32, np.float64)}]
+# What PyTorch's weights-only loader names when it meets an object it may not rebuild.
+_FOREIGN_OBJECT = re.compile(r"Unsupported global: GLOBAL ([\w.]+)|but got <class '([\w.]+)'>")
+
+
+class ForeignObjectsError(CheckpointError):
+    """The file holds pickled Python objects besides tensors, numbers and containers."""
+
+
+def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load`` of ``path`` with PyTorch's weights-only loader (no code in the file runs;
+    numpy scalars and dtypes are allowed), on the CPU, with one clear error for every way
+    the file can be wrong.
+
+    Raises:
+        CheckpointError: missing, empty, truncated or corrupt.
+        ForeignObjectsError: holding Python objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes): a copy or a write was "
+                              f"interrupted; use another file")
+    try:
+        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated/garbage files
+        kind = ForeignObjectsError if _FOREIGN_OBJECT.search(str(err)) else CheckpointError
+        raise kind(f"{what} {path} cannot be read: {load_error_reason(err)}") from None
+
+
+def load_error_reason(err: Exception) -> str:
+    """The reason in a torch.load error, without its advice to load with weights_only=False
+    (which would run code from the file)."""
+    text = str(err)
+    found = _FOREIGN_OBJECT.search(text)
+    if found:
+        return (f"it holds a Python object ({found.group(1) or found.group(2)}), not only "
+                f"tensors, numbers and containers; flowspeech never unpickles objects from a "
+                f"file, since that can run code")
+    if "weights_only" in text:  # PyTorch's advice to unpickle anyway: never pass it on
+        return ("it holds data that PyTorch's safe loader does not accept; flowspeech never "
+                "unpickles objects from a file, since that can run code")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return (f"the file is corrupt, truncated, or not a PyTorch file ({type(err).__name__}"
+            + (f": {first[:200]}" if first else "") + ")")
+
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` atomically (temp file in the same folder, fsync, rename)."""
@@ -33,9 +92,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: str | Path, model_type: str | None = None,
-                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a flowspeech checkpoint, checking that it is one (and of ``model_type``).
+def load_checkpoint(path: str | Path, model_type: str | None = None) -> dict[str, Any]:
+    """Read a flowspeech checkpoint onto the CPU, checking that it is one (and of ``model_type``).
 
     Raises:
         CheckpointError: the file is missing, truncated/corrupt, not a flowspeech checkpoint
@@ -43,15 +101,7 @@ def load_checkpoint(path: str | Path, model_type: str | None = None,
             another model type.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated/garbage files
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read: the file is corrupt, truncated, or not a "
-            f"PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-        ) from None
+    payload = read_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         keys = ", ".join(sorted(map(str, payload))[:8]) if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(

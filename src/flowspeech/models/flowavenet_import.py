@@ -46,7 +46,8 @@ from typing import Any
 import torch
 
 from flowspeech.errors import CheckpointError
-from flowspeech.models.import_utils import read_tensor_checkpoint, save_imported_vocoder
+from flowspeech.checkpoints import read_torch_file
+from flowspeech.models.import_utils import save_imported_vocoder
 
 __all__ = ["import_flowavenet", "load_authors_flowavenet"]
 
@@ -192,7 +193,7 @@ def load_authors_flowavenet(path: str | Path) -> tuple[dict[str, torch.Tensor], 
             FloWaveNet configuration explains.
     """
     path = Path(path)
-    obj = read_tensor_checkpoint(path)
+    obj = read_torch_file(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a FloWaveNet checkpoint")
     if obj.get("format") == "flowspeech":

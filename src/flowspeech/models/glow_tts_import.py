@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from flowspeech.errors import CheckpointError
-from flowspeech.models.import_utils import read_tensor_checkpoint
+from flowspeech.checkpoints import read_torch_file
 
 _COUPLING = re.compile(r"^decoder\.flows\.(\d+)\.(start|wn|end)\.(.*)$")
 PRESETS = {"base": "glow-tts-base", "base-blank": "glow-tts-base-blank"}
@@ -38,7 +38,7 @@ PRESETS = {"base": "glow-tts-base", "base-blank": "glow-tts-base-blank"}
 
 def _read_authors_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
-    payload = read_tensor_checkpoint(path)
+    payload = read_torch_file(path)
     if isinstance(payload, dict) and payload.get("format") == "flowspeech":
         raise CheckpointError(f"{path} is already a flowspeech checkpoint; use it directly")
     state = payload.get("model", payload) if isinstance(payload, dict) else None

@@ -7,24 +7,8 @@ from typing import Any
 
 import torch
 
-from flowspeech.errors import CheckpointError
-
-
-def read_tensor_checkpoint(path: str | Path) -> Any:
-    """``torch.load`` of a checkpoint made of tensors (PyTorch's weights-only loader: nothing
-    in the file is executed).
-
-    Raises:
-        CheckpointError: the file is missing, or is not a readable PyTorch file of tensors.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint of tensors "
-                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+from flowspeech.checkpoints import save_checkpoint
+from flowspeech.config import load_config
 
 
 def save_imported_vocoder(out_path: str | Path, src: Path, model_type: str, display_name: str,
@@ -33,9 +17,6 @@ def save_imported_vocoder(out_path: str | Path, src: Path, model_type: str, disp
     """Write an imported vocoder as a flowspeech checkpoint: the ``<model_type>-base`` preset
     with ``model_args`` read from the weights, and the audio section's ``n_mels`` /
     ``hop_length`` where they differ from 80 / 256. Returns the config written."""
-    from flowspeech.config import load_config
-    from flowspeech.checkpoints import save_checkpoint
-
     config = load_config(f"{model_type}-base")
     config["name"] = f"{model_type}-imported"
     config["description"] = f"{display_name} imported from the authors' checkpoint {src.name}"

@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from flowspeech.checkpoints import ForeignObjectsError, load_error_reason, read_torch_file
 from flowspeech.errors import CheckpointError
 from flowspeech.models.import_utils import save_imported_vocoder
 
@@ -131,12 +132,9 @@ def _restricted_pickle_module() -> types.ModuleType:
 def _load_file(path: Path) -> Any:
     """``torch.load`` with PyTorch's weights-only loader, else with the restricted unpickler."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # holds objects (the authors' whole-model pickles): try the stand-ins
-    except Exception as err:
-        raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint "
-                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        return read_torch_file(path)
+    except ForeignObjectsError:
+        pass  # the authors' whole-model pickles: try the stand-ins
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "source code of class ... has changed" etc.
@@ -151,8 +149,8 @@ def _load_file(path: Path) -> Any:
     except CheckpointError:
         raise
     except Exception as err:
-        raise CheckpointError(f"{path} cannot be read as a WaveGlow checkpoint "
-                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path} cannot be read as a WaveGlow checkpoint: "
+                              f"{load_error_reason(err)}") from None
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -16,15 +17,56 @@ os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 
 
+# ".<name>.<pid>.<random><suffix>.tmp": the writer's pid tells a killed write from a running one.
+_TEMP_FILE = re.compile(r"^\..+\.(\d+)\.[^.]+(\.[^.]+)*\.tmp$")
+_swept: set[Path] = set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left in ``folder`` when its process
+    was killed mid-write (a checkpoint's can be 100 MB); files of live processes stay.
+    Returns the files removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_FILE.match(entry.name)
+        if m and entry.is_file() and not _alive(int(m.group(1))):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write(path: str | Path, write_fn, suffix: str = "") -> None:
     """Call ``write_fn(tmp_path)`` then rename the temp file onto ``path``.
 
     The temp file lives in the destination folder so the rename is atomic: an interrupted
-    write never leaves a truncated ``path``, and an existing ``path`` stays intact.
+    write never leaves a truncated ``path``, and an existing ``path`` stays intact. The first
+    write into a folder also removes the temp files of writes that were killed there.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    folder = path.parent.resolve()
+    if folder not in _swept:
+        _swept.add(folder)
+        remove_stale_temp_files(folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix + ".tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         write_fn(tmp)
