@@ -79,8 +79,10 @@ def load_error_reason(err: Exception) -> str:
                 f"tensors, numbers and containers; flowspeech never unpickles objects from a "
                 f"file, since that can run code")
     if "weights_only" in text:  # PyTorch's advice to unpickle anyway: never pass it on
-        return ("it holds data that PyTorch's safe loader does not accept; flowspeech never "
-                "unpickles objects from a file, since that can run code")
+        reason = re.search(r"WeightsUnpickler error: *\n*\s*([^\n]+)", text)
+        return ("the file is corrupt, truncated, or not a PyTorch file (its pickled data is "
+                "not a plain checkpoint" + (f": {reason.group(1).strip()[:160]}" if reason else "")
+                + ")")
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return (f"the file is corrupt, truncated, or not a PyTorch file ({type(err).__name__}"
             + (f": {first[:200]}" if first else "") + ")")
