@@ -30,3 +30,19 @@ class DatasetError(FlowspeechError):
 class NumericalError(FlowspeechError):
     """A computation gave NaN or infinity where the model's own arithmetic cannot (e.g. a
     faulty reduced-precision kernel of the installed PyTorch on this processor)."""
+
+
+class OutputError(FlowspeechError, OSError):
+    """An output file cannot be written (read-only folder, full disk, the input's own name)."""
+
+
+class FlowspeechWarning(UserWarning):
+    """Something flowspeech changed or decided on the user's behalf, said once."""
+
+
+class TextChangedWarning(FlowspeechWarning):
+    """Input text had characters removed, or read through a transliteration."""
+
+
+class AudioConvertedWarning(FlowspeechWarning):
+    """Input audio was resampled or mixed down to what the model reads."""

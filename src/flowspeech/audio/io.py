@@ -6,24 +6,23 @@ convention of WaveGlow's loader (Prenger et al., 2019) and of ``soundfile``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 
-from flowspeech.errors import AudioError
-from flowspeech.utils.files import FILE_MODE
+from flowspeech.errors import AudioConvertedWarning, AudioError
+from flowspeech.utils.files import atomic_write
 
 PathLike = str | os.PathLike
 
 
 
 def load_wav(
-    path: PathLike, sample_rate: int | None = None, mono: bool = True
+    path: PathLike, sample_rate: int | None = None, mono: bool = True, announce: bool = False
 ) -> tuple[np.ndarray, int]:
     """Reads an audio file (any format libsndfile reads: wav, flac, ogg, ...) or a ``.npy``
     array written by :func:`save_wav`.
@@ -34,6 +33,8 @@ def load_wav(
             A ``.npy`` file stores no rate, so it needs ``sample_rate`` and is taken to be
             at that rate already.
         mono: average the channels.
+        announce: say (an :class:`~flowspeech.errors.AudioConvertedWarning`) when the file
+            was resampled or mixed down, for files a user hands in one at a time.
 
     Returns:
         ``(samples, rate)``: float32 ``[T]`` (``[C, T]`` when ``mono=False``) and its rate.
@@ -58,13 +59,20 @@ def load_wav(
         except (sf.SoundFileError, RuntimeError, OSError, ValueError) as err:
             raise AudioError(f"{path}: cannot be read as audio ({err})") from err
         samples = data.mean(axis=1, dtype=np.float32) if mono else np.ascontiguousarray(data.T)
+        channels = data.shape[1]
 
     if samples.shape[-1] == 0:
         raise AudioError(f"{path}: contains no samples")
     if not np.isfinite(samples).all():
         raise AudioError(f"{path}: contains NaN or infinite samples (corrupt float file?)")
+    changes = []
+    if mono and path.suffix.lower() != ".npy" and channels > 1:
+        changes.append(f"{channels} channels mixed down to mono")
     if sample_rate is not None and sample_rate != rate:
+        changes.append(f"resampled from {rate} Hz to {sample_rate} Hz")
         samples, rate = resample(samples, rate, sample_rate), sample_rate
+    if announce and changes:
+        warnings.warn(f"{path}: {' and '.join(changes)}", AudioConvertedWarning, stacklevel=2)
     return samples, rate
 
 
@@ -109,23 +117,15 @@ def save_wav(path: PathLike, samples: np.ndarray | torch.Tensor, sample_rate: in
     if not np.isfinite(array).all():
         raise AudioError(f"{path}: refusing to save NaN or infinite samples")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             if suffix == ".wav":
                 pcm = np.clip(np.round(array * 32768.0), -32768, 32767).astype(np.int16)
                 sf.write(f, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
             else:
                 np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def _to_mono_float32(samples: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -44,6 +44,10 @@ def run(args) -> int:
     from flowspeech.text import TextFrontend
     from flowspeech.utils.files import atomic_write
 
+    from flowspeech.cli.common import check_output, resolve_device
+
+    check_output(args.out, [args.acoustic, args.data], "--out")
+    args.device = resolve_device(args.device)
     model, payload = load_model(args.acoustic, "glow-tts", device=args.device)
     config = payload["config"]
     frontend = TextFrontend(**config.get("text", {}))

@@ -8,6 +8,7 @@ from flowspeech.cli.common import (
     add_seed_arg,
     audio_output_path,
     check_audio_output,
+    check_output,
     mel_config_from_args,
     seed_everything,
 )
@@ -42,8 +43,9 @@ def run_mel(args) -> int:
 
     if not args.out.endswith(".npy"):
         raise FlowspeechError(f"output {args.out}: mel spectrograms are written as .npy")
+    check_output(args.out, [args.wav])
     config = mel_config_from_args(args)
-    wav, _ = load_wav(args.wav, sample_rate=config.sample_rate)
+    wav, _ = load_wav(args.wav, sample_rate=config.sample_rate, announce=True)
     import torch
 
     mel = mel_spectrogram(torch.from_numpy(wav), config).numpy().astype(np.float32)
@@ -59,7 +61,7 @@ def run_griffin_lim(args) -> int:
     from flowspeech.audio import griffin_lim, save_wav
     from flowspeech.utils.files import load_mel_npy
 
-    out = check_audio_output(audio_output_path(args))
+    out = check_audio_output(audio_output_path(args), [args.mel])
     config = mel_config_from_args(args)
     mel = load_mel_npy(args.mel, n_mels=config.n_mels)
     seed_everything(args.seed)

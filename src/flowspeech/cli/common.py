@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
-from flowspeech.errors import FlowspeechError
+from flowspeech.errors import ConfigError, FlowspeechError, OutputError
 
 AUDIO_SUFFIXES = (".wav", ".npy")
 # Waveform-generator precisions (inference.vocoders.PRECISIONS, without importing torch).
@@ -45,13 +47,89 @@ def add_seed_arg(parser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed, for exact reproduction")
 
 
-def check_audio_output(path: str) -> Path:
+def check_audio_output(path: str, inputs=(), what: str = "output") -> Path:
+    """An audio output path (``.wav`` / ``.npy``) checked by :func:`check_output`."""
     out = Path(path)
     if out.suffix.lower() not in AUDIO_SUFFIXES:
-        raise FlowspeechError(f"output {path}: use a .wav or .npy file name")
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
+        raise FlowspeechError(f"{what} {path}: use a .wav or .npy file name")
+    return check_output(out, inputs, what)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output(path: str | Path, inputs=(), what: str = "output") -> Path:
+    """Refuse, before any work, an output that would replace one of ``inputs`` or that cannot
+    be written (a folder that cannot be made or written to); make missing folders."""
+    out = Path(path)
+    for source in inputs:
+        if source is not None and _same_file(out, Path(source)):
+            raise OutputError(f"{what} {path} is also the input {source}: choose another name, "
+                              f"so that the input is kept")
+    if out.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{what} {path}: cannot make the folder {folder} ({err.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: the folder {folder} is not writable; choose a folder "
+                          f"you can write to")
     return out
+
+
+def check_distinct(**paths) -> None:
+    """Refuse two options that name the same output file (``--out`` and ``--save-mel``)."""
+    given = [(name, Path(p)) for name, p in paths.items() if p is not None]
+    for i, (a, pa) in enumerate(given):
+        for b, pb in given[i + 1:]:
+            if _same_file(pa, pb):
+                raise OutputError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')} name the same "
+                                  f"file {pa}: give each its own")
+
+
+# A file stem: letters, digits and . _ - (no separators, no leading dot, no "..").
+_SAFE_STEM = re.compile(r"^(?!\.)(?!.*\.\.)[\w.-]{1,200}$")
+
+
+def check_file_stem(stem: str, where: str) -> str:
+    """``stem`` if it is safe as a file name inside an output folder, else a FlowspeechError
+    naming ``where`` (e.g. ``lines.txt:7``): IDs of a text file must not reach outside it."""
+    if not _SAFE_STEM.match(stem):
+        raise FlowspeechError(f"{where}: the ID {stem!r} cannot be a file name; use letters, "
+                              f"digits, '.', '_' and '-' (no '/', no leading '.', no '..')")
+    return stem
+
+
+def resolve_device(name: str | None):
+    """``torch.device(name)``, checked: an unknown name or a device this PyTorch build or
+    machine lacks is a ConfigError that says what to use instead. None: the CPU."""
+    import torch
+
+    if name is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "no usable GPU here"
+            raise ConfigError(f"--device {name}: CUDA is not available (PyTorch {torch.__version__}, "
+                              f"{build}); use --device cpu, or install a CUDA build of PyTorch")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {name}: MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {name}: flowspeech runs on cpu, cuda or mps")
+    return device
 
 
 def mel_config_from_args(args):

@@ -19,8 +19,10 @@ def run(args) -> int:
     import os
 
     from flowspeech.checkpoints import export_checkpoint
+    from flowspeech.cli.common import check_output
     from flowspeech.models.registry import inference_state
 
+    check_output(args.out, [args.checkpoint], "--out")
     info = export_checkpoint(args.checkpoint, args.out, args.half, inference_state)
     print(f"{args.out}: {info['parameters']:,} values from step {info['step']}, "
           f"{os.path.getsize(args.out) / 1e6:.1f} MB{' (float16)' if args.half else ''}")

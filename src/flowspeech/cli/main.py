@@ -39,10 +39,47 @@ def build_parser() -> argparse.ArgumentParser:
         description="Flow-based text-to-speech: Glow-TTS, WaveGlow, FloWaveNet, NaturalSpeech.",
     )
     parser.add_argument("--version", action="version", version=f"flowspeech {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of one line")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(subparsers)
+    for sub in subparsers.choices.values():  # `flowspeech CMD ... --debug` works too
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="on an error, show the full traceback instead of one line")
     return parser
+
+
+def _os_error_line(err: OSError) -> str:
+    """One line for a file-system failure: what, where, and what to do."""
+    import errno
+
+    where = f" {err.filename}" if err.filename else ""
+    what = err.strerror or str(err)
+    hint = {errno.ENOSPC: "the disk is full: free some space or write elsewhere",
+            errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere",
+            errno.EROFS: "that file system is read-only: write elsewhere",
+            errno.EACCES: "you may not write there: choose a folder you own",
+            errno.EPERM: "you may not write there: choose a folder you own",
+            errno.ENOENT: "check the path"}.get(err.errno)
+    return f"{what}:{where}" + (f" ({hint})" if hint else "")
+
+
+def _show_warning(command: str):
+    """Warnings flowspeech gives on purpose as one line each; others as Python shows them."""
+    import warnings
+
+    from flowspeech.errors import FlowspeechWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FlowspeechWarning):
+            print(f"flowspeech {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,16 +88,25 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    import warnings
+
     from flowspeech.errors import FlowspeechError
 
+    saved = warnings.showwarning
+    warnings.showwarning = _show_warning(args.command)
     try:
         return int(args.run(args) or 0)
-    except FlowspeechError as err:
-        print(f"flowspeech {args.command}: error: {err}", file=sys.stderr)
+    except (FlowspeechError, OSError) as err:
+        if args.debug:
+            raise
+        line = str(err) if isinstance(err, FlowspeechError) else _os_error_line(err)
+        print(f"flowspeech {args.command}: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"flowspeech {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = saved
 
 
 if __name__ == "__main__":

@@ -124,6 +124,10 @@ def run(args) -> int:
     from flowspeech.training.trainer import Trainer
 
     recipe = PhonemeLMRecipe(config, run_dir=args.out)
+    if args.device is not None:
+        from flowspeech.cli.common import resolve_device
+
+        resolve_device(args.device)  # a typo or a missing GPU: one line now, not a traceback later
     trainer = Trainer(recipe, args.out, args.text, val_data=args.val_text, resume=args.resume,
                       max_steps=args.max_steps, device=args.device, progress=not args.no_progress)
     result = trainer.fit()

@@ -46,24 +46,32 @@ def register(subparsers) -> None:
 
 
 def _read_lines(path: str) -> list[tuple[str, str]]:
+    """``(id, text)`` of every non-empty line (``ID|text`` or plain text, whose ID is its line
+    number); IDs are checked as file names and must be unique."""
     from pathlib import Path
 
+    from flowspeech.cli.common import check_file_stem
     from flowspeech.errors import FlowspeechError
 
     try:
         raw = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise FlowspeechError(f"cannot read --text-file {path}: {err}") from None
-    rows = []
+    rows, first_line = [], {}
     for n, line in enumerate(raw, 1):
         if not line.strip():
             continue
         if "|" in line:
             uid, _, text = line.partition("|")
-            text = text.split("|")[-1]
+            uid, text = uid.strip(), text.split("|")[-1]
         else:
             uid, text = f"{n:04d}", line
-        rows.append((uid.strip(), text.strip()))
+        check_file_stem(uid, f"{path}:{n}")
+        if uid in first_line:
+            raise FlowspeechError(f"{path}:{n}: the ID {uid!r} is already used on line "
+                                  f"{first_line[uid]}; each line needs its own ID (file name)")
+        first_line[uid] = n
+        rows.append((uid, text.strip()))
     if not rows:
         raise FlowspeechError(f"--text-file {path} has no text")
     return rows
@@ -76,29 +84,42 @@ def run(args) -> int:
     import numpy as np
 
     from flowspeech.audio import save_wav
-    from flowspeech.cli.common import check_audio_output
+    from flowspeech.cli.common import check_audio_output, check_distinct, check_output, resolve_device
+    from flowspeech.errors import FlowspeechError
     from flowspeech.inference.synthesizer import Synthesizer
     from flowspeech.utils.files import atomic_save_npy
 
+    out = Path(args.out)
+    per_line_folder = args.text_file is not None and out.suffix == ""
+    inputs = [args.text_file, args.acoustic, args.model, args.vocoder]
+    if per_line_folder:
+        if args.save_mel:
+            raise FlowspeechError("--save-mel writes one file; with a folder for --out, leave it out")
+        rows = _read_lines(args.text_file)
+        check_output(out / f"{rows[0][0]}.wav", inputs, "--out")
+    else:
+        check_audio_output(str(out), inputs, "--out")
+        if args.save_mel:
+            if not args.save_mel.endswith(".npy"):
+                raise FlowspeechError(f"--save-mel {args.save_mel}: mel spectrograms are written as .npy")
+            check_output(args.save_mel, inputs, "--save-mel")
+            check_distinct(out=args.out, save_mel=args.save_mel)
+    device = resolve_device(args.device)
     t0 = time.perf_counter()
-    tts = Synthesizer(args.acoustic or args.model, voice=args.voice, vocoder=args.vocoder, device=args.device,
+    tts = Synthesizer(args.acoustic or args.model, voice=args.voice, vocoder=args.vocoder, device=device,
                       noise_scale=args.noise_scale, length_scale=args.length_scale, sigma=args.sigma,
                       denoise=args.denoise, vocoder_precision=args.vocoder_precision)
     t_load = time.perf_counter() - t0
     kwargs = {"seed": args.seed, "speaker": args.speaker, "with_mels": args.save_mel is not None}
-    out = Path(args.out)
-    per_line_folder = args.text_file is not None and out.suffix == ""
     t1 = time.perf_counter()
     if per_line_folder:
-        out.mkdir(parents=True, exist_ok=True)
         total = 0.0
-        for uid, text in _read_lines(args.text_file):
+        for uid, text in rows:
             result = tts.synthesize_full(text, **kwargs)
             save_wav(out / f"{uid}.wav", result.waveform, result.sample_rate)
             total += len(result.waveform) / result.sample_rate
-        summary = f"{out}/: {total:.2f} s of audio in {len(_read_lines(args.text_file))} files"
+        summary = f"{out}/: {total:.2f} s of audio in {len(rows)} files"
     else:
-        check_audio_output(str(out))
         if args.text_file is not None:
             result = tts.synthesize_sentences([t for _, t in _read_lines(args.text_file)], **kwargs)
         else:

@@ -98,6 +98,10 @@ def run(args) -> int:
     from flowspeech.training.recipes import recipe_for
     from flowspeech.training.trainer import Trainer
 
+    if args.device is not None:
+        from flowspeech.cli.common import resolve_device
+
+        resolve_device(args.device)  # a typo or a missing GPU: one line now, not a traceback later
     trainer = Trainer(recipe_for(config), args.out, args.data, val_data=args.val_data,
                       cache_dir=args.cache_dir, resume=args.resume, max_steps=args.max_steps,
                       device=args.device, progress=not args.no_progress, init_from=args.init_from,

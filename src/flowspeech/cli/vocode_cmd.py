@@ -58,12 +58,13 @@ def run(args) -> int:
     import torch
 
     from flowspeech.audio import load_wav, log_spectral_distance, mel_spectrogram, save_wav
-    from flowspeech.cli.common import audio_output_path, check_audio_output, mel_config_from_args
+    from flowspeech.cli.common import audio_output_path, check_audio_output, mel_config_from_args, resolve_device
     from flowspeech.errors import ConfigError
     from flowspeech.inference.vocoders import GriffinLimVocoder, load_vocoder
     from flowspeech.utils.files import load_mel_npy
 
-    out = check_audio_output(audio_output_path(args))
+    out = check_audio_output(audio_output_path(args), [args.wav, args.mel, args.vocoder])
+    args.device = resolve_device(args.device)
     griffin = str(args.vocoder) in ("griffin-lim", "griffinlim", "gl")
     if griffin and args.sigma is not None:
         raise ConfigError("--sigma applies to neural vocoders, not griffin-lim")
@@ -78,7 +79,7 @@ def run(args) -> int:
     cfg = vocoder.mel_config
     reference = None
     if args.wav is not None:
-        reference, _ = load_wav(args.wav, sample_rate=cfg.sample_rate)
+        reference, _ = load_wav(args.wav, sample_rate=cfg.sample_rate, announce=True)
         mel = mel_spectrogram(torch.from_numpy(reference), cfg)
         source = f"the mel of {args.wav}"
     else:

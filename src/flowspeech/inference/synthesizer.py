@@ -11,6 +11,9 @@ per call, so ``seed=`` reproduces a result exactly.
 
 from __future__ import annotations
 
+import math
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +23,12 @@ import torch
 from flowspeech.audio import mel_spectrogram
 from flowspeech.config import mel_config
 from flowspeech.data import SpeakerTable
-from flowspeech.errors import ConfigError, FlowspeechError
+from flowspeech.errors import ConfigError, FlowspeechError, TextChangedWarning
 from flowspeech.inference.loading import load_model
 from flowspeech.inference.vocoders import load_vocoder, precision_dtype
 from flowspeech.models.registry import Role
 from flowspeech.text import TextFrontend, split_sentences
+from flowspeech.text.normalize import describe_changes
 from flowspeech.voices import default_voice, get_voice
 
 
@@ -35,6 +39,23 @@ class SynthesisResult:
     mels: list[np.ndarray]   # one [n_mels, frames] per sentence (end-to-end models: if asked)
     sentences: list[str]
     timings: dict[str, float] | None = None  # seconds per stage: text, acoustic, vocoder
+
+
+# Outside these the output is silence, noise or minutes per word: a typo, not a setting.
+SCALE_LIMITS = {"noise_scale": (0.0, 10.0), "length_scale": (0.1, 10.0)}
+
+
+def check_scale(name: str, value) -> float:
+    """``value`` as a float within :data:`SCALE_LIMITS`, else a ConfigError naming it."""
+    low, high = SCALE_LIMITS[name]
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        usual = "1.0, the model's own pace" if name == "length_scale" else "0.667, the usual"
+        raise ConfigError(f"{name} must lie in [{low:g}, {high:g}] ({usual}), got {value:g}")
+    return value
 
 
 class Synthesizer:
@@ -108,10 +129,10 @@ class Synthesizer:
                 f"vocoder trained on the same audio settings")
         # Explicit arguments win, then what the voice was evaluated with, then the authors' defaults.
         voice_defaults = (self.voice.info.get("inference") or {}) if self.voice is not None else {}
-        self.noise_scale = float(noise_scale if noise_scale is not None
-                                 else voice_defaults.get("noise_scale", 0.667))
-        self.length_scale = float(length_scale if length_scale is not None
-                                  else voice_defaults.get("length_scale", 1.0))
+        self.noise_scale = check_scale("noise_scale", noise_scale if noise_scale is not None
+                                       else voice_defaults.get("noise_scale", 0.667))
+        self.length_scale = check_scale("length_scale", length_scale if length_scale is not None
+                                        else voice_defaults.get("length_scale", 1.0))
         self.sentence_pause = sentence_pause
         self.max_frames = int(max_seconds * self.mel_config.sample_rate / self.mel_config.hop_length)
         self.batch_size = batch_size
@@ -149,8 +170,10 @@ class Synthesizer:
         second)."""
         if not sentences:
             raise FlowspeechError("nothing to synthesise: the text is empty")
-        import time
-
+        noise_scale = self.noise_scale if noise_scale is None else check_scale("noise_scale", noise_scale)
+        length_scale = self.length_scale if length_scale is None else check_scale("length_scale", length_scale)
+        for note in describe_changes(" ".join(sentences)):
+            warnings.warn(note, TextChangedWarning, stacklevel=2)
         t0 = time.perf_counter()
         ids = [self.frontend.encode(s) for s in sentences]
         timings = {"text": time.perf_counter() - t0, "acoustic": 0.0, "vocoder": 0.0}
@@ -167,8 +190,7 @@ class Synthesizer:
             with torch.inference_mode():
                 out = self.model.infer(
                     tokens, lengths, speakers=self._speaker_ids(speaker, len(chunk)),
-                    noise_scale=self.noise_scale if noise_scale is None else noise_scale,
-                    length_scale=self.length_scale if length_scale is None else length_scale,
+                    noise_scale=noise_scale, length_scale=length_scale,
                     generator=generator, max_frames=self.max_frames)
             t1 = time.perf_counter()
             timings["acoustic"] += t1 - t0

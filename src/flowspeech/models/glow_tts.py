@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from flowspeech.align import maximum_path, path_from_durations
 from flowspeech.align.likelihood import LOG_2PI, pairwise_gaussian_log_likelihood
+from flowspeech.errors import TextError
 from flowspeech.flows import (
     ActNorm,
     AffineCoupling,
@@ -322,7 +323,7 @@ class GlowTTS(TextToMel):
         mel_lengths = torch.clamp_min((mel_lengths // self.n_sqz) * self.n_sqz, self.n_sqz)
         n_frames = int(mel_lengths.max())
         if max_frames is not None and n_frames > max_frames:
-            raise ValueError(f"synthesis would produce {n_frames} frames, over the limit of "
+            raise TextError(f"synthesis would produce {n_frames} frames, over the limit of "
                              f"{max_frames}: split the text into shorter sentences")
         z_mask = length_mask(mel_lengths, n_frames, mean.dtype)
         pair_mask = text_mask.transpose(1, 2) * z_mask

@@ -46,7 +46,7 @@ from torch import nn
 
 from flowspeech.align import maximum_path
 from flowspeech.align.likelihood import LOG_2PI, pairwise_gaussian_log_likelihood
-from flowspeech.errors import ConfigError
+from flowspeech.errors import ConfigError, TextError
 from flowspeech.flows import (
     AffineCoupling,
     ChannelFlip,
@@ -510,7 +510,7 @@ class NaturalSpeech(TextToWaveform):
         lengths = predicted_frame_lengths(durations, text_mask)
         n_frames = int(lengths.max())
         if max_frames is not None and n_frames > max_frames:
-            raise ValueError(f"synthesis would produce {n_frames} frames, over the limit of "
+            raise TextError(f"synthesis would produce {n_frames} frames, over the limit of "
                              f"{max_frames}: split the text into shorter sentences")
         mean, log_scale, mask, _ = self.durator.frame_prior(h, durations, text_mask, lengths, n_frames)
         noise = randn(*mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)

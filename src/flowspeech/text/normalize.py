@@ -25,6 +25,7 @@ The ``"english"`` pipeline reads ``£`` and ``€`` amounts before transliterati
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 from anyascii import anyascii
@@ -61,6 +62,11 @@ _EXTRA_RES = _patterns(EXTRA_ABBREVIATIONS)
 _ETC_AT_END_RE = re.compile(r"\betc\.(\s*)$")
 
 _WHITESPACE_RE = re.compile(r"\s+")
+# Terminal escape sequences (CSI such as "\x1b[31m", OSC up to BEL or ST) and every other
+# control character but whitespace: removed whole before anything else, so that "\x1b[31m"
+# is not read as "thirty-one m".
+_CONTROL_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]?"
+                         r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # After transliteration: anything but printable ASCII and whitespace (control characters,
 # NUL, DEL) can never be spoken.
 _UNPRINTABLE_RE = re.compile(r"[^\x20-\x7e\s£€]+")
@@ -97,6 +103,43 @@ def to_ascii(text: str, keep_currency: bool = False) -> str:
     return _NON_ASCII_RE.sub(lambda m: _transliterate(m.group(0)), text)
 
 
+def strip_control(text: str) -> str:
+    """``text`` without terminal escape sequences and control characters (whitespace kept)."""
+    return _CONTROL_RE.sub("", text)
+
+
+def describe_changes(text: str, limit: int = 5) -> list[str]:
+    """What normalisation will do to ``text`` that its writer may not expect, one sentence
+    each: control characters and escape sequences removed, letters of non-Latin scripts read
+    through their Latin transliteration (``"中文"`` as ``"ZhongWen"``), characters dropped
+    because nothing in them can be spoken (emoji). Empty for ordinary English text."""
+    notes = []
+    removed = _CONTROL_RE.findall(text)
+    if removed:
+        shown = ", ".join(repr(r) for r in removed[:limit])
+        notes.append(f"removed {len(removed)} control character(s) or escape sequence(s): {shown}")
+    text = strip_control(text)
+    if text.isascii():
+        return notes
+    foreign, dropped = {}, []
+    for char in dict.fromkeys(c for c in text if not c.isascii()):
+        out = _transliterate(char)
+        if not out.strip():
+            if not char.isspace():
+                dropped.append(char)
+        elif unicodedata.category(char).startswith("L") and \
+                not unicodedata.name(char, "").startswith("LATIN"):
+            foreign[char] = out
+    if foreign:
+        shown = ", ".join(f"{c!r} as {t!r}" for c, t in list(foreign.items())[:limit])
+        notes.append(f"read {len(foreign)} letter(s) of other scripts through their Latin "
+                     f"transliteration, which is not their pronunciation: {shown}")
+    if dropped:
+        shown = ", ".join(repr(c) for c in dropped[:limit])
+        notes.append(f"dropped {len(dropped)} character(s) that cannot be spoken: {shown}")
+    return notes
+
+
 def expand_abbreviations(text: str, extended: bool = False) -> str:
     """Expand ``mr.`` -> ``mister`` etc. in lower-case text (``extended`` adds vs., etc., ...)."""
     for needle, pattern, expansion in _TACOTRON_RES:
@@ -127,6 +170,7 @@ def normalize_english(text: str, mode: str = "english") -> str:
         Lower-case ASCII text (``"Dr. Smith paid $5."`` -> ``"doctor smith paid five
         dollars."``). It may be empty.
     """
+    text = strip_control(text)
     if mode == "english":
         text = to_ascii(text, keep_currency=True)
         text = _UNPRINTABLE_RE.sub("", text).lower().replace("&", " and ")

@@ -25,6 +25,7 @@ from pathlib import Path
 from flowspeech.checkpoints import export_checkpoint, load_checkpoint
 from flowspeech.errors import FlowspeechError
 from flowspeech.models.registry import Role, get_spec, inference_state, model_specs
+from flowspeech.utils.files import FolderLock
 
 DEFAULT_VOICE = "slt-glow-tts-small"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -58,7 +59,7 @@ def _scan(root: Path, source: str) -> list[Voice]:
     if not root.is_dir():
         return []
     voices = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         acoustic = folder / "acoustic.pt"
         if not acoustic.is_file():
             continue
@@ -116,10 +117,9 @@ def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None =
                               f"(at most 64 characters)")
     if any(v.name == name for v in _scan(shipped_voices_dir(), "shipped")):
         raise FlowspeechError(f"{name!r} is a shipped voice; choose another name")
-    root = user_voices_dir()
-    target = root / name
-    if target.exists() and not overwrite:
-        raise FlowspeechError(f"voice {name!r} already exists ({target}); pass --overwrite to replace it")
+    if (user_voices_dir() / name).exists() and not overwrite:  # fail before reading checkpoints
+        raise FlowspeechError(f"voice {name!r} already exists ({user_voices_dir() / name}); pass "
+                              f"--overwrite to replace it")
     payload = load_checkpoint(acoustic)
     acoustic_spec = get_spec(payload["model_type"])
     if acoustic_spec.role not in (Role.TEXT_TO_MEL, Role.TEXT_TO_WAVEFORM):
@@ -134,31 +134,38 @@ def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None =
         vocoder_spec = get_spec(load_checkpoint(vocoder)["model_type"])
         if vocoder_spec.role != Role.MEL_TO_WAVEFORM:
             raise FlowspeechError(f"{vocoder} holds a {vocoder_spec.name!r} model, not a vocoder")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        export_checkpoint(acoustic, tmp / "acoustic.pt", half, inference_state)
-        if vocoder_spec is not None:
-            export_checkpoint(vocoder, tmp / "vocoder.pt", half, inference_state)
-        info = {
-            "name": name,
-            "description": description or payload["config"].get("description", acoustic_spec.name),
-            "acoustic_from": str(Path(acoustic).resolve()),
-            "acoustic_step": payload.get("step"),
-            "vocoder_from": str(Path(vocoder).resolve()) if vocoder is not None else None,
-            "float16": half,
-        }
-        if inference:
-            info["inference"] = {k: float(v) for k, v in inference.items() if v is not None}
-        (tmp / "voice.json").write_text(json.dumps(info, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    root = user_voices_dir()
+    target = root / name
+    # One registration or removal at a time: a second `voices add NAME` fails naming the first.
+    with FolderLock(root, f"voices add {name}"):
+        for stale in root.glob(".*.tmp*"):  # left by killed registrations (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        if target.exists() and not overwrite:
+            raise FlowspeechError(f"voice {name!r} already exists ({target}); pass --overwrite to "
+                                  f"replace it")
+        tmp = root / f".{name}.tmp{os.getpid()}"
+        tmp.mkdir()
+        try:
+            export_checkpoint(acoustic, tmp / "acoustic.pt", half, inference_state)
+            if vocoder_spec is not None:
+                export_checkpoint(vocoder, tmp / "vocoder.pt", half, inference_state)
+            info = {
+                "name": name,
+                "description": description or payload["config"].get("description", acoustic_spec.name),
+                "acoustic_from": str(Path(acoustic).resolve()),
+                "acoustic_step": payload.get("step"),
+                "vocoder_from": str(Path(vocoder).resolve()) if vocoder is not None else None,
+                "float16": half,
+            }
+            if inference:
+                info["inference"] = {k: float(v) for k, v in inference.items() if v is not None}
+            (tmp / "voice.json").write_text(json.dumps(info, indent=2) + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return get_voice(name)
 
 
@@ -167,5 +174,6 @@ def remove_voice(name: str) -> Path:
     voice = get_voice(name)
     if voice.source != "user":
         raise FlowspeechError(f"{name!r} ships with the package and cannot be removed")
-    shutil.rmtree(voice.folder)
+    with FolderLock(user_voices_dir(), f"voices remove {name}"):
+        shutil.rmtree(voice.folder)
     return voice.folder
