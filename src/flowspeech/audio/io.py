@@ -6,6 +6,7 @@ convention of WaveGlow's loader (Prenger et al., 2019) and of ``soundfile``.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -118,12 +119,15 @@ def save_wav(path: PathLike, samples: np.ndarray | torch.Tensor, sample_rate: in
         raise AudioError(f"{path}: refusing to save NaN or infinite samples")
 
     def write(tmp: str) -> None:
+        # Encoded in memory first: libsndfile's callbacks swallow the OSError of a full disk.
+        data = io.BytesIO()
+        if suffix == ".wav":
+            pcm = np.clip(np.round(array * 32768.0), -32768, 32767).astype(np.int16)
+            sf.write(data, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
+        else:
+            np.save(data, array, allow_pickle=False)
         with open(tmp, "wb") as f:
-            if suffix == ".wav":
-                pcm = np.clip(np.round(array * 32768.0), -32768, 32767).astype(np.int16)
-                sf.write(f, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
-            else:
-                np.save(f, array, allow_pickle=False)
+            f.write(data.getbuffer())
 
     atomic_write(path, write)
 

@@ -36,8 +36,14 @@ def frontend_options(args) -> dict:
 
 
 def run(args) -> int:
-    from flowspeech.text import TextFrontend
+    import warnings
 
+    from flowspeech.errors import TextChangedWarning
+    from flowspeech.text import TextFrontend
+    from flowspeech.text.normalize import describe_changes
+
+    for note in describe_changes(args.text):
+        warnings.warn(note, TextChangedWarning, stacklevel=1)
     frontend = TextFrontend(**frontend_options(args))
     normalized = frontend.normalize(args.text)
     phonemes = frontend.phonemize(args.text)

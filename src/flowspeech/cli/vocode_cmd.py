@@ -63,7 +63,7 @@ def run(args) -> int:
     from flowspeech.inference.vocoders import GriffinLimVocoder, load_vocoder
     from flowspeech.utils.files import load_mel_npy
 
-    out = check_audio_output(audio_output_path(args), [args.wav, args.mel, args.vocoder])
+    out = check_audio_output(audio_output_path(args), [args.wav, args.mel, args.vocoder], "--out")
     args.device = resolve_device(args.device)
     griffin = str(args.vocoder) in ("griffin-lim", "griffinlim", "gl")
     if griffin and args.sigma is not None:
