@@ -453,3 +453,20 @@ def test_any_text_gives_ids_or_text_error(text):
             continue
         assert ids and all(type(i) is int and 0 <= i < fe.n_vocab for i in ids)
         assert isinstance(fe.decode(ids), str)
+
+
+_CONTROL = st.sampled_from(["\x1b[31m", "\x1b[0m", "\x1b]0;title\x07", "\x00", "\x07", "\x7f",
+                            "\x85", "\x1b", "\x1b[38;5;196m"])
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.text(max_size=12), _CONTROL, st.sampled_from(TRICKY)), max_size=8).map("".join))
+def test_control_characters_never_reach_the_model_and_are_always_reported(text):
+    from flowspeech.text.normalize import MODES, describe_changes, strip_control
+
+    notes = describe_changes(text)
+    assert all(isinstance(n, str) and "\n" not in n for n in notes)
+    assert (strip_control(text) != text) == any(n.startswith("removed") for n in notes)
+    for mode in MODES:
+        out = normalize_english(text, mode)
+        assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in out if c not in " "), (mode, out)
