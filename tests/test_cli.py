@@ -165,7 +165,7 @@ def test_durations_from_a_glow_tts_with_blanks(tiny_checkpoint, tiny_dataset, tm
                  "--split", "train", "--out", str(out), "--merge-blanks"]) == 0
     config = tiny_config()
     config["text"] = {**load_config("glow-tts-small")["text"], "add_blank": False}
-    config["train"]["extra"]["durations"] = str(out)
+    config["train"]["durations"] = str(out)
     recipe = NaturalSpeechRecipe(config)
     train, _ = recipe.build_datasets(str(tiny_dataset), None, None)
     items = [train[i] for i in range(len(train))]

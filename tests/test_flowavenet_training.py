@@ -25,7 +25,7 @@ TINY_FLOWAVENET = {
     "base": "flowavenet-small",
     "model_args": {"n_blocks": 2, "n_flows": 2, "n_layers": 2, "channels": 16, "block_per_split": 1},
     "train": {"batch_size": 4, "num_workers": 0, "log_every": 1, "eval_every": 1000,
-              "checkpoint_every": 2, "keep_checkpoints": 3, "extra": {"segment_length": 2048}},
+              "checkpoint_every": 2, "keep_checkpoints": 3, "segment_length": 2048},
 }
 
 
@@ -41,8 +41,8 @@ def test_presets_carry_the_authors_training_settings():
     recipe = recipe_for(load_config("flowavenet-base"))
     t = recipe.train
     assert (t.learning_rate, t.grad_clip_norm, t.n_buckets, t.batch_size) == (1e-3, 1.0, 1, 8)
-    assert (recipe.segment_length, recipe.lr_decay_every, recipe.lr_decay_factor) == (15872, 200000, 0.5)
-    assert recipe.temperature == 0.8
+    assert (recipe.train.segment_length, recipe.train.lr_decay_every, recipe.train.lr_decay_factor) == (15872, 200000, 0.5)
+    assert recipe.train.val_sigma == 0.8
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     schedule = recipe.build_schedulers({"main": opt})["main"]
     factor = schedule.lr_lambdas[0]
@@ -87,9 +87,9 @@ def test_loss_decreases_on_a_fixed_batch(tiny_config, tiny_dataset, plain_step_c
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"train": {"extra": {"segment_lenght": 2048}}}, "segment_lenght"),
-    ({"train": {"extra": {"segment_length": 2000}}}, "multiple of the hop"),
-    ({"train": {"extra": {"lr_decay_factor": 2}}}, "lr_decay_factor"),
+    ({"train": {"segment_lenght": 2048}}, "segment_lenght"),
+    ({"train": {"segment_length": 2000}}, "multiple of the hop"),
+    ({"train": {"lr_decay_factor": 2}}, "lr_decay_factor"),
 ])
 def test_config_errors_are_clear(tiny_config, override, message):
     with pytest.raises(ConfigError, match=message):

@@ -39,7 +39,7 @@ def tiny_config(**switches) -> dict:
     config["discriminator_args"] = {"periods": [2, 3], "n_scales": 1, "channels_scale": 0.0625}
     config["train"].update({"batch_size": 2, "num_workers": 0, "log_every": 1, "eval_every": 1000,
                             "checkpoint_every": 2, "max_steps": 2})
-    config["train"]["extra"] = {"warmup_steps": 0}
+    config["train"]["durator_warmup_steps"] = 0
     return config
 
 
@@ -218,7 +218,7 @@ def test_training_starts_the_memory_bank_at_memory_start(tmp_path):
     data = make_ljspeech(tmp_path / "data", n=4)
     config = tiny_config()
     config["train"].update({"checkpoint_every": 1, "n_buckets": 1})
-    config["train"]["extra"] = {"warmup_steps": 0, "memory_start": 1}
+    config["train"].update(durator_warmup_steps=0, memory_start=1)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     _train(path, data, tmp_path / "run", 2)
@@ -230,7 +230,7 @@ def test_training_starts_the_memory_bank_at_memory_start(tmp_path):
     assert not torch.equal(first["generator.memory.bank"], second["generator.memory.bank"])
     log = (tmp_path / "run" / "train.log").read_text()
     assert "step 1: memory bank started from k-means of" in log
-    config["train"]["extra"]["memory_init"] = "nearest"
+    config["train"]["memory_init"] = "nearest"
     path.write_text(yaml.safe_dump(config))
     from flowspeech.cli.main import main
 
@@ -414,7 +414,7 @@ def test_pretrained_phoneme_encoder_starts_the_model_and_its_sup_phonemes_reach_
     lm_checkpoint = sorted((tmp_path / "lm" / "checkpoints").glob("*.pt"))[-1]
     encoder_state, tokenizer, _ = load_pretrained_phoneme_encoder(lm_checkpoint)
 
-    config["train"]["extra"]["phoneme_encoder_checkpoint"] = str(lm_checkpoint)
+    config["train"]["phoneme_encoder_checkpoint"] = str(lm_checkpoint)
     recipe = NaturalSpeechRecipe(config)
     model = recipe.build_model()
     assert model.generator.encoder.sup_emb.num_embeddings == tokenizer.vocab_size
@@ -458,7 +458,7 @@ def test_resume_is_exact_with_two_optimisers(tmp_path):
     data = make_ljspeech(tmp_path / "data", n=4)
     config = tiny_config()
     config["train"].update({"checkpoint_every": 1, "n_buckets": 1})
-    config["train"]["extra"] = {"warmup_steps": 1}   # the resumed steps cross into full training
+    config["train"]["durator_warmup_steps"] = 1   # the resumed steps cross into full training
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     straight = _train(path, data, tmp_path / "straight", 3)
@@ -520,7 +520,7 @@ def test_durations_from_an_align_file_reach_the_batch(tmp_path):
         return [frames // n + (i < frames % n) for i in range(n)]
 
     path = tmp_path / "durations.jsonl"
-    config["train"]["extra"]["durations"] = str(path)
+    config["train"]["durations"] = str(path)
     # One frame more than the spectrogram has (centred framing): the last token gives it up.
     lines = [{"id": item["id"], "durations": even_split(item, extra)} for item, extra in zip(items, (0, 1))]
     batch = write(lines).collate(items)

@@ -22,7 +22,7 @@ from flowspeech.errors import CheckpointError, ConfigError
 from flowspeech.models.waveglow import Denoiser, WaveGlow
 from flowspeech.models.waveglow_import import import_waveglow, load_authors_waveglow
 from flowspeech.checkpoints import load_checkpoint, load_state_dict_checked
-from flowspeech.training.recipe import TrainConfig
+from flowspeech.training.recipes.waveglow import WaveGlowTrainConfig
 
 torch.set_num_threads(1)
 
@@ -169,8 +169,7 @@ def test_parameter_count_of_the_paper_model():
 def test_presets_and_config_errors():
     for name in ("waveglow-base", "waveglow-small"):
         config = load_config(name)
-        TrainConfig.from_dict(config["train"])
-        assert config["train"]["extra"]["segment_length"] > 0
+        assert WaveGlowTrainConfig.from_dict(config["train"]).segment_length > 0
     small = load_config("waveglow-small")
     assert "not the paper" in small["description"]
     with torch.device("meta"):

@@ -28,7 +28,7 @@ TINY_WAVEGLOW = {
     "model_args": {"n_flows": 2, "n_early_every": 1, "n_layers": 2, "n_channels": 16,
                    "upsample_kernel_size": 256},
     "train": {"batch_size": 4, "num_workers": 0, "log_every": 1, "eval_every": 1000,
-              "checkpoint_every": 2, "keep_checkpoints": 3, "extra": {"segment_length": 2048}},
+              "checkpoint_every": 2, "keep_checkpoints": 3, "segment_length": 2048},
 }
 
 
@@ -65,7 +65,7 @@ def test_train_end_to_end_then_vocode(tiny_waveglow_config, tiny_dataset, tmp_pa
                  "--set", "train.eval_every=4") == 0
     assert [s for s, _ in CheckpointManager(run).list()] == [2, 4]
     payload = latest_state(run)
-    assert payload["step"] == 4 and payload["config"]["train"]["extra"]["segment_length"] == 2048
+    assert payload["step"] == 4 and payload["config"]["train"]["segment_length"] == 2048
     log = (run / "train.log").read_text()
     # nats per sample: nll = loss + 0.5 log(2 pi) with sigma = 1, near 0.92 for quiet audio
     # while the couplings are still near the identity.
@@ -86,7 +86,7 @@ def test_train_end_to_end_then_vocode(tiny_waveglow_config, tiny_dataset, tmp_pa
 
 def test_loss_decreases_on_a_fixed_batch(tiny_waveglow_config, tiny_dataset, plain_step_context):
     torch.manual_seed(0)
-    recipe = recipe_for(load_config(tiny_waveglow_config, {"train": {"extra": {"sigma": 0.5}}}))
+    recipe = recipe_for(load_config(tiny_waveglow_config, {"train": {"sigma": 0.5}}))
     train_set, _ = recipe.build_datasets(str(tiny_dataset), None, None)
     batch = recipe.collate([train_set[i] for i in range(4)])
     model = recipe.build_model()
@@ -127,10 +127,10 @@ def test_resume_is_exact(tiny_waveglow_config, tiny_dataset, tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"train": {"extra": {"segment_lenght": 2048}}}, "segment_lenght"),
-    ({"train": {"extra": {"sigma": 0}}}, "sigma must be a positive"),
-    ({"train": {"extra": {"segment_length": 2044}}}, "multiple of n_group"),
-    ({"train": {"extra": {"segment_length": 2000}}}, "not covered by its 7 mel frames"),
+    ({"train": {"segment_lenght": 2048}}, "segment_lenght"),
+    ({"train": {"sigma": 0}}, "train.sigma must be > 0"),
+    ({"train": {"segment_length": 2044}}, "multiple of n_group"),
+    ({"train": {"segment_length": 2000}}, "not covered by its 7 mel frames"),
 ])
 def test_config_errors_are_clear(tiny_waveglow_config, override, message):
     with pytest.raises(ConfigError, match=message):

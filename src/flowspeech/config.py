@@ -17,9 +17,12 @@ checkout). Every preset has the same four sections::
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from flowspeech.errors import ConfigError
 
@@ -35,11 +38,29 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1's safe loader, reading ``1e-4`` as a number (YAML 1.1 wants ``1.0e-4``, so
+    PyYAML reads the common form as a string, and a learning rate would become text)."""
 
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that reads ``1e-4`` as a float (see :class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err}") from err
     except yaml.YAMLError as err:

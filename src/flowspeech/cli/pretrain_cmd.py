@@ -68,10 +68,12 @@ def resolve_config(source: str | None) -> dict:
     if path.suffix in (".yaml", ".yml") or path.exists():
         import yaml
 
+        from flowspeech.config import load_yaml
+
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml(path.read_text())
         except (OSError, yaml.YAMLError) as err:
             raise ConfigError(f"cannot read config {path}: {err}") from None
         if not isinstance(data, dict):

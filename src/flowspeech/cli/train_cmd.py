@@ -43,21 +43,40 @@ def register(subparsers) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML)."""
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML).
+
+    Raises:
+        ConfigError: an item that is not KEY=VALUE with a dotted key of names, a value YAML
+            cannot read, or a key given both as a value and as a section.
+    """
+    import re
+
     import yaml
 
+    from flowspeech.config import load_yaml
     from flowspeech.errors import ConfigError
 
     out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        parts = key.strip().split(".")
+        if not sep or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", p) for p in parts):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key such as "
+                              f"train.learning_rate=1e-4")
+        try:
+            parsed = load_yaml(value)
+        except yaml.YAMLError as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({reason})") from None
         node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:depth + 1])} was set to a "
+                                  f"value by another --set, so it has no keys")
+        if isinstance(node.get(parts[-1]), dict):
+            raise ConfigError(f"--set {item!r}: {key} is a section set by another --set")
+        node[parts[-1]] = parsed
     return out
 
 
@@ -91,6 +110,9 @@ def run(args) -> int:
     config = load_config(config_source, overrides)
     if config["model"] != args.model:
         raise ConfigError(f"config {config_source} describes a {config['model']!r} model, not {args.model!r}")
+    from flowspeech.training.config_check import check_config
+
+    check_config(config, config_source, overrides)
 
     import logging
 

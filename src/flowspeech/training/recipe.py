@@ -11,8 +11,11 @@ loop as models with one.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
@@ -21,7 +24,9 @@ from flowspeech.errors import ConfigError
 
 @dataclass
 class TrainConfig:
-    """The ``train:`` section of a config. Recipes subclass it to add their own fields."""
+    """The ``train:`` section of a config. Recipes subclass it to add their own fields, so
+    that every option is typed: :meth:`from_dict` refuses unknown keys and values of the
+    wrong type, and :meth:`validate` their ranges, each error naming the key."""
 
     batch_size: int = 32
     max_steps: int = 100_000
@@ -29,42 +34,115 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
-    scheduler: str = "none"          # none | noam | exponential
+    scheduler: Literal["none", "noam", "exponential"] = "none"
     warmup_steps: int = 4000         # noam
     lr_gamma: float = 1.0            # exponential, per step
     grad_clip_norm: float | None = None
     grad_clip_value: float | None = None
-    precision: str = "fp32"          # fp32 | bf16 (autocast on CUDA and CPU) | fp16 (CUDA only)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: autocast on CUDA and CPU; fp16: CUDA
     seed: int = 1234
     num_workers: int = 2
     n_buckets: int = 10              # length buckets for the batch sampler (1: no bucketing)
     log_every: int = 50
     eval_every: int = 1000
+    val_max_utterances: int | None = None  # validate on the first N of the split (None: all)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 5
     max_consecutive_skips: int = 100  # NaN/inf steps in a row before training stops
     find_unused_parameters: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, section: dict[str, Any] | None):
+        """The config of a ``train:`` section.
+
+        Raises:
+            ConfigError: an unknown key, a value of the wrong type or out of range (the
+                message names ``train.KEY``).
+        """
         section = dict(section or {})
+        if "extra" in section:
+            moved = ", ".join(sorted(section["extra"] or {})) or "its keys"
+            raise ConfigError(f"train.extra is gone: put {moved} directly under train:")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(section) - names)
         if unknown:
-            raise ConfigError(
-                f"unknown key(s) in train section: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        if "betas" in section:
-            section["betas"] = tuple(section["betas"])
-        cfg = cls(**section)
-        if cfg.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"precision must be fp32, bf16 or fp16, not {cfg.precision!r}")
+            raise ConfigError(f"unknown key(s) {', '.join('train.' + k for k in unknown)}; known in "
+                              f"train: {', '.join(sorted(names))}")
+        hints = typing.get_type_hints(cls)
+        cfg = cls(**{name: coerce(value, hints[name], f"train.{name}") for name, value in section.items()})
+        cfg.validate()
         return cfg
+
+    def validate(self) -> None:
+        """Ranges (types are checked by :meth:`from_dict`); subclasses add their own."""
+        for name in ("batch_size", "max_steps", "log_every", "eval_every", "checkpoint_every",
+                     "keep_checkpoints", "n_buckets", "max_consecutive_skips"):
+            require(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
+        require(self.num_workers >= 0, f"train.num_workers must be >= 0, got {self.num_workers}")
+        require(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(self.learning_rate > 0, f"train.learning_rate must be > 0, got {self.learning_rate}")
+        require(self.eps > 0 and self.weight_decay >= 0 and self.lr_gamma > 0,
+                "train.eps and train.lr_gamma must be > 0 and train.weight_decay >= 0")
+        require(all(0 <= b < 1 for b in self.betas), f"train.betas must lie in [0, 1), got {list(self.betas)}")
+        for name in ("grad_clip_norm", "grad_clip_value"):
+            value = getattr(self, name)
+            require(value is None or value > 0, f"train.{name} must be > 0 or null, got {value}")
+        require(self.val_max_utterances is None or self.val_max_utterances >= 1,
+                f"train.val_max_utterances must be >= 1 or null (all), got {self.val_max_utterances}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["betas"] = list(d["betas"])
         return d
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def coerce(value: Any, kind: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``kind`` (int, float, bool, str, ``X | None``,
+    ``Literal[...]``, ``tuple[float, float]``), ints accepted for floats; a ConfigError
+    naming ``key`` otherwise. YAML gives these types; a ``--set`` value is parsed as YAML."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(options) == 1 else f"{key}: {value!r} is none of "
+                          f"{', '.join(getattr(o, '__name__', str(o)) for o in options)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key} must be a list of {len(args)} values, got {value!r}")
+        return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: no check for the annotation {kind!r}")  # a new field's type
 
 
 class Recipe:
@@ -73,6 +151,12 @@ class Recipe:
 
     model_type: str = ""
     train_config_class = TrainConfig
+    config_sections: tuple[str, ...] = ()  # top-level config sections beyond the usual ones
+
+    @classmethod
+    def check_config_sections(cls, config: dict[str, Any]) -> None:
+        """Raise a ConfigError for a bad value in one of :attr:`config_sections` (called by
+        :func:`flowspeech.training.config_check.check_config` before any work)."""
 
     def __init__(self, config: dict[str, Any]):
         self.config = config

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flowspeech.config import load_yaml
 from flowspeech.errors import CheckpointError, ConfigError
 from flowspeech.training import distributed as fdist
 from flowspeech.training.checkpoint import CheckpointManager
@@ -183,7 +184,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             saved = self.run_dir / "config.yaml"
             if self.resume and saved.is_file():
-                self._check_same_model(yaml.safe_load(saved.read_text()))
+                self._check_same_model(load_yaml(saved.read_text()))
             from flowspeech.utils.files import atomic_write
 
             text = yaml.safe_dump(self.recipe.config, sort_keys=False)

@@ -18,63 +18,53 @@ features; flowspeech's datasets do not rescale audio (the stand-in corpus is alr
 level-normalised), so a model trained here expects the audio's own level.
 
 Validation: ``nll`` on fixed segments of the validation clips and a copy-synthesis of the
-first validation clip (temperature ``extra.temperature``, 0.8 as the authors' synthesis,
-fixed seed), with its log-spectral distance to the clip next to Griffin-Lim's.
+first validation clip (latent standard deviation ``train.val_sigma``, 0.8 as the authors'
+synthesis temperature, fixed seed), with its log-spectral distance to the clip next to
+Griffin-Lim's.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from flowspeech.errors import ConfigError
 from flowspeech.models.flowavenet import FloWaveNet
+from flowspeech.training.recipe import require
 from flowspeech.training.recipes.waveglow import WaveGlowRecipe, WaveGlowTrainConfig
-
-EXTRA_DEFAULTS: dict[str, Any] = {"segment_length": 15872, "lr_decay_every": 200000,
-                                  "lr_decay_factor": 0.5, "temperature": 0.8}
-
 
 @dataclass
 class FloWaveNetTrainConfig(WaveGlowTrainConfig):
-    """``train:`` section (fixed-length segments: no length buckets)."""
+    """``train:`` section (defaults: the authors' train.py; fixed-length segments: no length
+    buckets)."""
+
+    segment_length: int = 15872   # their 16,000 samples cut to a multiple of the hop
+    lr_decay_every: int = 200000  # StepLR(step_size=200000, gamma=0.5)
+    lr_decay_factor: float = 0.5
+    val_sigma: float = 0.8        # the authors' synthesis temperature
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.lr_decay_every >= 1, f"train.lr_decay_every must be >= 1, got {self.lr_decay_every}")
+        require(0 < self.lr_decay_factor <= 1, f"train.lr_decay_factor must lie in (0, 1], got {self.lr_decay_factor}")
 
 
 class FloWaveNetRecipe(WaveGlowRecipe):
     model_type = "flowavenet"
     train_config_class = FloWaveNetTrainConfig
-    extra_defaults = EXTRA_DEFAULTS
-
-    def _parse_extra(self, extra: dict[str, Any]) -> None:
-        segment = extra["segment_length"]
-        if isinstance(segment, bool) or not isinstance(segment, int) or segment < 1:
-            raise ConfigError(f"train.extra.segment_length must be a positive integer (samples), "
-                              f"got {segment!r}")
-        every, factor, temperature = (extra["lr_decay_every"], extra["lr_decay_factor"],
-                                      extra["temperature"])
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ConfigError(f"train.extra.lr_decay_every must be a positive integer, got {every!r}")
-        if not isinstance(factor, (int, float)) or not 0 < factor <= 1:
-            raise ConfigError(f"train.extra.lr_decay_factor must be in (0, 1], got {factor!r}")
-        if not isinstance(temperature, (int, float)) or temperature < 0:
-            raise ConfigError(f"train.extra.temperature must be >= 0, got {temperature!r}")
-        self.segment_length = segment
-        self.lr_decay_every, self.lr_decay_factor = every, float(factor)
-        self.temperature = float(temperature)
 
     def build_model(self) -> FloWaveNet:
         model = super(WaveGlowRecipe, self).build_model()
         s, hop, unit = self.segment_length, self.mel_config.hop_length, 2 ** model.n_blocks
         if s % unit or s % hop:
-            raise ConfigError(f"train.extra.segment_length ({s}) must be a multiple of the hop "
+            raise ConfigError(f"train.segment_length ({s}) must be a multiple of the hop "
                               f"({hop}) and of 2**n_blocks ({unit})")
         return model
 
     def build_schedulers(self, optimizers):
-        every, factor = self.lr_decay_every, self.lr_decay_factor
+        every, factor = self.train.lr_decay_every, self.train.lr_decay_factor
         return {name: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor ** (step // every))
                 for name, opt in optimizers.items()}
 
@@ -98,7 +88,7 @@ class FloWaveNetRecipe(WaveGlowRecipe):
         return float(FloWaveNet.loss(model(batch["audio"], batch["mels"])))
 
     def copy_synthesis(self, model, mel, generator):
-        return model.infer_chunked(mel, sigma=self.temperature, generator=generator).waveforms
+        return model.infer_chunked(mel, sigma=self.train.val_sigma, generator=generator).waveforms
 
     def synthesis_label(self) -> str:
-        return f"temperature={self.temperature}"
+        return f"sigma={self.train.val_sigma}"

@@ -14,7 +14,7 @@ One step, as a VITS-style GAN with two optimisers:
          + c_e2e * adversarial(end-to-end waveform)                (L_e2e)
          + c_dur * duration MSE + alignment-head NLL
 
-Phases: the first ``warmup_steps`` train the durator with ground-truth durations (backward
+Phases: the first ``durator_warmup_steps`` train the durator with ground-truth durations (backward
 path only: no forward KL, no end-to-end loss), as the paper's warm-up; then everything.
 
 The memory bank (``memory_vae``) is started from data: until step ``memory_start`` (by
@@ -27,18 +27,14 @@ uniform and the decoder without information (docs/naturalspeech.md, training rep
 Optimisers: AdamW, betas (0.8, 0.99), eps 1e-9, learning rate 2e-4 decayed by 0.999875 per
 epoch (the paper; the config gives the per-step factor).
 
-``train.extra`` keys: ``warmup_steps``, ``memory_start``, ``memory_init`` (``kmeans`` or
-``random``), ``memory_init_frames``, the loss weights ``c_mel`` (45), ``c_kl`` (1),
-``c_kl_fwd`` (1), ``c_e2e`` (1), ``c_dur`` (1), ``phoneme_encoder_checkpoint`` (a
-``flowspeech pretrain-phonemes`` checkpoint: its encoder weights and sup-phoneme tokenizer
-start the phoneme encoder) and ``durations`` (a ``flowspeech align`` JSON-lines file whose
-durations replace MAS).
+The recipe's own ``train:`` keys are the fields of :class:`NaturalSpeechTrainConfig`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -46,21 +42,31 @@ from torch import nn
 from flowspeech.align.durations import fit_durations_to_frames
 from flowspeech.config import mel_config
 from flowspeech.errors import ConfigError, DatasetError
-from flowspeech.training.recipe import Recipe
+from flowspeech.training.recipe import Recipe, TrainConfig, require
 
-EXTRA_DEFAULTS: dict[str, Any] = {
-    "warmup_steps": 0,
-    "memory_start": None,          # None: at the end of the warm-up
-    "memory_init": "kmeans",
-    "memory_init_frames": 100_000,
-    "c_mel": 45.0,
-    "c_kl": 1.0,
-    "c_kl_fwd": 1.0,
-    "c_e2e": 1.0,
-    "c_dur": 1.0,
-    "phoneme_encoder_checkpoint": None,
-    "durations": None,
-}
+@dataclass
+class NaturalSpeechTrainConfig(TrainConfig):
+    """``train:`` section: the shared options and NaturalSpeech's own."""
+
+    durator_warmup_steps: int = 0     # ground-truth durations, backward path only (Sec. 3.5)
+    memory_start: int | None = None   # the decoder reads z until then (None: end of the warm-up)
+    memory_init: Literal["kmeans", "random"] = "kmeans"
+    memory_init_frames: int = 100_000
+    c_mel: float = 45.0               # loss weights
+    c_kl: float = 1.0
+    c_kl_fwd: float = 1.0
+    c_e2e: float = 1.0
+    c_dur: float = 1.0
+    phoneme_encoder_checkpoint: str | None = None  # `flowspeech pretrain-phonemes` checkpoint
+    durations: str | None = None      # `flowspeech align` file: its durations replace MAS
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.durator_warmup_steps >= 0, "train.durator_warmup_steps must be >= 0")
+        require(self.memory_start is None or self.memory_start >= 0, "train.memory_start must be >= 0")
+        require(self.memory_init_frames >= 1, "train.memory_init_frames must be >= 1")
+        for name in ("c_mel", "c_kl", "c_kl_fwd", "c_e2e", "c_dur"):
+            require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
 
 VAL_SEED = 0
 VAL_NOISE_SCALE = 0.667
@@ -90,22 +96,25 @@ class NaturalSpeechGAN(nn.Module):
 
 class NaturalSpeechRecipe(Recipe):
     model_type = "naturalspeech"
+    train_config_class = NaturalSpeechTrainConfig
+    config_sections = ("discriminator_args",)
+
+    @classmethod
+    def check_config_sections(cls, config):
+        from flowspeech.models.hifigan import CombinedDiscriminator
+
+        try:
+            with torch.device("meta"):
+                CombinedDiscriminator(**dict(config.get("discriminator_args") or {}))
+        except TypeError as err:
+            raise ConfigError(f"discriminator_args: {err}") from None
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
         from flowspeech.text import TextFrontend
 
-        extra = dict(self.train.extra)
-        unknown = sorted(set(extra) - set(EXTRA_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"unknown key(s) in train.extra for naturalspeech: {', '.join(unknown)}; "
-                              f"known: {', '.join(EXTRA_DEFAULTS)}")
-        self.extra = {**EXTRA_DEFAULTS, **extra}
-        if self.extra["memory_init"] not in ("kmeans", "random"):
-            raise ConfigError(f"train.extra.memory_init must be 'kmeans' or 'random', "
-                              f"got {self.extra['memory_init']!r}")
-        if self.extra["memory_start"] is None:
-            self.extra["memory_start"] = self.extra["warmup_steps"]
+        t = self.train
+        self.memory_start = t.durator_warmup_steps if t.memory_start is None else t.memory_start
         self.mel_config = mel_config(config)
         self.frontend = TextFrontend(**config.get("text", {}))
         self.sup_tokenizer = None
@@ -113,7 +122,7 @@ class NaturalSpeechRecipe(Recipe):
         self._durations: dict[str, list[int]] | None = None
         self._mel = None
         args = config.get("model_args", {})
-        checkpoint = self.extra["phoneme_encoder_checkpoint"]
+        checkpoint = self.train.phoneme_encoder_checkpoint
         if checkpoint and args.get("phoneme_pretraining", True):
             self._load_pretrained(checkpoint)
 
@@ -157,8 +166,8 @@ class NaturalSpeechRecipe(Recipe):
         from flowspeech.data import TextAudioDataset
 
         train_manifest, val_manifest = self.manifests(data, val_data)
-        if self.extra["durations"]:
-            self._durations = read_durations(self.extra["durations"])
+        if self.train.durations:
+            self._durations = read_durations(self.train.durations)
         train = TextAudioDataset(train_manifest, self.frontend, self.mel_config, cache_dir)
         val = (TextAudioDataset(val_manifest, self.frontend, self.mel_config, cache_dir)
                if val_manifest is not None else None)
@@ -178,17 +187,17 @@ class NaturalSpeechRecipe(Recipe):
                 d = self._durations.get(uid)
                 if d is None:
                     raise DatasetError(
-                        f"{self.extra['durations']}: no durations for {uid} - the file must cover "
+                        f"{self.train.durations}: no durations for {uid} - the file must cover "
                         "every utterance, validation included (`flowspeech align` without --split)")
                 if len(d) != n:
                     raise DatasetError(
-                        f"{self.extra['durations']}: {uid} has {len(d)} durations but {n} tokens - "
+                        f"{self.train.durations}: {uid} has {len(d)} durations but {n} tokens - "
                         "align with a model that uses this config's text front end "
                         "(`flowspeech align --merge-blanks` if that model used blanks)")
                 try:
                     d = fit_durations_to_frames(d, frames)
                 except ValueError as e:
-                    raise DatasetError(f"{self.extra['durations']}: {uid}: {e}") from None
+                    raise DatasetError(f"{self.train.durations}: {uid}: {e}") from None
                 durations[i, :n] = torch.tensor(d, dtype=torch.float32)
             batch["durations"] = durations
         return batch
@@ -221,14 +230,14 @@ class NaturalSpeechRecipe(Recipe):
         )
         from flowspeech.models.naturalspeech import NaturalSpeech, random_segments
 
-        e = self.extra
+        e = self.train
         raw = ctx.raw_model
         gen = raw.generator
         raw.zero_grad(set_to_none=True)  # the generator loss also reaches the discriminators
         if (gen.memory is not None and not bool(gen.memory.in_use)
-                and ctx.step >= int(e["memory_start"])):
+                and ctx.step >= self.memory_start):
             self._start_memory(ctx)
-        full = ctx.step >= int(e["warmup_steps"])
+        full = ctx.step >= e.durator_warmup_steps
         with ctx.autocast():
             out = ctx.model("generator", *self._inputs(batch), use_forward_loss=full, use_e2e=full)
         real = gen.wav_segment(batch["audio"], out.segment_starts)
@@ -253,17 +262,17 @@ class NaturalSpeechRecipe(Recipe):
             fm = feature_matching_loss(real_maps, [[f[:n] for f in maps] for maps in fake_maps])
             kl = NaturalSpeech.kl_backward(out)
             dur = NaturalSpeech.duration_loss(out)
-            loss_g = (e["c_mel"] * mel_l1 + fm + adv + e["c_kl"] * kl + e["c_dur"] * dur + out.align_nll)
+            loss_g = (e.c_mel * mel_l1 + fm + adv + e.c_kl * kl + e.c_dur * dur + out.align_nll)
             logs = {"mel_l1": mel_l1, "kl_bwd": kl, "duration": dur, "adv": adv, "fm": fm,
                     "loss_d": loss_d}
             if batch.get("durations") is None:      # MAS ran: its alignment head learns
                 logs["align_nll"] = out.align_nll
             if out.kl_forward is not None:
-                loss_g = loss_g + e["c_kl_fwd"] * out.kl_forward
+                loss_g = loss_g + e.c_kl_fwd * out.kl_forward
                 logs["kl_fwd"] = out.kl_forward
             if out.wav_e2e is not None:
                 adv_e2e = generator_adversarial_loss([s[n:] for s in fake_scores])
-                loss_g = loss_g + e["c_e2e"] * adv_e2e
+                loss_g = loss_g + e.c_e2e * adv_e2e
                 logs["adv_e2e"] = adv_e2e
         ctx.optimize(loss_g, "generator")
         logs["loss_g"] = loss_g
@@ -279,7 +288,7 @@ class NaturalSpeechRecipe(Recipe):
         """A memory bank started from data waits until ``memory_start``; nothing else is
         data-dependent (no ActNorm)."""
         memory = model.generator.memory
-        if memory is not None and self.extra["memory_init"] == "kmeans":
+        if memory is not None and self.train.memory_init == "kmeans":
             memory.in_use.fill_(False)
 
     @torch.no_grad()
@@ -312,7 +321,7 @@ class NaturalSpeechRecipe(Recipe):
 
         dataset = ctx.train_set
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-        want = max(int(self.extra["memory_init_frames"]), gen.memory.bank.size(0))
+        want = max(self.train.memory_init_frames, gen.memory.bank.size(0))
         frames, total = [], 0
         was_training = gen.training
         gen.eval()

@@ -32,64 +32,55 @@ import torch
 from flowspeech.config import mel_config
 from flowspeech.errors import ConfigError
 from flowspeech.models.waveglow import WaveGlow
-from flowspeech.training.recipe import Recipe, TrainConfig
+from flowspeech.training.recipe import Recipe, TrainConfig, require
 
-# train.extra keys and their defaults (the authors' config.json).
-EXTRA_DEFAULTS: dict[str, Any] = {"segment_length": 16000, "sigma": 1.0}
-
-# The copy-synthesis in validation: the paper's listening-test temperature, a fixed seed.
-VAL_SIGMA = 0.6
+# The copy-synthesis in validation: a fixed seed.
 VAL_SEED = 0
 
 
 @dataclass
 class WaveGlowTrainConfig(TrainConfig):
-    """``train:`` section; the segments all have the same length, so batches are drawn from
-    the whole shuffled set (no length buckets), as the authors' loader does."""
+    """``train:`` section (defaults: the authors' config.json). The segments all have the
+    same length, so batches are drawn from the whole shuffled set (no length buckets), as
+    the authors' loader does."""
 
     n_buckets: int = 1
+    segment_length: int = 16000   # random audio segments of this many samples
+    sigma: float = 1.0            # the latent's standard deviation in the training likelihood
+    val_sigma: float = 0.6        # validation copy-synthesis (the paper's listening tests)
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.segment_length >= 1, f"train.segment_length must be >= 1 (samples), got {self.segment_length}")
+        require(self.sigma > 0, f"train.sigma must be > 0, got {self.sigma}")
+        require(self.val_sigma >= 0, f"train.val_sigma must be >= 0, got {self.val_sigma}")
 
 
 class WaveGlowRecipe(Recipe):
     model_type = "waveglow"
     train_config_class = WaveGlowTrainConfig
-    extra_defaults = EXTRA_DEFAULTS
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
         self.mel_config = mel_config(config)
-        extra = dict(self.train.extra)
-        unknown = sorted(set(extra) - set(self.extra_defaults))
-        if unknown:
-            raise ConfigError(f"unknown key(s) in train.extra for {self.model_type}: "
-                              f"{', '.join(unknown)}; known: {', '.join(self.extra_defaults)}")
-        self._parse_extra({**self.extra_defaults, **extra})
+        self.segment_length, self.sigma = self.train.segment_length, self.train.sigma
         self._val_clips = None          # whole validation clips, for the copy-synthesis
         self._val_manifest = None
         self._cache_dir = None
         self._griffin_lim_lsd: float | None = None
-
-    def _parse_extra(self, extra: dict[str, Any]) -> None:
-        segment, sigma = extra["segment_length"], extra["sigma"]
-        if isinstance(segment, bool) or not isinstance(segment, int) or segment < 1:
-            raise ConfigError(f"train.extra.segment_length must be a positive integer (samples), "
-                              f"got {segment!r}")
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-            raise ConfigError(f"train.extra.sigma must be a positive number, got {sigma!r}")
-        self.segment_length, self.sigma = segment, float(sigma)
 
     # --- what to train -------------------------------------------------------------------
     def build_model(self) -> WaveGlow:
         model = super().build_model()
         s, hop = self.segment_length, model.hop_length
         if s % model.n_group:
-            raise ConfigError(f"train.extra.segment_length ({s}) must be a multiple of n_group "
+            raise ConfigError(f"train.segment_length ({s}) must be a multiple of n_group "
                               f"({model.n_group}), the samples per flow position")
         # A segment of S samples comes with S // hop mel frames, whose upsampled length
         # (frames - 1) * hop + kernel must cover it.
         if s >= hop and (s // hop - 1) * hop + model.upsample_kernel_size < s:
             raise ConfigError(
-                f"train.extra.segment_length ({s}) is not covered by its {s // hop} mel frames "
+                f"train.segment_length ({s}) is not covered by its {s // hop} mel frames "
                 f"(upsampler kernel {model.upsample_kernel_size}, hop {hop}): use a multiple of "
                 f"the hop")
         return model
@@ -139,10 +130,10 @@ class WaveGlowRecipe(Recipe):
 
     def copy_synthesis(self, model, mel, generator):
         # Chunked: memory stays bounded whatever the clip's length (exact with the default overlap).
-        return model.infer_chunked(mel, sigma=VAL_SIGMA, generator=generator).waveforms
+        return model.infer_chunked(mel, sigma=self.train.val_sigma, generator=generator).waveforms
 
     def synthesis_label(self) -> str:
-        return f"sigma={VAL_SIGMA}"
+        return f"sigma={self.train.val_sigma}"
 
     @torch.no_grad()
     def validate(self, model, batch, step, writer):
