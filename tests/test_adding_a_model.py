@@ -87,7 +87,7 @@ class ToyRecipe(Recipe):
         return {"l1": loss.detach()}
 
     @torch.no_grad()
-    def validate(self, model, batch, step, writer):
+    def validate(self, model, batch):
         return {"l1": float(model(batch["tokens"], batch["token_lengths"], batch["mels"],
                                   batch["mel_lengths"]))}
 
@@ -147,3 +147,32 @@ def test_a_package_adds_a_model_through_an_entry_point(tmp_path, monkeypatch):
         assert "toy-tts" in [s.name for s in registry.model_specs(role=Role.TEXT_TO_MEL)]
     finally:
         registry.unregister_model("toy-tts")
+
+
+class CountingRecipe(ToyRecipe):
+    """Validation reports the mean utterance number it saw, to show what was averaged."""
+
+    def validate(self, model, batch):
+        return {"utterance": sum(int(i.split("-")[1]) for i in batch["ids"]) / len(batch["ids"])}
+
+
+@pytest.mark.parametrize("bound, expected", [(None, (1 + 2 + 3 + 4 + 5) / 5), (3, (1 + 2 + 3) / 3)])
+def test_validation_averages_the_whole_split_unless_bounded(bound, expected, tmp_path):
+    spec = ModelSpec("toy-counting", Role.TEXT_TO_MEL, ToyTTS, recipe=CountingRecipe)
+    registry.register_model(spec)
+    try:
+        data = make_ljspeech(tmp_path / "data", n=5)
+        rows = (data / "filelists" / "ljs_audio_text_train_filelist.txt").read_text()
+        (data / "filelists" / "ljs_audio_text_val_filelist.txt").write_text(rows)  # all five
+        config = {"model": "toy-counting", "text": {"phonemizer": "none"}, "model_args": {},
+                  "train": {"batch_size": 2, "num_workers": 0, "eval_every": 1, "max_steps": 1,
+                            "checkpoint_every": 1, "val_max_utterances": bound}}
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+        assert main(["train", "toy-counting", "--config", str(tmp_path / "c.yaml"), "--data", str(data),
+                     "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+        line = next(x for x in (tmp_path / "run" / "train.log").read_text().splitlines() if "validation" in x)
+        values = dict(part.split("=") for part in line.split("validation ")[1].split())
+        assert float(values["utterance"]) == pytest.approx(expected)
+        assert float(values["utterances"]) == (bound or 5)
+    finally:
+        registry.unregister_model(spec.name)

@@ -292,7 +292,7 @@ def test_recipe_reads_an_ljspeech_folder_and_skips_bad_lines(tmp_path, caplog):
     batch = recipe.collate([train[i] for i in range(3)])
     model = recipe.build_model()
     assert model.encoder.n_sup_vocab == recipe.tokenizer.vocab_size + 1
-    values = recipe.validate(model.eval(), batch, 0, None)
+    values = recipe.validate(model.eval(), batch)
     assert 0.0 <= values["phoneme_accuracy"] <= 1.0 and 0.0 <= values["sup_phoneme_accuracy"] <= 1.0
     extras = recipe.inference_extras()
     assert SupPhonemeTokenizer.from_json(extras["sup_phoneme_tokenizer"]) == recipe.tokenizer

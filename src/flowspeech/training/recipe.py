@@ -240,8 +240,15 @@ class Recipe:
         raise NotImplementedError
 
     @torch.no_grad()
-    def validate(self, model: torch.nn.Module, batch: dict, step: int, writer) -> dict[str, float]:
-        """Evaluate on a fixed validation batch; may write images/audio to ``writer``."""
+    def validate(self, model: torch.nn.Module, batch: dict) -> dict[str, float]:
+        """Scalars of one validation batch (the loop averages them over the whole validation
+        split, weighted by utterances)."""
+        return {}
+
+    @torch.no_grad()
+    def validate_samples(self, model: torch.nn.Module, batch: dict, step: int, writer) -> dict[str, float]:
+        """Once per validation, on the first validation batch: synthesis of an utterance and
+        what it measures, and figures and audio for ``writer`` (TensorBoard; may be None)."""
         return {}
 
     def inference_extras(self) -> dict[str, Any]:

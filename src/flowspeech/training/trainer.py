@@ -382,7 +382,7 @@ class Trainer:
                 self.raw_model, lambda module: DDP(module, device_ids=ids,
                                                    find_unused_parameters=self.cfg.find_unused_parameters))
         self._open_writer()
-        val_batch = self._val_batch()
+        val_chunks = self._val_chunks()
         if self.step >= self.max_steps:
             self._print(f"nothing to do: the run is at step {self.step} >= --max-steps {self.max_steps}")
             return {}
@@ -439,8 +439,8 @@ class Trainer:
                         self._log_scalars(last, steps_per_s=self.cfg.log_every / (now - t_log))
                         sums.clear()
                         count, t_log = 0, now
-                    if val_batch is not None and self.step % self.cfg.eval_every == 0:
-                        self._validate(val_batch)
+                    if val_chunks and self.step % self.cfg.eval_every == 0:
+                        self._validate(val_chunks)
                     if self.step % self.cfg.checkpoint_every == 0 or self.step >= self.max_steps:
                         self.save()
                     if self.step >= self.max_steps:
@@ -473,24 +473,45 @@ class Trainer:
                 self.writer.add_scalar(f"lr/{name}", lr, self.step)
             self.writer.add_scalar("speed/steps_per_s", steps_per_s, self.step)
 
-    def _val_batch(self):
+    def _val_chunks(self) -> list[range]:
+        """Utterance indices of each validation batch: the whole validation split (as the
+        authors' code averages it), or its first ``train.val_max_utterances``."""
         if self.val_set is None or len(self.val_set) == 0 or not self.dist.is_main:
-            return None
-        n = min(len(self.val_set), max(1, min(self.cfg.batch_size, 8)))
-        return self._to_device(self.recipe.collate([self.val_set[i] for i in range(n)]))
+            return []
+        n = len(self.val_set)
+        if self.cfg.val_max_utterances is not None:
+            n = min(n, self.cfg.val_max_utterances)
+        size = self.cfg.batch_size
+        return [range(start, min(n, start + size)) for start in range(0, n, size)]
 
-    def _validate(self, batch) -> None:
+    def _validate(self, chunks: list[range]) -> None:
+        """The recipe's scalars averaged over every validation utterance (each batch's
+        values weighted by its utterances), and its samples of the first batch."""
         if not self.dist.is_main:
             return
         self.raw_model.eval()
         devices = [self.device] if self.device.type == "cuda" else []
+        totals: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        samples: dict[str, float] = {}
         try:
             # Validation samples noise; a forked RNG keeps training's random stream the same
             # whether or not (and how often) validation runs.
             with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-                values = self.recipe.validate(self.raw_model, batch, self.step, self.writer)
+                for i, chunk in enumerate(chunks):
+                    batch = self._to_device(self.recipe.collate([self.val_set[j] for j in chunk]))
+                    for k, v in self.recipe.validate(self.raw_model, batch).items():
+                        totals[k] += float(v) * len(chunk)
+                        counts[k] += len(chunk)
+                    if i == 0:
+                        samples = self.recipe.validate_samples(self.raw_model, batch, self.step,
+                                                               self.writer)
         finally:
             self.raw_model.train()
+        values = {k: totals[k] / counts[k] for k in totals}
+        values.update(samples)
+        if values:
+            values["utterances"] = float(sum(len(c) for c in chunks))
         if values:
             log.info("step %d validation %s", self.step, " ".join(f"{k}={v:.4f}" for k, v in values.items()))
             if self.writer is not None:

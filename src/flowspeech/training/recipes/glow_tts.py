@@ -72,13 +72,18 @@ class GlowTTSRecipe(Recipe):
         return {"loss": loss.detach(), "nll": nll.detach(), "duration": duration.detach()}
 
     @torch.no_grad()
-    def validate(self, model, batch, step, writer):
+    def validate(self, model, batch):
         tokens, token_lengths, mels, mel_lengths, speakers = self._inputs(batch)
         out = model(tokens, token_lengths, mels, mel_lengths, speakers)
-        values = {"nll": float(GlowTTS.nll_per_dim(out)),
-                  "duration": float(GlowTTS.duration_loss(out, token_lengths))}
+        return {"nll": float(GlowTTS.nll_per_dim(out)),
+                "duration": float(GlowTTS.duration_loss(out, token_lengths))}
+
+    @torch.no_grad()
+    def validate_samples(self, model, batch, step, writer):
         if writer is None:
-            return values
+            return {}
+        tokens, token_lengths, mels, mel_lengths, speakers = self._inputs(batch)
+        out = model(tokens, token_lengths, mels, mel_lengths, speakers)
         from flowspeech.audio import griffin_lim
         from flowspeech.training.plots import alignment_figure, spectrogram_figure
 
@@ -96,7 +101,7 @@ class GlowTTSRecipe(Recipe):
         writer.add_audio("val/synthesised_griffin_lim", torch.from_numpy(griffin_lim(synth, self.mel_config)), step, sr)
         if step <= self.train.eval_every:
             writer.add_audio("val/target_griffin_lim", torch.from_numpy(griffin_lim(target, self.mel_config)), step, sr)
-        return values
+        return {}
 
     def inference_extras(self):
         return {"speakers": self.speakers.to_dict() if self.speakers is not None else None}

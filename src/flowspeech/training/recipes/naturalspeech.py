@@ -341,7 +341,7 @@ class NaturalSpeechRecipe(Recipe):
         return torch.cat(frames)
 
     @torch.no_grad()
-    def validate(self, model, batch, step, writer):
+    def validate(self, model, batch):
         from flowspeech.models.naturalspeech import NaturalSpeech, random_segments
 
         gen = model.generator
@@ -356,6 +356,11 @@ class NaturalSpeechRecipe(Recipe):
             # onto a few phonemes (docs/naturalspeech.md, "Durations").
             text_mask = out.text_mask.squeeze(1)
             values["mas_one_frame"] = float(((out.durations == 1) * text_mask).sum() / text_mask.sum())
+        return values
+
+    @torch.no_grad()
+    def validate_samples(self, model, batch, step, writer):
+        gen, values = model.generator, {}
         n_tok = int(batch["token_lengths"][0])
         generator = torch.Generator(device=batch["tokens"].device).manual_seed(VAL_SEED)
         wav, wav_lengths, _ = gen.infer(batch["tokens"][:1, :n_tok], batch["token_lengths"][:1],

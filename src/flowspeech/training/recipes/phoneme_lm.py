@@ -261,7 +261,7 @@ class PhonemeLMRecipe(Recipe):
                 "sup_phoneme": sup_loss.detach()}
 
     @torch.no_grad()
-    def validate(self, model, batch, step, writer):
+    def validate(self, model, batch):
         """Losses and accuracies at the masked positions of the validation batch, under one
         fixed mask (so values are comparable between steps)."""
         masked = self._mask(model, batch, torch.Generator().manual_seed(0))

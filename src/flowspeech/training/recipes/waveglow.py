@@ -136,8 +136,12 @@ class WaveGlowRecipe(Recipe):
         return f"sigma={self.train.val_sigma}"
 
     @torch.no_grad()
-    def validate(self, model, batch, step, writer):
-        values = {"nll": self.validation_nll(model, batch)}
+    def validate(self, model, batch):
+        return {"nll": self.validation_nll(model, batch)}
+
+    @torch.no_grad()
+    def validate_samples(self, model, batch, step, writer):
+        values = {}
         if self._val_manifest is None:
             return values
         from flowspeech.audio import griffin_lim, log_spectral_distance, mel_spectrogram
