@@ -44,3 +44,21 @@ def test_imports_run_one_way_from_the_base_to_the_command_line():
             if LAYERS[target] > LAYERS[part] or ({part, target} == {"training", "inference"}):
                 upward.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
     assert not upward, "\n".join(upward)
+
+
+def test_imports_are_at_module_top_unless_a_comment_says_why_not():
+    """Dependencies show at the top of each module. The exceptions (a slow import on the
+    start-up path, an optional program) say so in a ``# lazy: ...`` comment; ``cli/`` and the
+    package ``__init__`` defer imports as a rule, for start-up time."""
+    unexplained = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] == "cli" or relative == Path("__init__.py"):
+            continue
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, (ast.Import, ast.ImportFrom)) and "# lazy:" not in lines[inner.lineno - 1]:
+                        unexplained.append(f"{relative}:{inner.lineno}: {lines[inner.lineno - 1].strip()}")
+    assert not unexplained, "\n".join(unexplained)

@@ -127,7 +127,8 @@ def _load_preset(name: str, seen: list[str]) -> dict[str, Any]:
 def mel_config(config: dict[str, Any]):
     """The :class:`flowspeech.audio.MelConfig` of a config's ``audio`` section: a named
     ``preset`` (default ``glow-tts``) with any field overridden."""
-    from flowspeech.audio import MelConfig
+
+    from flowspeech.audio import MelConfig  # lazy: the package imports torch; --help must not
 
     section = dict(config.get("audio") or {})
     preset = section.pop("preset", "glow-tts")

@@ -42,6 +42,7 @@ import contextlib
 
 import numba
 import numpy as np
+import torch
 from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
@@ -124,7 +125,6 @@ def parallel_region():
     the first alignment, and float results computed before and after that point differed in
     the last bits, so a resumed training run drifted from an uninterrupted one.
     """
-    import torch
 
     threads = torch.get_num_threads()
     try:

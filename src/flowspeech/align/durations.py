@@ -7,7 +7,12 @@ target; inference expands the prior with predicted durations, ``A(y) = x`` for t
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+
+from flowspeech.errors import DatasetError
 
 __all__ = ["durations_from_path", "fit_durations_to_frames", "merge_blank_durations",
            "path_from_durations"]
@@ -128,10 +133,6 @@ def read_alignment_file(path, field: str, convert):
         DatasetError: missing file, or a line without ``id`` and ``field`` (or whose value
             ``convert`` rejects), named by its line number.
     """
-    import json
-    from pathlib import Path
-
-    from flowspeech.errors import DatasetError
 
     path = Path(path)
     if not path.is_file():

@@ -46,7 +46,7 @@ def mel_basis(config: MelConfig) -> np.ndarray:
     imports ``scipy.signal`` through ``librosa.filters``, about a second that a one-sentence
     ``flowspeech synthesize`` would otherwise pay on every run.
     """
-    from importlib.metadata import version
+    from importlib.metadata import version  # lazy: with librosa, for the cache key
 
     shape = (config.n_mels, config.n_fft // 2 + 1)
     key = (f"sr{config.sample_rate}-fft{config.n_fft}-mels{config.n_mels}-fmin{config.fmin:g}-"
@@ -57,7 +57,7 @@ def mel_basis(config: MelConfig) -> np.ndarray:
         if basis.shape != shape or basis.dtype != np.float32 or not np.isfinite(basis).all():
             raise ValueError("unexpected cached mel basis")
     except (OSError, ValueError):
-        import librosa  # slow import, only needed here
+        import librosa  # lazy: a second to import; filterbanks are built once and cached
 
         basis = librosa.filters.mel(
             sr=config.sample_rate,

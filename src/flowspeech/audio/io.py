@@ -166,7 +166,7 @@ def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     samples = np.asarray(samples, dtype=np.float32)
     if orig_sr == target_sr:
         return samples.copy()
-    import librosa  # slow import, only needed here
+    import librosa  # lazy: a second to import; only resampling needs it
 
     out = librosa.resample(
         samples, orig_sr=int(orig_sr), target_sr=int(target_sr), res_type="soxr_hq", axis=-1

@@ -38,13 +38,12 @@ def run(args) -> int:
     import torch
 
     from flowspeech.align import merge_blank_durations
+    from flowspeech.cli.common import check_output, resolve_device
     from flowspeech.config import mel_config
     from flowspeech.data import TextMelDataset, collate_text_mel, load_manifest
     from flowspeech.inference.loading import load_model
     from flowspeech.text import TextFrontend
     from flowspeech.utils.files import atomic_write
-
-    from flowspeech.cli.common import check_output, resolve_device
 
     check_output(args.out, [args.acoustic, args.data], "--out")
     args.device = resolve_device(args.device)

@@ -84,7 +84,12 @@ def run(args) -> int:
     import numpy as np
 
     from flowspeech.audio import save_wav
-    from flowspeech.cli.common import check_audio_output, check_distinct, check_output, resolve_device
+    from flowspeech.cli.common import (
+        check_audio_output,
+        check_distinct,
+        check_output,
+        resolve_device,
+    )
     from flowspeech.errors import FlowspeechError
     from flowspeech.inference.synthesizer import Synthesizer
     from flowspeech.utils.files import atomic_save_npy

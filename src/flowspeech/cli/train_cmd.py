@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a model (single process, or multi-GPU/multi-node under torchrun)",

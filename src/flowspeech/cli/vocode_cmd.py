@@ -58,7 +58,12 @@ def run(args) -> int:
     import torch
 
     from flowspeech.audio import load_wav, log_spectral_distance, mel_spectrogram, save_wav
-    from flowspeech.cli.common import audio_output_path, check_audio_output, mel_config_from_args, resolve_device
+    from flowspeech.cli.common import (
+        audio_output_path,
+        check_audio_output,
+        mel_config_from_args,
+        resolve_device,
+    )
     from flowspeech.errors import ConfigError
     from flowspeech.inference.vocoders import GriffinLimVocoder, load_vocoder
     from flowspeech.utils.files import load_mel_npy

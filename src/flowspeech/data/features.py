@@ -33,6 +33,7 @@ from urllib.parse import quote
 import numpy as np
 import soundfile
 import torch
+from tqdm.auto import tqdm
 
 from flowspeech.audio import LinearSpectrogram, MelConfig, MelSpectrogram, load_wav
 from flowspeech.data.manifest import Manifest, Utterance, audio_header
@@ -274,8 +275,6 @@ class FeatureCache:
         return self._listing
 
 
-
-
 def _atomic_write(path: Path, write) -> None:
     """Write through ``write(file)`` to a temporary file in ``path``'s folder, then rename.
 
@@ -352,7 +351,6 @@ def precompute_features(
     tasks = [(utt, kinds) for utt in manifest.utterances]
     counts = {"computed": 0, "cached": 0}
     failed: list[tuple[str, str]] = []
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=len(tasks), desc="features", unit="clip", disable=not progress)
     config_dict = mel_config.to_dict()

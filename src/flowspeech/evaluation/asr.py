@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
+from flowspeech.audio import resample
+from flowspeech.errors import AudioError, ConfigError
 from flowspeech.evaluation.deps import require
 
 ASR_SAMPLE_RATE = 16000
@@ -37,13 +40,11 @@ def resolve_resampler(resampler: str = "auto") -> str:
     """``"sox"`` when asked for or, for ``"auto"``, when the ``sox`` program is on the PATH;
     else ``"soxr"``."""
     if resampler not in RESAMPLERS:
-        from flowspeech.errors import ConfigError
 
         raise ConfigError(f"unknown resampler {resampler!r}; choose one of {', '.join(RESAMPLERS)}")
     if resampler == "auto":
         return "sox" if shutil.which("sox") else "soxr"
     if resampler == "sox" and not shutil.which("sox"):
-        from flowspeech.errors import ConfigError
 
         raise ConfigError("the sox program is not installed (apt-get install sox), or use soxr")
     return resampler
@@ -72,12 +73,10 @@ def to_pcm16k(samples: np.ndarray, sample_rate: int, pad_seconds: float = DEFAUL
                "-c", "1", "-e", "signed-integer", "-b", "16", "-L", "-", "rate", "-h"]
         result = subprocess.run(cmd, input=x.astype("<f4").tobytes(), capture_output=True)
         if result.returncode != 0:
-            from flowspeech.errors import AudioError
 
             raise AudioError(f"sox failed: {result.stderr.decode(errors='replace').strip()}")
         pcm = np.frombuffer(result.stdout, dtype="<i2").astype(np.int16)
     else:
-        from flowspeech.audio import resample
 
         y = resample(x, int(sample_rate), ASR_SAMPLE_RATE) if sample_rate != ASR_SAMPLE_RATE else x
         # Rounded, not dithered: decoding the same file twice gives the same words.
@@ -107,7 +106,6 @@ class PocketSphinxRecognizer:
                         (("hmm", hmm), ("lm", lm), ("dict", dict)) if v}
         for key, path in self.options.items():
             if not Path(path).exists():
-                from flowspeech.errors import ConfigError
 
                 raise ConfigError(f"PocketSphinx {key} {path} does not exist")
         self.pad_seconds = pad_seconds
@@ -146,8 +144,6 @@ class PocketSphinxRecognizer:
 
 
 def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(package)
     except PackageNotFoundError:

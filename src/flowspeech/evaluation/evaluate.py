@@ -15,14 +15,24 @@ system clips           duration, speech duration; real-time factor with ``timing
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from flowspeech.audio import load_wav, resample
+from flowspeech.errors import ConfigError, DatasetError
+from flowspeech.evaluation import spectral
+from flowspeech.evaluation.asr import PocketSphinxRecognizer, resolve_resampler
+from flowspeech.evaluation.deps import require
 from flowspeech.evaluation.inputs import (
     list_audio,
     match_ids,
@@ -31,6 +41,10 @@ from flowspeech.evaluation.inputs import (
     read_timings,
     read_transcripts,
 )
+from flowspeech.evaluation.intrusive import pesq_wb, stoi
+from flowspeech.evaluation.spectral import F0_METHODS
+from flowspeech.evaluation.stats import compare_rows
+from flowspeech.evaluation.wer import error_counts, normalize_for_scoring
 
 
 @dataclass(frozen=True)
@@ -157,7 +171,6 @@ _RECOGNIZER = None
 def _recognizer(options: EvalOptions):
     global _RECOGNIZER
     if _RECOGNIZER is None:
-        from flowspeech.evaluation.asr import PocketSphinxRecognizer
 
         _RECOGNIZER = PocketSphinxRecognizer(options.hmm, options.lm, options.dict,
                                              options.asr_pad_seconds, options.asr_resampler)
@@ -167,7 +180,6 @@ def _recognizer(options: EvalOptions):
 def _init_worker(options: EvalOptions) -> None:
     # One core per worker: the parallelism is across utterances.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
 
     torch.set_num_threads(1)
     if options.asr:
@@ -192,15 +204,12 @@ def evaluate_utterance(utt_id: str, system_path: str, reference_path: str | None
         ``duration_ratio``, ``ref_speech_s``, ``syn_speech_s``; with ``copy_synthesis``
         ``pesq``, ``stoi``, ``mrstft_sc``, ``mrstft_mag``, ``mrstft``.
     """
-    from flowspeech.audio import load_wav, resample
-    from flowspeech.evaluation import spectral
 
     options = options or EvalOptions()
     samples, rate = load_wav(system_path)
     row: dict = {"id": utt_id, "duration_s": len(samples) / rate,
                  "speech_s": spectral.speech_seconds(samples, rate)}
     if text is not None and options.asr:
-        from flowspeech.evaluation.wer import error_counts, normalize_for_scoring
 
         hypothesis = _recognizer(options).transcribe(samples, rate)
         counts = error_counts(text, hypothesis)
@@ -221,7 +230,6 @@ def evaluate_utterance(utt_id: str, system_path: str, reference_path: str | None
                                     for x in (ref, syn))
             row.update(spectral.compare_to_reference(ref_feats, syn_feats))
         if options.copy_synthesis:
-            from flowspeech.evaluation.intrusive import pesq_wb, stoi
 
             row["pesq"] = pesq_wb(ref, syn, ref_rate)
             row["stoi"] = stoi(ref, syn, ref_rate)
@@ -243,10 +251,6 @@ def _job(args: tuple) -> tuple[str, dict | None, str | None]:
 def check_dependencies(options: EvalOptions, texts: bool, reference: bool) -> None:
     """Import every metric library the run needs and check the options, so that a missing
     package or a bad setting fails before any work."""
-    from flowspeech.errors import ConfigError
-    from flowspeech.evaluation.asr import resolve_resampler
-    from flowspeech.evaluation.deps import require
-    from flowspeech.evaluation.spectral import F0_METHODS
 
     if options.f0_method not in F0_METHODS:
         raise ConfigError(f"unknown F0 method {options.f0_method!r}; choose one of "
@@ -296,7 +300,6 @@ def evaluate(system: str | Path, reference: str | Path | None = None,
         DatasetError: unreadable inputs, or no id to evaluate.
         MissingDependencyError: a metric library is not installed.
     """
-    from flowspeech.errors import DatasetError
 
     options = options or EvalOptions()
     system_clips = list_audio(system)
@@ -348,7 +351,6 @@ def evaluate(system: str | Path, reference: str | Path | None = None,
 
 def _run_jobs(tasks: list[tuple], jobs: int, options: EvalOptions, progress: bool) -> dict:
     """``{id: (row or None, error or None)}``; a progress bar counts finished clips."""
-    from tqdm import tqdm
 
     results = {}
     bar = tqdm(total=len(tasks), desc="evaluate", unit="clip", disable=not progress,
@@ -359,8 +361,6 @@ def _run_jobs(tasks: list[tuple], jobs: int, options: EvalOptions, progress: boo
             results[utt_id] = (row, err)
             bar.update()
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # spawn, not fork: the parent may hold torch/OpenMP threads, which fork breaks.
         context = multiprocessing.get_context("spawn")
@@ -438,8 +438,6 @@ def distributions(rows: list[dict]) -> dict:
 
 
 def _settings(options: EvalOptions, texts: bool, reference: bool, jobs: int, wall: float) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     def ver(package: str) -> str | None:
         try:
             return version(package)
@@ -449,7 +447,6 @@ def _settings(options: EvalOptions, texts: bool, reference: bool, jobs: int, wal
     settings: dict = {"options": asdict(options), "jobs": jobs, "wall_seconds": round(wall, 2),
                       "flowspeech": ver("flowspeech")}
     if texts and options.asr:
-        from flowspeech.evaluation.asr import resolve_resampler
 
         resampler = resolve_resampler(options.asr_resampler)
         settings["asr"] = {
@@ -492,7 +489,6 @@ def compare_reports(report: EvaluationReport, other: EvaluationReport, alpha: fl
         list of :class:`.stats.PairedComparison` dicts (difference = report - other), one per
         metric of :data:`COMPARED_METRICS` that both have.
     """
-    from flowspeech.evaluation.stats import compare_rows
 
     tests = compare_rows(report.rows, other.rows, list(COMPARED_METRICS), alpha)
     common = {r["id"] for r in report.rows} & {r["id"] for r in other.rows}

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flowspeech.align.durations import read_alignment_file
 from flowspeech.errors import DatasetError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -136,7 +137,6 @@ def read_nll(path: str | Path) -> dict[str, float]:
     Raises:
         DatasetError: missing file, or a line without those fields.
     """
-    from flowspeech.align.durations import read_alignment_file
 
     out = read_alignment_file(path, "nll_per_dim", float)
     for uid, value in out.items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowspeech.audio import resample
 from flowspeech.evaluation.deps import require
 
 PESQ_SAMPLE_RATE = 16000
@@ -42,7 +43,6 @@ def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int) -> fl
     """
     pesq = require("pesq")
     if sample_rate != PESQ_SAMPLE_RATE:
-        from flowspeech.audio import resample
 
         reference = resample(reference, sample_rate, PESQ_SAMPLE_RATE)
         degraded = resample(degraded, sample_rate, PESQ_SAMPLE_RATE)

@@ -13,8 +13,13 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+from matplotlib.figure import Figure
+
+from flowspeech.audio import MelConfig, load_wav, mel_spectrogram
 from flowspeech.errors import DatasetError
 from flowspeech.evaluation.evaluate import METRICS, PERCENT_METRICS, EvaluationReport
+from flowspeech.evaluation.inputs import list_audio
 from flowspeech.utils.files import atomic_write
 
 REPORT_JSON = "report.json"
@@ -241,8 +246,6 @@ def plot_distributions(rows_by_system: dict[str, list[dict]], path: str | Path) 
         rows_by_system: system name -> rows.
         path: the PNG to write.
     """
-    import numpy as np
-    from matplotlib.figure import Figure
 
     names = list(rows_by_system)
     panels = []
@@ -286,10 +289,6 @@ def plot_mel_pair(report: EvaluationReport, utt_id: str, path: str | Path) -> Pa
     Raises:
         DatasetError: ``utt_id`` has no clip in the system folder.
     """
-    from matplotlib.figure import Figure
-
-    from flowspeech.audio import MelConfig, load_wav, mel_spectrogram
-    from flowspeech.evaluation.inputs import list_audio
 
     config = MelConfig.glow_tts()
     clips = [("synthesis", list_audio(report.system).get(utt_id))]

@@ -34,8 +34,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import librosa
 import numpy as np
+import torch
+from scipy.spatial.distance import cdist
 
+from flowspeech.errors import ConfigError
 from flowspeech.evaluation.deps import require
 
 MCD_ORDER = 24
@@ -95,7 +99,6 @@ def world_features(samples: np.ndarray, sample_rate: int, order: int = MCD_ORDER
     """
     pw, sptk = require("pyworld"), require("pysptk")
     if f0_method not in F0_METHODS:
-        from flowspeech.errors import ConfigError
 
         raise ConfigError(f"unknown F0 method {f0_method!r}; choose one of {', '.join(F0_METHODS)}")
     x = np.ascontiguousarray(samples, dtype=np.float64)
@@ -165,8 +168,6 @@ def dtw_path(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ``[L, 2]`` int array of (index in ``a``, index in ``b``) pairs from (0, 0) to
         (N - 1, M - 1); steps (1, 1), (1, 0), (0, 1), Euclidean frame distance.
     """
-    import librosa
-    from scipy.spatial.distance import cdist
 
     cost = cdist(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), "euclidean")
     _, path = librosa.sequence.dtw(C=cost, backtrack=True)
@@ -260,7 +261,6 @@ def multi_resolution_stft_distance(reference, synthesis, resolutions=MRSTFT_RESO
         difference|), each averaged over the resolutions, and their sum ``mrstft``
         (PWG's ``L_aux``). All 0 for identical inputs.
     """
-    import torch
 
     def as_tensor(x):
         x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x

@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import wilcoxon
 
 
 @dataclass
@@ -59,7 +60,6 @@ def paired_wilcoxon(a: dict[str, float], b: dict[str, float], metric: str = "",
         original treatment, ``zero_method="wilcox"``); scipy uses the exact distribution for
         small samples without ties and the normal approximation otherwise.
     """
-    from scipy.stats import wilcoxon
 
     ids = [k for k in a if k in b and math.isfinite(a[k]) and math.isfinite(b[k])]
     x = np.array([a[k] for k in ids], dtype=np.float64)

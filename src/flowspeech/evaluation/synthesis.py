@@ -12,6 +12,11 @@ import json
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from flowspeech.audio import save_wav
+from flowspeech.inference.synthesizer import Synthesizer
+
 
 def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic: str | None = None,
                         voice: str | None = None, vocoder: str = "griffin-lim",
@@ -22,8 +27,6 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
     Returns:
         ``{"voice", "acoustic", "vocoder", "load_s", "sentences"}`` describing the run.
     """
-    from flowspeech.audio import save_wav
-    from flowspeech.inference.synthesizer import Synthesizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -34,7 +37,6 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
     totals, stages = {}, {}
     items = sorted(texts.items())
     if progress:
-        from tqdm.auto import tqdm
 
         items = tqdm(items, desc="synthesising", unit="utt")
     for uid, text in items:

@@ -6,8 +6,19 @@ for how the authors' checkpoints map onto these modules.
 """
 
 from flowspeech.flows.actnorm import ActNorm
-from flowspeech.flows.base import Flow, call_in_own_dtype, ensure_finite, remove_weight_norm, weight_norm
-from flowspeech.flows.coupling import AffineCoupling, CouplingNet, WaveNetCouplingNet, set_coupling_dtype
+from flowspeech.flows.base import (
+    Flow,
+    call_in_own_dtype,
+    ensure_finite,
+    remove_weight_norm,
+    weight_norm,
+)
+from flowspeech.flows.coupling import (
+    AffineCoupling,
+    CouplingNet,
+    WaveNetCouplingNet,
+    set_coupling_dtype,
+)
 from flowspeech.flows.invconv import GroupedInvertibleConv1x1, InvertibleConv1x1
 from flowspeech.flows.permute import ChannelFlip, ChannelSwap
 from flowspeech.flows.sequential import FlowSequence

@@ -52,12 +52,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from flowspeech.audio.config import MelConfig
+from flowspeech.config import mel_config
 from flowspeech.errors import ConfigError
 from flowspeech.flows import (
     ActNorm,
     AffineCoupling,
-    call_in_own_dtype,
     ChannelSwap,
+    call_in_own_dtype,
     gated_activation,
     set_coupling_dtype,
     squeeze,
@@ -361,7 +362,6 @@ class FloWaveNet(MelToWaveform):
     def from_config(cls, config: dict[str, Any]) -> "FloWaveNet":
         """Build from a flowspeech config: the ``audio`` section is the front end
         (:func:`flowspeech.config.mel_config`), ``model_args`` the other arguments."""
-        from flowspeech.config import mel_config
 
         args = dict(config.get("model_args") or {})
         if "mel_config" in args:

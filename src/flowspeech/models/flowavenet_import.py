@@ -45,8 +45,10 @@ from typing import Any
 
 import torch
 
-from flowspeech.errors import CheckpointError
+from flowspeech.audio.config import MelConfig
 from flowspeech.checkpoints import read_torch_file
+from flowspeech.errors import CheckpointError
+from flowspeech.models.flowavenet import FloWaveNet
 from flowspeech.models.import_utils import save_imported_vocoder
 
 __all__ = ["import_flowavenet", "load_authors_flowavenet"]
@@ -139,8 +141,6 @@ def _convert_wavenet(flat: dict, state: dict, src: str, dst: str, n_layers: int)
 def _convert(flat: dict[str, torch.Tensor], args: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
     """The authors' flat state dict -> flowspeech's, checked key by key and shape by shape
     against the model built (on the meta device) from ``args``."""
-    from flowspeech.audio.config import MelConfig
-    from flowspeech.models.flowavenet import FloWaveNet
 
     model_args = {k: v for k, v in args.items() if k != "n_mels"}
     mel = MelConfig.from_dict({**MelConfig.flowavenet().to_dict(), "n_mels": args["n_mels"],

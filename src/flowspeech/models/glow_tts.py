@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from flowspeech.align import maximum_path, path_from_durations
 from flowspeech.align.likelihood import LOG_2PI, pairwise_gaussian_log_likelihood
+from flowspeech.config import mel_config
 from flowspeech.errors import TextError
 from flowspeech.flows import (
     ActNorm,
@@ -47,6 +48,7 @@ from flowspeech.flows import (
 )
 from flowspeech.models.roles import MelSynthesis, TextToMel
 from flowspeech.models.transformer import ChannelLayerNorm, ConvReluNorm, TransformerEncoder
+from flowspeech.text import TextFrontend
 from flowspeech.utils.masks import length_mask
 from flowspeech.utils.noise import randn
 
@@ -215,8 +217,6 @@ class GlowTTS(TextToMel):
     def from_config(cls, config: dict[str, Any]) -> "GlowTTS":
         """Build from a flowspeech config: ``n_vocab`` comes from the ``text`` section's front
         end and ``n_mels`` from the ``audio`` section."""
-        from flowspeech.config import mel_config
-        from flowspeech.text import TextFrontend
 
         args = dict(config.get("model_args", {}))
         args.setdefault("n_vocab", TextFrontend(**config.get("text", {})).n_vocab)

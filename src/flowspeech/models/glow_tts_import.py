@@ -29,8 +29,10 @@ from typing import Any
 
 import torch
 
+from flowspeech.checkpoints import load_state_dict_checked, read_torch_file, save_checkpoint
+from flowspeech.config import load_config
 from flowspeech.errors import CheckpointError
-from flowspeech.checkpoints import read_torch_file
+from flowspeech.models.glow_tts import GlowTTS
 
 _COUPLING = re.compile(r"^decoder\.flows\.(\d+)\.(start|wn|end)\.(.*)$")
 PRESETS = {"base": "glow-tts-base", "base-blank": "glow-tts-base-blank"}
@@ -100,9 +102,6 @@ def import_glow_tts(src: str | Path, out_path: str | Path, preset: str = "base")
     Returns:
         The config written into the checkpoint.
     """
-    from flowspeech.config import load_config
-    from flowspeech.models.glow_tts import GlowTTS
-    from flowspeech.checkpoints import load_state_dict_checked, save_checkpoint
 
     if preset not in PRESETS:
         raise CheckpointError(f"--config must be one of {', '.join(PRESETS)}, not {preset!r}")

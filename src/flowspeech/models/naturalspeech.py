@@ -46,6 +46,8 @@ from torch import nn
 
 from flowspeech.align import maximum_path
 from flowspeech.align.likelihood import LOG_2PI, pairwise_gaussian_log_likelihood
+from flowspeech.align.soft_dtw import soft_dtw
+from flowspeech.config import mel_config
 from flowspeech.errors import ConfigError, TextError
 from flowspeech.flows import (
     AffineCoupling,
@@ -59,6 +61,7 @@ from flowspeech.models.durator import Durator, predicted_frame_lengths
 from flowspeech.models.hifigan import HiFiGANGenerator
 from flowspeech.models.phoneme_encoder import PhonemeEncoder
 from flowspeech.models.roles import TextToWaveform, WaveformSynthesis
+from flowspeech.text import TextFrontend
 from flowspeech.text.sup_phonemes import SupPhonemeTokenizer
 from flowspeech.utils.masks import length_mask
 from flowspeech.utils.noise import randn
@@ -189,7 +192,7 @@ class MemoryBank(nn.Module):
         and set ``in_use``. Needs at least as many frames as bank entries. Returns what the
         start achieved on a subset of the frames (:meth:`stats`) and the chosen
         ``query_scale``."""
-        from sklearn.cluster import KMeans
+        from sklearn.cluster import KMeans  # lazy: a second to import; training only
 
         size, channels = self.bank.shape
         x = latents.detach().float().cpu()
@@ -324,9 +327,6 @@ class NaturalSpeech(TextToWaveform):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "NaturalSpeech":
-        from flowspeech.config import mel_config
-        from flowspeech.text import TextFrontend
-
         mels = mel_config(config)
         args = dict(config.get("model_args", {}))
         args.setdefault("n_vocab", TextFrontend(**config.get("text", {})).n_vocab)
@@ -390,7 +390,6 @@ class NaturalSpeech(TextToWaveform):
 
         Returns ``(loss, f(z') [B, C, N])``.
         """
-        from flowspeech.align.soft_dtw import soft_dtw
 
         if noise is None:
             noise = torch.randn_like(prior_mean)

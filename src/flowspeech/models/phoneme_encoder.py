@@ -32,8 +32,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flowspeech.checkpoints import load_checkpoint
 from flowspeech.errors import CheckpointError
 from flowspeech.models.transformer import TransformerEncoder
+from flowspeech.text.sup_phonemes import SupPhonemeTokenizer
 from flowspeech.utils.masks import length_mask
 
 #: ``model_type`` of the checkpoints ``flowspeech pretrain-phonemes`` writes.
@@ -299,8 +301,6 @@ def load_pretrained_phoneme_encoder(path: str | Path):
         CheckpointError: the file is missing, unreadable, not a ``phoneme-lm`` checkpoint,
             or lacks the tokenizer or the text options.
     """
-    from flowspeech.text.sup_phonemes import SupPhonemeTokenizer
-    from flowspeech.checkpoints import load_checkpoint
 
     payload = load_checkpoint(path)
     if payload.get("model_type") != MODEL_TYPE:

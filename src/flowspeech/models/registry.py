@@ -81,7 +81,7 @@ class ModelSpec:
 
     def presets(self) -> list[str]:
         """The shipped presets of this type (``flowspeech/configs/*.yaml`` naming it)."""
-        from flowspeech.config import load_config, list_presets
+        from flowspeech.config import list_presets, load_config  # lazy: read at CLI start-up
 
         return [name for name in list_presets() if load_config(name)["model"] == self.name]
 
@@ -95,7 +95,7 @@ def load_plugins() -> list[str]:
     """Register the :class:`ModelSpec` every installed package names in the entry-point group
     ``flowspeech.models`` (``name = "package.module:SPEC"``). Runs once, on the first look-up;
     returns the names it added."""
-    import importlib.metadata  # 50 ms: only when a model type is looked up, never for --help
+    import importlib.metadata  # lazy: 50 ms; at a look-up, never for --help
 
     global _plugins_loaded
     _plugins_loaded = True
@@ -175,7 +175,8 @@ def count_parameters(config: dict[str, Any]) -> int:
     The model is built on the ``meta`` device, so no memory is allocated and no
     initialisation runs: counting even the largest presets takes milliseconds.
     """
-    import torch
+
+    import torch  # lazy: the registry is read at CLI start-up, before torch is needed
 
     with torch.device("meta"):
         model = build_model(config)

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flowspeech.config import mel_config
 from flowspeech.errors import ConfigError
 from flowspeech.flows import (
     AffineCoupling,
@@ -152,7 +153,6 @@ class WaveGlow(MelToWaveform):
     def from_config(cls, config: dict[str, Any]) -> "WaveGlow":
         """Build from a flowspeech config; ``n_mel_channels`` and ``hop_length`` come from the
         ``audio`` section (:func:`flowspeech.config.mel_config`)."""
-        from flowspeech.config import mel_config
 
         mel = mel_config(config)
         args = dict(config.get("model_args") or {})

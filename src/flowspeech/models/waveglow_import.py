@@ -47,6 +47,7 @@ import torch
 from flowspeech.checkpoints import ForeignObjectsError, load_error_reason, read_torch_file
 from flowspeech.errors import CheckpointError
 from flowspeech.models.import_utils import save_imported_vocoder
+from flowspeech.models.waveglow import WaveGlow
 
 __all__ = ["import_waveglow", "load_authors_waveglow"]
 
@@ -248,7 +249,6 @@ def _convert(flat: dict[str, torch.Tensor], hints: dict[str, Any], source: str):
 
 def _check_against_model(state: dict[str, torch.Tensor], args: dict[str, Any], source: str) -> None:
     """Keys and shapes must be exactly those of ``WaveGlow(**args)`` (built on the meta device)."""
-    from flowspeech.models.waveglow import WaveGlow
 
     try:
         with torch.device("meta"):

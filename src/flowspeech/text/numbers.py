@@ -60,7 +60,7 @@ _CURRENCIES = {
 
 @lru_cache(maxsize=1)
 def _inflect_engine():
-    import inflect  # slow import: only when a number is met
+    import inflect  # lazy: 0.3 s to import; only when a number is met
 
     return inflect.engine()
 

@@ -45,8 +45,8 @@ def _backend(language: str):
         return backend
     global _separator
     try:
-        from phonemizer.backend import EspeakBackend
-        from phonemizer.separator import Separator
+        from phonemizer.backend import EspeakBackend  # lazy: 0.2 s and espeak-ng; IPA only
+        from phonemizer.separator import Separator  # lazy: as above
     except ImportError as err:
         raise TextError("phonemizer='espeak' needs the phonemizer package: pip install "
                         "phonemizer; " + INSTALL_HINT) from err

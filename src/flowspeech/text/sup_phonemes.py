@@ -38,7 +38,11 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
+from tokenizers import Tokenizer, models, trainers
+
 from flowspeech.errors import CheckpointError, ConfigError, DatasetError, TextError
+from flowspeech.text.symbols import symbol_to_id
 
 PAD_ID = 0
 UNK_ID = 1
@@ -65,7 +69,6 @@ def word_boundary_ids(frontend) -> list[int]:
     Returns:
         Sorted ids; an interspersed blank is *not* among them (pass it as ``blank_id``).
     """
-    from flowspeech.text.symbols import symbol_to_id
 
     ids = set()
     for symbol, i in symbol_to_id(frontend.symbols).items():
@@ -163,12 +166,6 @@ class SupPhonemeTokenizer:
                               f"got {n_phonemes!r}")
         if not _positive_int(min_frequency):
             raise ConfigError(f"min_frequency must be a positive integer, got {min_frequency!r}")
-        try:
-            from tokenizers import Tokenizer, models, trainers
-        except ImportError as err:  # pragma: no cover - a declared dependency
-            raise ConfigError("sup-phonemes need the `tokenizers` package: pip install "
-                              "'tokenizers>=0.15'") from err
-
         boundaries = frozenset(int(i) for i in word_boundary_ids)
         splitter = cls(None, boundaries, blank_id)
         words: list[str] = []
@@ -246,7 +243,6 @@ class SupPhonemeTokenizer:
     def sup_ids_padded(self, tokens, lengths):
         """:meth:`sup_ids` of every row of a padded batch: ``tokens`` ``[B, L]`` and
         ``lengths`` ``[B]`` (torch) give ``[B, L]`` long, 0 (``[PAD]``) past each length."""
-        import torch
 
         sup = torch.zeros_like(tokens)
         for i, n in enumerate(lengths.tolist()):
@@ -303,8 +299,6 @@ class SupPhonemeTokenizer:
             raise CheckpointError(f"the sup-phoneme tokenizer has format version "
                                   f"{data['version']}; this flowspeech reads up to {_VERSION}: "
                                   "upgrade flowspeech")
-        from tokenizers import Tokenizer
-
         try:
             tokenizer = Tokenizer.from_str(data["tokenizer"])
             return cls(tokenizer, data["word_boundary_ids"], data.get("blank_id"),

@@ -7,6 +7,7 @@ NCCL on GPUs, gloo on CPU.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -73,7 +74,6 @@ def cleanup(info: DistInfo, finished: bool = True) -> None:
     error the other ranks may be inside a collective, so no barrier is attempted then."""
     if not (info.enabled and dist.is_initialized()):
         return
-    import gc
 
     gc.collect()
     if finished:

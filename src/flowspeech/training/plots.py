@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def _figure(rows: int = 1):
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(rows, 1, figsize=(10, 2.6 * rows), squeeze=False)
+    # The object API: no pyplot state, no GUI backend, nothing to close.
+    fig = Figure(figsize=(10, 2.6 * rows))
+    return fig, fig.subplots(rows, 1, squeeze=False)
 
 
 def spectrogram_figure(*mels: np.ndarray, titles: list[str] | None = None):

@@ -15,11 +15,15 @@ import math
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from flowspeech.errors import ConfigError
+from flowspeech.data import load_manifest
+from flowspeech.errors import ConfigError, DatasetError
+from flowspeech.models.registry import build_model
+from flowspeech.training.schedules import build_scheduler
 
 
 @dataclass
@@ -164,8 +168,6 @@ class Recipe:
 
     # --- what to train -------------------------------------------------------------------
     def build_model(self) -> torch.nn.Module:
-        from flowspeech.models.registry import build_model
-
         return build_model(self.config)
 
     def build_datasets(self, data: str, val_data: str | None, cache_dir: str | None):
@@ -180,10 +182,6 @@ class Recipe:
         ``make_corpus.py``) trains on that split and validates on its ``val`` split; any other
         folder or filelist trains on all of it and validates on ``val_data`` if given.
         """
-        from pathlib import Path
-
-        from flowspeech.data import load_manifest
-        from flowspeech.errors import DatasetError
 
         path = Path(data)
         train = None
@@ -216,8 +214,6 @@ class Recipe:
                 torch.optim.Adam(model.parameters(), lr=t.learning_rate, betas=t.betas, eps=t.eps)}
 
     def build_schedulers(self, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
-        from flowspeech.training.schedules import build_scheduler
-
         t = self.train
         kwargs = {"warmup_steps": t.warmup_steps, "gamma": t.lr_gamma,
                   "d_model": self.config.get("model_args", {}).get("hidden_channels", 1)}

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from flowspeech.errors import ConfigError
+
 
 def noam_lambda(d_model: int, warmup_steps: int):
     """Noam schedule (Vaswani et al. 2017, Eq. 3), used by Glow-TTS:
@@ -29,6 +31,5 @@ def build_scheduler(optimizer: torch.optim.Optimizer, name: str, **kwargs):
     if name == "exponential":
         gamma = kwargs["gamma"]
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: math.pow(gamma, step))
-    from flowspeech.errors import ConfigError
 
     raise ConfigError(f"unknown learning-rate schedule {name!r}: use none, noam or exponential")

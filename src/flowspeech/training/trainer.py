@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import random
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,13 +21,19 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
+from flowspeech.checkpoints import load_checkpoint, load_state_dict_checked, load_state_dict_partial
 from flowspeech.config import load_yaml
+from flowspeech.data import BucketBatchSampler
 from flowspeech.errors import CheckpointError, ConfigError
 from flowspeech.training import distributed as fdist
 from flowspeech.training.checkpoint import CheckpointManager
-from flowspeech.checkpoints import load_state_dict_checked
 from flowspeech.training.recipe import Recipe
+from flowspeech.utils.files import atomic_write
 
 log = logging.getLogger("flowspeech.train")
 
@@ -179,13 +186,11 @@ class Trainer:
                 f"{self.run_dir} already holds checkpoints (latest: step {existing[-1][0]}); pass "
                 f"--resume to continue that run, or choose another --out folder")
         if self.dist.is_main:
-            import yaml
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
             saved = self.run_dir / "config.yaml"
             if self.resume and saved.is_file():
                 self._check_same_model(load_yaml(saved.read_text()))
-            from flowspeech.utils.files import atomic_write
 
             text = yaml.safe_dump(self.recipe.config, sort_keys=False)
             atomic_write(saved, lambda tmp: Path(tmp).write_text(text))
@@ -204,7 +209,6 @@ class Trainer:
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(file_handler)
         if not self.progress:
-            import sys
 
             console = logging.StreamHandler(sys.stdout)
             console.setFormatter(logging.Formatter("%(message)s"))
@@ -218,8 +222,6 @@ class Trainer:
                     f"{self.run_dir / 'config.yaml'}; resume with that config (or no --config)")
 
     def _build(self) -> None:
-        from flowspeech.data import BucketBatchSampler
-
         recipe = self.recipe
         self.train_set, self.val_set = recipe.build_datasets(self.data, self.val_data, self.cache_dir)
         self.sampler = BucketBatchSampler(
@@ -323,8 +325,6 @@ class Trainer:
         # Weights only (a training checkpoint, or an exported/float16 voice): optimiser,
         # schedule and step start afresh, so the learning-rate warm-up runs again. Partial:
         # the tensors that fit replace the fresh ones (after the recipe's initialisation).
-        from flowspeech.checkpoints import (load_checkpoint, load_state_dict_checked,
-                                            load_state_dict_partial)
 
         payload = load_checkpoint(path, model_type=self.recipe.model_type)
         what = "the weights"
@@ -342,7 +342,6 @@ class Trainer:
 
     def _open_writer(self):
         if self.dist.is_main and self.use_tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1)
 
@@ -375,7 +374,6 @@ class Trainer:
             self._warm_start(self.init_from)
         self.model = self.raw_model
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = self.recipe.wrap_distributed(
@@ -392,7 +390,6 @@ class Trainer:
         t_log = time.perf_counter()
         bar = None
         if self.progress and self.dist.is_main:
-            from tqdm.auto import tqdm
 
             bar = tqdm(total=self.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
                        desc=f"{self.recipe.model_type}", mininterval=1.0)

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from flowspeech.errors import FlowspeechError, OutputError
 
 # mkstemp makes private (0600) files; what flowspeech writes gets the usual umask-derived
@@ -115,8 +117,6 @@ def _reason(err: BaseException, path: Path) -> str:
 
 
 def atomic_save_npy(path: str | Path, array) -> None:
-    import numpy as np
-
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
@@ -126,7 +126,6 @@ def atomic_save_npy(path: str | Path, array) -> None:
 
 def load_mel_npy(path: str | Path, n_mels: int | None = None):
     """Read a ``[n_mels, frames]`` float array, with a clear error for anything else."""
-    import numpy as np
 
     try:
         mel = np.load(path, allow_pickle=False)

@@ -35,6 +35,7 @@ from flowspeech.models.flowavenet import FloWaveNet
 from flowspeech.training.recipe import require
 from flowspeech.training.recipes.waveglow import WaveGlowRecipe, WaveGlowTrainConfig
 
+
 @dataclass
 class FloWaveNetTrainConfig(WaveGlowTrainConfig):
     """``train:`` section (defaults: the authors' train.py; fixed-length segments: no length

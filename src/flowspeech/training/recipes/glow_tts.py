@@ -8,9 +8,13 @@ from typing import Any
 
 import torch
 
+from flowspeech.audio import griffin_lim
 from flowspeech.config import mel_config
+from flowspeech.data import SpeakerTable, TextMelDataset, collate_text_mel
 from flowspeech.errors import ConfigError
 from flowspeech.models.glow_tts import GlowTTS
+from flowspeech.text import TextFrontend
+from flowspeech.training.plots import alignment_figure, spectrogram_figure
 from flowspeech.training.recipe import Recipe
 
 
@@ -19,15 +23,12 @@ class GlowTTSRecipe(Recipe):
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
-        from flowspeech.text import TextFrontend
 
         self.frontend = TextFrontend(**config.get("text", {}))
         self.mel_config = mel_config(config)
         self.speakers = None
 
     def build_datasets(self, data, val_data, cache_dir):
-        from flowspeech.data import SpeakerTable, TextMelDataset
-
         train_manifest, val_manifest = self.manifests(data, val_data)
         labels = [u.speaker for u in train_manifest.utterances]
         n_speakers = self.config["model_args"].get("n_speakers", 0)
@@ -44,8 +45,6 @@ class GlowTTSRecipe(Recipe):
         return train, val
 
     def collate(self, items):
-        from flowspeech.data import collate_text_mel
-
         return collate_text_mel(items)
 
     def build_optimizers(self, model):
@@ -84,8 +83,6 @@ class GlowTTSRecipe(Recipe):
             return {}
         tokens, token_lengths, mels, mel_lengths, speakers = self._inputs(batch)
         out = model(tokens, token_lengths, mels, mel_lengths, speakers)
-        from flowspeech.audio import griffin_lim
-        from flowspeech.training.plots import alignment_figure, spectrogram_figure
 
         n_tok, n_frm = int(token_lengths[0]), int(out.mel_lengths[0])
         gen, gen_lengths, _ = model.infer(tokens[:1, :n_tok], token_lengths[:1],

@@ -37,12 +37,29 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from flowspeech.align.durations import fit_durations_to_frames
+from flowspeech.align.durations import fit_durations_to_frames, read_alignment_file
+from flowspeech.audio import mel_spectrogram
+from flowspeech.audio.features import MelSpectrogram
 from flowspeech.config import mel_config
+from flowspeech.data import TextAudioDataset, collate_text_audio
 from flowspeech.errors import ConfigError, DatasetError
+from flowspeech.models.hifigan import (
+    CombinedDiscriminator,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+from flowspeech.models.naturalspeech import NaturalSpeech, random_segments
+from flowspeech.models.phoneme_encoder import load_pretrained_phoneme_encoder
+from flowspeech.models.registry import build_model
+from flowspeech.text import TextFrontend
+from flowspeech.training.plots import spectrogram_figure
 from flowspeech.training.recipe import Recipe, TrainConfig, require
+from flowspeech.utils.masks import sequence_mask
+
 
 @dataclass
 class NaturalSpeechTrainConfig(TrainConfig):
@@ -101,8 +118,6 @@ class NaturalSpeechRecipe(Recipe):
 
     @classmethod
     def check_config_sections(cls, config):
-        from flowspeech.models.hifigan import CombinedDiscriminator
-
         try:
             with torch.device("meta"):
                 CombinedDiscriminator(**dict(config.get("discriminator_args") or {}))
@@ -111,7 +126,6 @@ class NaturalSpeechRecipe(Recipe):
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
-        from flowspeech.text import TextFrontend
 
         t = self.train
         self.memory_start = t.durator_warmup_steps if t.memory_start is None else t.memory_start
@@ -128,8 +142,6 @@ class NaturalSpeechRecipe(Recipe):
 
     # --- pre-trained phoneme encoder ---------------------------------------------------------
     def _load_pretrained(self, path: str) -> None:
-        from flowspeech.models.phoneme_encoder import load_pretrained_phoneme_encoder
-
         state, tokenizer, text_options = load_pretrained_phoneme_encoder(path)
         if text_options is not None and dict(text_options) != dict(self.frontend.to_dict()):
             raise ConfigError(
@@ -140,9 +152,6 @@ class NaturalSpeechRecipe(Recipe):
         self.config.setdefault("model_args", {})["n_sup_vocab"] = tokenizer.vocab_size
 
     def build_model(self) -> NaturalSpeechGAN:
-        from flowspeech.models.hifigan import CombinedDiscriminator
-        from flowspeech.models.registry import build_model
-
         generator = build_model(self.config)
         generator.sup_tokenizer = self.sup_tokenizer  # synthesis in validation reads it
         if self._encoder_state is not None:
@@ -163,8 +172,6 @@ class NaturalSpeechRecipe(Recipe):
 
     # --- data ----------------------------------------------------------------------------------
     def build_datasets(self, data, val_data, cache_dir):
-        from flowspeech.data import TextAudioDataset
-
         train_manifest, val_manifest = self.manifests(data, val_data)
         if self.train.durations:
             self._durations = read_durations(self.train.durations)
@@ -174,8 +181,6 @@ class NaturalSpeechRecipe(Recipe):
         return train, val
 
     def collate(self, items):
-        from flowspeech.data import collate_text_audio
-
         batch = collate_text_audio(items)
         tokens = batch["tokens"]
         if self.sup_tokenizer is not None:
@@ -212,7 +217,6 @@ class NaturalSpeechRecipe(Recipe):
     # --- one step ----------------------------------------------------------------------------
     def mel(self, wav: torch.Tensor) -> torch.Tensor:
         """Mel features of ``wav [B, 1, S]`` as the dataset computes them."""
-        from flowspeech.audio.features import MelSpectrogram
 
         if self._mel is None or self._mel.window.device != wav.device:
             self._mel = MelSpectrogram(self.mel_config).to(wav.device)
@@ -223,13 +227,6 @@ class NaturalSpeechRecipe(Recipe):
                 batch.get("sup_tokens"), batch.get("durations"))
 
     def training_step(self, ctx, batch):
-        from flowspeech.models.hifigan import (
-            discriminator_loss,
-            feature_matching_loss,
-            generator_adversarial_loss,
-        )
-        from flowspeech.models.naturalspeech import NaturalSpeech, random_segments
-
         e = self.train
         raw = ctx.raw_model
         gen = raw.generator
@@ -307,7 +304,6 @@ class NaturalSpeechRecipe(Recipe):
                 f"latents' variance (query scale {stats['query_scale']:g}, attention entropy "
                 f"{stats['entropy']:.2f} of {math.log(memory.bank.size(0)):.2f} nats)")
         if ctx.dist.enabled:
-            import torch.distributed as dist
 
             for tensor in memory.parameters():
                 dist.broadcast(tensor.data, src=0)
@@ -317,7 +313,6 @@ class NaturalSpeechRecipe(Recipe):
         """Posterior samples ``z`` ``[N, h]`` of random training clips, at least
         ``memory_init_frames`` of them (or all the data has), drawn without touching the
         training RNG."""
-        from flowspeech.utils.masks import sequence_mask
 
         dataset = ctx.train_set
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -342,8 +337,6 @@ class NaturalSpeechRecipe(Recipe):
 
     @torch.no_grad()
     def validate(self, model, batch):
-        from flowspeech.models.naturalspeech import NaturalSpeech, random_segments
-
         gen = model.generator
         out = gen(*self._inputs(batch), use_forward_loss=False, use_e2e=False)
         real_mel, _ = random_segments(batch["mels"], batch["spec_lengths"], gen.segment_frames,
@@ -368,8 +361,6 @@ class NaturalSpeechRecipe(Recipe):
         wav = wav[0, :int(wav_lengths[0])].float().clamp(-1, 1).cpu()
         values["length_ratio"] = float(wav.numel()) / max(int(batch["audio_lengths"][0]), 1)
         if writer is not None:
-            from flowspeech.audio import mel_spectrogram
-            from flowspeech.training.plots import spectrogram_figure
 
             sr = self.mel_config.sample_rate
             writer.add_audio("val/synthesised", wav[None], step, sr)
@@ -391,6 +382,5 @@ class NaturalSpeechRecipe(Recipe):
 
 def read_durations(path: str) -> dict[str, list[int]]:
     """``{id: frames per token}`` from a ``flowspeech align`` JSON-lines file."""
-    from flowspeech.align.durations import read_alignment_file
 
     return read_alignment_file(path, "durations", lambda values: [int(d) for d in values])

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from flowspeech.data import load_manifest, pad_1d
 from flowspeech.errors import ConfigError, DatasetError, TextError
 from flowspeech.models.phoneme_encoder import (
     ENCODER_OPTIONS,
@@ -42,6 +43,7 @@ from flowspeech.models.phoneme_encoder import (
     masked_accuracy,
     units_from_spans,
 )
+from flowspeech.text import TextFrontend
 from flowspeech.text.sup_phonemes import (
     DEFAULT_VOCAB_SIZE,
     FIRST_UNIT_ID,
@@ -50,6 +52,8 @@ from flowspeech.text.sup_phonemes import (
     word_boundary_ids,
 )
 from flowspeech.training.recipe import Recipe, TrainConfig
+from flowspeech.training.schedules import build_scheduler
+from flowspeech.utils.files import atomic_write
 
 logger = logging.getLogger("flowspeech.data")
 
@@ -94,7 +98,6 @@ def read_text_lines(source: str | Path) -> tuple[list[tuple[str, str]], str]:
     """
     path = Path(source).expanduser()
     if path.is_dir():
-        from flowspeech.data import load_manifest
 
         manifest = load_manifest(path, check_audio=False)  # reads metadata.csv
         return [(u.origin, u.text) for u in manifest.utterances], str(manifest.source)
@@ -124,7 +127,6 @@ class PhonemeLMRecipe(Recipe):
 
     def __init__(self, config: dict[str, Any], run_dir: str | Path | None = None):
         super().__init__(config)
-        from flowspeech.text import TextFrontend
 
         self.frontend = TextFrontend.from_dict(config.get("text") or {})
         args = config.get("model_args") or {}
@@ -186,7 +188,6 @@ class PhonemeLMRecipe(Recipe):
             sequences, self.bpe_vocab_size, settings["word_boundary_ids"],
             n_phonemes=self.frontend.n_vocab, blank_id=settings["blank_id"])
         if stored is not None and _is_main_process():
-            from flowspeech.utils.files import atomic_write
 
             text = tokenizer.to_json()
             atomic_write(stored, lambda tmp: Path(tmp).write_text(text))
@@ -210,8 +211,6 @@ class PhonemeLMRecipe(Recipe):
         return train, val
 
     def collate(self, items):
-        from flowspeech.data import pad_1d
-
         tokens, lengths = pad_1d([item["tokens"] for item in items])
         sup, _ = pad_1d([item["sup"] for item in items])
         return {"tokens": tokens, "token_lengths": lengths, "sup_tokens": sup,
@@ -226,8 +225,6 @@ class PhonemeLMRecipe(Recipe):
                                     **self.encoder_args)
 
     def build_schedulers(self, optimizers):
-        from flowspeech.training.schedules import build_scheduler
-
         t = self.train
         channels = self.encoder_args.get("channels", 192)
         return {name: build_scheduler(opt, t.scheduler, warmup_steps=t.warmup_steps,

@@ -29,9 +29,12 @@ from typing import Any
 
 import torch
 
+from flowspeech.audio import griffin_lim, log_spectral_distance, mel_spectrogram
 from flowspeech.config import mel_config
+from flowspeech.data import AudioMelDataset, collate_audio_mel
 from flowspeech.errors import ConfigError
 from flowspeech.models.waveglow import WaveGlow
+from flowspeech.training.plots import spectrogram_figure
 from flowspeech.training.recipe import Recipe, TrainConfig, require
 
 # The copy-synthesis in validation: a fixed seed.
@@ -86,8 +89,6 @@ class WaveGlowRecipe(Recipe):
         return model
 
     def build_datasets(self, data, val_data, cache_dir):
-        from flowspeech.data import AudioMelDataset
-
         train_manifest, val_manifest = self.manifests(data, val_data)
         seed, size = self.train.seed, self.segment_length
         train = AudioMelDataset(train_manifest, self.mel_config, size, cache_dir, seed)
@@ -99,8 +100,6 @@ class WaveGlowRecipe(Recipe):
         return train, val
 
     def collate(self, items):
-        from flowspeech.data import collate_audio_mel
-
         return collate_audio_mel(items)
 
     # --- how to train --------------------------------------------------------------------
@@ -118,7 +117,6 @@ class WaveGlowRecipe(Recipe):
 
     def _first_val_clip(self):
         if self._val_clips is None:
-            from flowspeech.data import AudioMelDataset
 
             self._val_clips = AudioMelDataset(self._val_manifest, self.mel_config, None,
                                               self._cache_dir)
@@ -144,7 +142,6 @@ class WaveGlowRecipe(Recipe):
         values = {}
         if self._val_manifest is None:
             return values
-        from flowspeech.audio import griffin_lim, log_spectral_distance, mel_spectrogram
 
         clip = self._first_val_clip()
         device = batch["mels"].device
@@ -159,7 +156,6 @@ class WaveGlowRecipe(Recipe):
             self._griffin_lim_lsd = log_spectral_distance(reference, gl)
         values["lsd_griffin_lim_db"] = self._griffin_lim_lsd
         if writer is not None:
-            from flowspeech.training.plots import spectrogram_figure
 
             sr = self.mel_config.sample_rate
             writer.add_audio("val/copy_synthesis", audio[None], step, sr)
