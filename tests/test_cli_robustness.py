@@ -87,6 +87,12 @@ CASES = {
     "a missing checkpoint": (SAY + ["--acoustic", "nope.pt", "--out", "out/a.wav"], r"nope.pt does not exist"),
     "an output folder that cannot be made": (SAY + ["--out", "/proc/flowspeech/a.wav"], r"/proc/flowspeech/a.wav"),
     "empty text": (["synthesize", "--text", " ", "--out", "out/a.wav"], r"empty"),
+    "--resume into an empty folder": (["train", "glow-tts", "--resume", "--data", "data", "--out", "out/run"],
+                                      r"--resume: out/run holds no run to continue"),
+    "a bad --set value": (["train", "glow-tts", "--config", "glow-tts-small", "--data", "data", "--out", "out/run",
+                           "--set", "train.batch_size=abc"], r"--set train.batch_size='abc': .*must be an integer"),
+    "a misspelt --set key": (["train", "glow-tts", "--config", "glow-tts-small", "--data", "data", "--out", "out/run",
+                              "--set", "train.lerning_rate=1e-4"], r"unknown key\(s\) train.lerning_rate"),
 }
 
 @pytest.mark.parametrize("case", CASES)
@@ -163,6 +169,20 @@ def test_a_second_voices_add_fails_naming_the_first(workspace):
                     f"FolderLock({str(workspace / 'voices')!r}, 'killed').__enter__(); sys.exit(0)"], check=True)
     assert flowspeech(workspace, "voices", "add", "second", "--acoustic", "voice.pt").returncode == 0
     assert (workspace / "voices" / "second" / "acoustic.pt").is_file()
+
+
+def test_a_second_train_into_one_folder_fails_naming_the_first(workspace, tmp_path):
+    from conftest import make_ljspeech
+
+    data = make_ljspeech(tmp_path / "data", n=2)
+    run = tmp_path / "run"
+    with FolderLock(run, "flowspeech train glow-tts"):
+        done = flowspeech(workspace, "train", "glow-tts", "--config", "glow-tts-small", "--data", str(data),
+                          "--out", str(run), "--max-steps", "1", "--no-progress")
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr[-2000:]
+    assert f"{run} is in use by process {os.getpid()}" in lines[0] and "flowspeech train glow-tts" in lines[0]
+    assert not (run / "checkpoints").exists()
 
 
 def test_control_characters_are_removed_and_said(workspace):

@@ -206,10 +206,21 @@ def test_duplicate_ids_and_bad_encoding(tmp_path):
     filelist = tmp_path / "list.txt"
     filelist.write_bytes(b"a/x.wav|one\nb/x.wav|two\na/x.wav|one again\na/x.wav|bad \xff byte\n")
     manifest = load_manifest(filelist)
-    assert [u.text for u in manifest] == ["one", "one again"]
-    assert [s.line for s in manifest.skipped] == [2, 4]
-    assert "duplicate id 'x'" in manifest.skipped[0].reason
-    assert "UTF-8" in manifest.skipped[1].reason
+    assert [u.text for u in manifest] == ["one"]  # one clip, one transcript
+    assert [s.line for s in manifest.skipped] == [2, 3, 4]
+    assert "duplicate id 'x': line 1 already has it" in manifest.skipped[0].reason
+    assert "for the same audio" in manifest.skipped[1].reason
+    assert "UTF-8" in manifest.skipped[2].reason
+
+
+def test_a_repeated_id_in_metadata_csv_trains_one_transcript_and_says_so(tmp_path, caplog):
+    root = make_ljspeech(tmp_path / "data", n=2)
+    rows = (root / "metadata.csv").read_text()
+    (root / "metadata.csv").write_text(rows + "LJ001-0001|Another text.|another text.\n")
+    manifest = load_manifest(root / "metadata.csv")
+    assert [u.id for u in manifest] == ["LJ001-0001", "LJ001-0002"]
+    assert manifest.skipped[0].line == 3 and "line 1 already has it" in manifest.skipped[0].reason
+    assert any("duplicate id 'LJ001-0001'" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.skipif(not (REAL_SAMPLE / "metadata.csv").is_file(), reason="shared corpus sample not present")

@@ -99,6 +99,9 @@ def run(args) -> int:
         saved = Path(args.out) / "config.yaml"
         if args.resume and saved.is_file():
             config_source = str(saved)
+        elif args.resume:
+            raise ConfigError(f"--resume: {args.out} holds no run to continue (no config.yaml); "
+                              f"check --out, or start a run there with --config PRESET")
         else:
             raise ConfigError("give --config (a preset name or YAML file); "
                               "only --resume can take it from the run folder")

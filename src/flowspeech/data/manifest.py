@@ -184,8 +184,9 @@ def load_manifest(
             utt, error = _check_audio(utt)
         if error is None:
             first = seen.get(utt.id)
-            if first is not None and first[0] != utt.audio_path:
-                error = f"duplicate id {utt.id!r}: line {first[1]} uses it for {first[0]}"
+            if first is not None:  # one clip, one transcript (and one cache entry)
+                what = "the same audio" if first[0] == utt.audio_path else f"{first[0]}"
+                error = f"duplicate id {utt.id!r}: line {first[1]} already has it, for {what}"
         if error is not None:
             skipped.append(SkippedRow(source, line_no, error))
             continue

@@ -33,7 +33,7 @@ from flowspeech.errors import CheckpointError, ConfigError
 from flowspeech.training import distributed as fdist
 from flowspeech.training.checkpoint import CheckpointManager
 from flowspeech.training.recipe import Recipe
-from flowspeech.utils.files import atomic_write
+from flowspeech.utils.files import FolderLock, atomic_write
 
 log = logging.getLogger("flowspeech.train")
 
@@ -347,13 +347,20 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        """Train until ``max_steps``; returns the last logged averages."""
+        """Train until ``max_steps``; returns the last logged averages.
+
+        The run folder is locked while training (by the main process): a second ``train``
+        into the same ``--out`` fails at once and names this one."""
         finished = False
+        lock = contextlib.ExitStack()
         try:
+            if self.dist.is_main:
+                lock.enter_context(FolderLock(self.run_dir, f"flowspeech train {self.recipe.model_type}"))
             out = self._fit()
             finished = True
             return out
         finally:
+            lock.close()
             if self.writer is not None:
                 self.writer.close()
             for h in list(log.handlers):
@@ -367,6 +374,8 @@ class Trainer:
         seed_all(self.cfg.seed + self.dist.rank)
         self._build()
         resumed = self.resume and self._restore()
+        if self.resume and not resumed:
+            self._print(f"note: {self.run_dir} holds no checkpoint to resume: starting at step 0")
         if not resumed and (not self.init_from or self.init_partial):
             self.raw_model.train()
             self.recipe.initialize(self.raw_model, self._first_batch())
