@@ -80,6 +80,39 @@ def test_train_stops_before_any_work_on_a_bad_config(tmp_path, capsys):
     assert not run.exists()
 
 
+def _train_error(capsys, tmp_path, *args) -> str:
+    assert main(["train", *args, "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 1
+    assert not (tmp_path / "run").exists()
+    return capsys.readouterr().err.strip()
+
+
+def test_a_mistake_in_the_file_is_blamed_on_the_file_not_on_an_unrelated_set(tmp_path, capsys):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"base": "waveglow-small", "train": {"lerning_rate": 1.0e-3}}))
+    # Both --set keys appear in the message's list of known keys.
+    err = _train_error(capsys, tmp_path, "waveglow", "--config", str(path),
+                       "--set", "train.learning_rate=0.5", "--set", "train.eval_every=4")
+    assert err.startswith(f"flowspeech train: error: config {path}: unknown key(s) train.lerning_rate;")
+
+
+def test_mistakes_in_both_the_file_and_a_set_name_both(tmp_path, capsys):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"base": "waveglow-small", "train": {"lerning_rate": 1.0e-3}}))
+    err = _train_error(capsys, tmp_path, "waveglow", "--config", str(path),
+                       "--set", "train.eval_every=4", "--set", "train.sigmaa=1")
+    assert err.startswith(f"flowspeech train: error: config {path} and --set train.sigmaa=1: "
+                          "unknown key(s) train.lerning_rate, train.sigmaa;")
+
+
+def test_a_command_line_flag_is_named_as_the_flag_and_a_set_as_typed(tmp_path, capsys):
+    err = _train_error(capsys, tmp_path, "glow-tts", "--config", "glow-tts-small", "--batch-size", "0")
+    assert err == "flowspeech train: error: --batch-size 0: train.batch_size must be >= 1, got 0"
+    err = _train_error(capsys, tmp_path, "glow-tts", "--config", "glow-tts-small",
+                       "--set", "train.batch_size=abc")
+    assert err == ("flowspeech train: error: --set train.batch_size=abc: train.batch_size must be "
+                   "an integer, got 'abc'")
+
+
 _KEYS = st.sampled_from(["train.batch_size", "train.learning_rate", "train.precision", "train.betas",
                          "train.grad_clip_norm", "train.seed", "train.bogus", "audio.n_mels",
                          "audio.sample_rate", "audio.bogus", "model_args.n_blocks_dec",
