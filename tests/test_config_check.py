@@ -113,6 +113,18 @@ def test_a_command_line_flag_is_named_as_the_flag_and_a_set_as_typed(tmp_path, c
                    "an integer, got 'abc'")
 
 
+@pytest.mark.parametrize("model, preset, segment, message", [
+    ("waveglow", "waveglow-small", 2044, "must be a multiple of n_group"),
+    ("flowavenet", "flowavenet-small", 2000, "must be a multiple of the hop"),
+])
+def test_a_segment_length_the_model_cannot_take_stops_train_before_any_work(
+        model, preset, segment, message, tmp_path, capsys):
+    err = _train_error(capsys, tmp_path, model, "--config", preset,
+                       "--set", f"train.segment_length={segment}")
+    assert err.startswith(f"flowspeech train: error: --set train.segment_length={segment}: "
+                          f"train.segment_length ({segment}) {message}")
+
+
 _KEYS = st.sampled_from(["train.batch_size", "train.learning_rate", "train.precision", "train.betas",
                          "train.grad_clip_norm", "train.seed", "train.bogus", "audio.n_mels",
                          "audio.sample_rate", "audio.bogus", "model_args.n_blocks_dec",

@@ -152,7 +152,7 @@ def _check(config: dict[str, Any]) -> None:
                 pass
     try:
         with torch.device("meta"):
-            build_model(config)  # nested arguments and their values, without allocating
+            model = build_model(config)  # nested arguments and their values, without allocating
     except ConfigError as err:
         raise ConfigError(f"model_args: {err}") from None
     except Exception as err:  # a value the layers cannot take (0 channels, a negative size, ...)
@@ -160,4 +160,4 @@ def _check(config: dict[str, Any]) -> None:
         raise ConfigError(f"model_args: the model cannot be built from these arguments "
                           f"({type(err).__name__}: {first[:200]})") from None
     recipe.check_config_sections(config)
-    recipe.train_config_class.from_dict(config.get("train"))
+    recipe.check_model(model, recipe.train_config_class.from_dict(config.get("train")))

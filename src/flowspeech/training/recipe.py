@@ -162,6 +162,12 @@ class Recipe:
         """Raise a ConfigError for a bad value in one of :attr:`config_sections` (called by
         :func:`flowspeech.training.config_check.check_config` before any work)."""
 
+    @classmethod
+    def check_model(cls, model: torch.nn.Module, train: TrainConfig) -> None:
+        """Raise a ConfigError when the train options do not fit the model the config builds
+        (e.g. a segment length the model cannot take). Called by :meth:`build_model` and,
+        on a meta-device model, by ``check_config`` before any work."""
+
     def __init__(self, config: dict[str, Any]):
         self.config = config
         self.train = self.train_config_class.from_dict(config.get("train"))
