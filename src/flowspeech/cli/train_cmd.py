@@ -106,17 +106,20 @@ def run(args) -> int:
             raise ConfigError("give --config (a preset name or YAML file); "
                               "only --resume can take it from the run folder")
     overrides = parse_overrides(args.set)
+    # Each override labelled as the user typed it, so that a check names the one at fault.
+    layers = [(f"--set {item}", parse_overrides([item])) for item in args.set]
     train = overrides.setdefault("train", {})
     for flag, key in (("batch_size", "batch_size"), ("precision", "precision"), ("num_workers", "num_workers")):
         value = getattr(args, flag)
         if value is not None:
             train[key] = value
+            layers.append((f"--{flag.replace('_', '-')} {value}", {"train": {key: value}}))
     config = load_config(config_source, overrides)
     if config["model"] != args.model:
         raise ConfigError(f"config {config_source} describes a {config['model']!r} model, not {args.model!r}")
     from flowspeech.training.config_check import check_config
 
-    check_config(config, config_source, overrides)
+    check_config(config, config_source, layers)
 
     import logging
 

@@ -7,11 +7,13 @@ instead of a setting silently ignored or a traceback an hour into training.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import inspect
-import re
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,17 +25,30 @@ from flowspeech.models.registry import build_model, get_spec, resolve
 from flowspeech.text import TextFrontend
 from flowspeech.training.recipe import coerce
 
+Overrides = dict[str, Any] | Sequence[tuple[str, dict[str, Any]]]  # what check_config blames
+
 # Sections every training config may have; a recipe adds its own (Recipe.config_sections).
 COMMON_SECTIONS = ("model", "name", "description", "base", "audio", "text", "model_args", "train")
 
 
-def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in (tree or {}).items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_dotted(value, path + "."))
-        out[path] = value
+def _leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Paths of the values a nested dict sets (an empty dict counts as a value)."""
+    out = []
+    for key, value in tree.items():
+        path = (*prefix, key)
+        out += _leaves(value, path) if isinstance(value, dict) and value else [path]
+    return out
+
+
+def _without(config: dict[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    """A copy of ``config`` with the values at ``paths`` removed (defaults apply instead)."""
+    out = copy.deepcopy(config)
+    for path in paths:
+        node = out
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
     return out
 
 
@@ -51,7 +66,7 @@ def _unknown(section: str, given, known) -> None:
                           f"{section}: {', '.join(sorted(known))}")
 
 
-def check_config(config: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> None:
+def check_config(config: dict[str, Any], source: str, overrides: Overrides | None = None) -> None:
     """Refuse a training config with an unknown key or a bad value anywhere: the top-level
     sections, ``audio`` (MelConfig), ``text`` (TextFrontend), ``model_args`` (the model's
     constructor, nested arguments included: the model is built on the meta device) and
@@ -59,26 +74,51 @@ def check_config(config: dict[str, Any], source: str, overrides: dict[str, Any] 
 
     Args:
         source: where the config came from (a preset name or a YAML path), for messages.
-        overrides: the ``--set`` values merged into it, so that an error in one of them names
-            the ``--set`` rather than the file.
+        overrides: what was merged into it on the command line, so that an error one of them
+            causes names it rather than the file: ``(label, values)`` pairs such as
+            ``("--set train.seed=1", {"train": {"seed": 1}})``, or one dict whose values
+            are each labelled ``--set KEY=VALUE``.
 
     Raises:
-        ConfigError: ``"<source or --set KEY=VALUE>: <what is wrong>"``.
+        ConfigError: ``"<config SOURCE and/or --set KEY=VALUE>: <what is wrong>"``.
     """
-    given = _dotted(overrides or {})
     try:
         _check(config)
     except ConfigError as err:
         message = str(err)
-        leaves = [key for key, value in given.items() if not isinstance(value, dict)]
-        culprits = [key for key in leaves if key in message] or [
-            key for key in leaves if re.search(rf"\b{re.escape(key.rsplit('.', 1)[-1])}\b", message)]
-        section = message.split(":", 1)[0]  # "model_args: ..." from the meta-device build
-        culprits = culprits or [key for key in leaves if key.split(".")[0] == section]
-        if culprits:
-            key = culprits[0]
-            raise ConfigError(f"--set {key}={given[key]!r}: {message}") from None
-        raise ConfigError(f"config {source}: {message}") from None
+    else:
+        return
+    # Blame by experiment, not by reading the message: an override is at fault when the
+    # config without its values fails differently (or not at all); the file is at fault
+    # when the config without any override still fails.
+    layers = _layers(overrides)
+    culprits = [label for label, values in layers
+                if _failure(_without(config, _leaves(values))) != message]
+    file_fails = not layers or _failure(
+        _without(config, [p for _, values in layers for p in _leaves(values)])) is not None
+    where = ([f"config {source}"] if file_fails or not culprits else []) + culprits
+    raise ConfigError(f"{' and '.join(where)}: {message}") from None
+
+
+def _layers(overrides: Overrides | None) -> list[tuple[str, dict[str, Any]]]:
+    if not overrides:
+        return []
+    if isinstance(overrides, dict):  # one --set per value
+        layers = []
+        for path in _leaves(overrides):
+            value = functools.reduce(lambda node, key: node[key], path, overrides)
+            layers.append((f"--set {'.'.join(map(str, path))}={value!r}",
+                           functools.reduce(lambda inner, key: {key: inner}, reversed(path), value)))
+        return layers
+    return [(label, values) for label, values in overrides]
+
+
+def _failure(config: dict[str, Any]) -> str | None:
+    try:
+        _check(config)
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 def _check(config: dict[str, Any]) -> None:
@@ -112,7 +152,7 @@ def _check(config: dict[str, Any]) -> None:
                 pass
     try:
         with torch.device("meta"):
-            build_model(config)  # nested arguments and their values, without allocating
+            model = build_model(config)  # nested arguments and their values, without allocating
     except ConfigError as err:
         raise ConfigError(f"model_args: {err}") from None
     except Exception as err:  # a value the layers cannot take (0 channels, a negative size, ...)
@@ -120,4 +160,4 @@ def _check(config: dict[str, Any]) -> None:
         raise ConfigError(f"model_args: the model cannot be built from these arguments "
                           f"({type(err).__name__}: {first[:200]})") from None
     recipe.check_config_sections(config)
-    recipe.train_config_class.from_dict(config.get("train"))
+    recipe.check_model(model, recipe.train_config_class.from_dict(config.get("train")))

@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -55,6 +55,9 @@ class TrainConfig:
     max_consecutive_skips: int = 100  # NaN/inf steps in a row before training stops
     find_unused_parameters: bool = False
 
+    #: Keys of the former ``train.extra`` whose name is taken by another option here.
+    renamed_from_extra: ClassVar[dict[str, str]] = {}
+
     @classmethod
     def from_dict(cls, section: dict[str, Any] | None):
         """The config of a ``train:`` section.
@@ -65,8 +68,7 @@ class TrainConfig:
         """
         section = dict(section or {})
         if "extra" in section:
-            moved = ", ".join(sorted(section["extra"] or {})) or "its keys"
-            raise ConfigError(f"train.extra is gone: put {moved} directly under train:")
+            raise ConfigError(cls._extra_is_gone(section["extra"]))
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(section) - names)
         if unknown:
@@ -76,6 +78,21 @@ class TrainConfig:
         cfg = cls(**{name: coerce(value, hints[name], f"train.{name}") for name, value in section.items()})
         cfg.validate()
         return cfg
+
+    @classmethod
+    def _extra_is_gone(cls, extra: Any) -> str:
+        """How to move an old ``train.extra`` section: its keys up one level, renamed where a
+        name was taken (a key moved as is would silently set another option)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        keys = sorted(extra) if isinstance(extra, dict) else []
+        moved = [k for k in keys if k not in cls.renamed_from_extra and k in names]
+        renamed = [f"{k} as {cls.renamed_from_extra[k]}" for k in keys if k in cls.renamed_from_extra]
+        dropped = [k for k in keys if k not in cls.renamed_from_extra and k not in names]
+        steps = ([f"move {', '.join(moved)} there"] if moved else []) + \
+                ([f"move {', '.join(renamed)}"] if renamed else []) + \
+                ([f"delete {', '.join(dropped)}, which this model does not have"] if dropped else [])
+        return ("train.extra is gone: its keys now live directly under train:"
+                + (f" ({'; '.join(steps)})" if steps else ""))
 
     def validate(self) -> None:
         """Ranges (types are checked by :meth:`from_dict`); subclasses add their own."""
@@ -161,6 +178,12 @@ class Recipe:
     def check_config_sections(cls, config: dict[str, Any]) -> None:
         """Raise a ConfigError for a bad value in one of :attr:`config_sections` (called by
         :func:`flowspeech.training.config_check.check_config` before any work)."""
+
+    @classmethod
+    def check_model(cls, model: torch.nn.Module, train: TrainConfig) -> None:
+        """Raise a ConfigError when the train options do not fit the model the config builds
+        (e.g. a segment length the model cannot take). Called by :meth:`build_model` and,
+        on a meta-device model, by ``check_config`` before any work."""
 
     def __init__(self, config: dict[str, Any]):
         self.config = config

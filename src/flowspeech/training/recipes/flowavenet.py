@@ -58,11 +58,15 @@ class FloWaveNetRecipe(WaveGlowRecipe):
 
     def build_model(self) -> FloWaveNet:
         model = super(WaveGlowRecipe, self).build_model()
-        s, hop, unit = self.segment_length, self.mel_config.hop_length, 2 ** model.n_blocks
+        self.check_model(model, self.train)
+        return model
+
+    @classmethod
+    def check_model(cls, model, train) -> None:
+        s, hop, unit = train.segment_length, model.hop_length, 2 ** model.n_blocks
         if s % unit or s % hop:
             raise ConfigError(f"train.segment_length ({s}) must be a multiple of the hop "
                               f"({hop}) and of 2**n_blocks ({unit})")
-        return model
 
     def build_schedulers(self, optimizers):
         every, factor = self.train.lr_decay_every, self.train.lr_decay_factor

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.distributed as dist
@@ -76,6 +76,9 @@ class NaturalSpeechTrainConfig(TrainConfig):
     c_dur: float = 1.0
     phoneme_encoder_checkpoint: str | None = None  # `flowspeech pretrain-phonemes` checkpoint
     durations: str | None = None      # `flowspeech align` file: its durations replace MAS
+
+    # train.warmup_steps is the Noam schedule's: the durator's warm-up took another name.
+    renamed_from_extra: ClassVar[dict[str, str]] = {"warmup_steps": "durator_warmup_steps"}
 
     def validate(self) -> None:
         super().validate()

@@ -75,7 +75,12 @@ class WaveGlowRecipe(Recipe):
     # --- what to train -------------------------------------------------------------------
     def build_model(self) -> WaveGlow:
         model = super().build_model()
-        s, hop = self.segment_length, model.hop_length
+        self.check_model(model, self.train)
+        return model
+
+    @classmethod
+    def check_model(cls, model, train) -> None:
+        s, hop = train.segment_length, model.hop_length
         if s % model.n_group:
             raise ConfigError(f"train.segment_length ({s}) must be a multiple of n_group "
                               f"({model.n_group}), the samples per flow position")
@@ -86,7 +91,6 @@ class WaveGlowRecipe(Recipe):
                 f"train.segment_length ({s}) is not covered by its {s // hop} mel frames "
                 f"(upsampler kernel {model.upsample_kernel_size}, hop {hop}): use a multiple of "
                 f"the hop")
-        return model
 
     def build_datasets(self, data, val_data, cache_dir):
         train_manifest, val_manifest = self.manifests(data, val_data)
