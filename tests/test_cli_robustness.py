@@ -90,7 +90,7 @@ CASES = {
     "--resume into an empty folder": (["train", "glow-tts", "--resume", "--data", "data", "--out", "out/run"],
                                       r"--resume: out/run holds no run to continue"),
     "a bad --set value": (["train", "glow-tts", "--config", "glow-tts-small", "--data", "data", "--out", "out/run",
-                           "--set", "train.batch_size=abc"], r"--set train.batch_size='abc': .*must be an integer"),
+                           "--set", "train.batch_size=abc"], r"--set train.batch_size=abc: .*must be an integer"),
     "a misspelt --set key": (["train", "glow-tts", "--config", "glow-tts-small", "--data", "data", "--out", "out/run",
                               "--set", "train.lerning_rate=1e-4"], r"unknown key\(s\) train.lerning_rate"),
 }

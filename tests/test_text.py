@@ -470,3 +470,22 @@ def test_control_characters_never_reach_the_model_and_are_always_reported(text):
     for mode in MODES:
         out = normalize_english(text, mode)
         assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in out if c not in " "), (mode, out)
+
+
+@pytest.mark.parametrize("frontend", [TextFrontend(), TextFrontend(add_blank=True),
+                                      TextFrontend(symbol_set="ipa", phonemizer="none", add_blank=True)])
+def test_every_token_maps_back_to_the_word_as_written(frontend):
+    text = "Dr. Smith paid $5 at 3:30 pm, didn't he?"
+    words, labels = frontend.word_tokens(text)
+    assert [w.text for w in words] == ["Dr.", "Smith", "paid", "$5", "at", "3:30", "pm,", "didn't", "he?"]
+    assert all(text[w.start:w.end] == w.text for w in words)
+    assert len(labels) == len(frontend.encode(text))
+    spoken = {}
+    for token, label in zip(frontend.tokens(text), labels):
+        if label is not None:
+            spoken.setdefault(words[label].text, []).append(token)
+    assert set(spoken) == {w.text for w in words}  # every word got its tokens
+    said = "".join(t.lstrip("@") for t in spoken["$5"] if t != "<blank>").lower()
+    assert said in ("fivedollars", "fay1vdaa1ler0z")  # letters, or ARPAbet F AY1 V D AA1 L ER0 Z
+    order = [label for label in labels if label is not None]
+    assert order == sorted(order)  # words come in order

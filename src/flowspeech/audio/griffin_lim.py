@@ -22,6 +22,7 @@ from torch import Tensor
 from flowspeech.audio.config import MelConfig
 from flowspeech.audio.features import decompress_mel, mel_basis
 from flowspeech.errors import AudioError, ConfigError
+from flowspeech.utils.chunks import chunk_spans
 
 
 def griffin_lim(
@@ -52,6 +53,67 @@ def griffin_lim(
         and ``T = hop * F`` for ``"vits"`` padding, so that ``config.n_frames(T) == F``.
     """
     config = MelConfig.glow_tts() if config is None else config
+    log_mel, squeeze = _check(mel, config, n_iter, momentum, power)
+    magnitude = _magnitude(log_mel, config, power)
+    wav = _fast_griffin_lim(magnitude, config, n_iter, momentum, seed).cpu().numpy()
+    return wav[0] if squeeze else wav
+
+
+def griffin_lim_stream(mel: Tensor | np.ndarray, config: MelConfig | None = None,
+                       chunk_frames: int = 32, max_chunk_frames: int | None = None,
+                       overlap: int = 16, n_iter: int = 60, power: float = 1.0,
+                       momentum: float = 0.99, seed: int = 0):
+    """:func:`griffin_lim` of one ``[n_mels, F]`` mel in pieces, each available as soon as its
+    window is inverted: windows of ``chunk_frames`` frames with ``overlap`` frames of context
+    on each side (the first window ``chunk_frames`` long, the others ``max_chunk_frames``;
+:func:`~flowspeech.utils.chunks.chunk_spans`), joined by a one-hop crossfade. Every window starts from the phases the whole
+    inversion starts from, so the pieces approximate it (Griffin-Lim has no exact local form:
+    tests bound the log-spectral distance to it). Yields float32 numpy arrays that join to the
+    length :func:`griffin_lim` returns."""
+    config = MelConfig.glow_tts() if config is None else config
+    log_mel, _ = _check(mel, config, n_iter, momentum, power)
+    if log_mel.shape[0] != 1:
+        raise AudioError("griffin_lim_stream takes one mel [n_mels, F]")
+    if chunk_frames < 1 or overlap < 1:
+        raise ConfigError(f"chunk_frames and overlap must be >= 1, got {chunk_frames}, {overlap}")
+    spans = chunk_spans(log_mel.shape[-1], chunk_frames, max_chunk_frames)
+    magnitude = _magnitude(log_mel, config, power)
+    n_frames, hop = magnitude.shape[-1], config.hop_length
+    total = _wav_length(config, n_frames)
+    phase = _initial_phase(magnitude.shape, seed)
+    fade = min(hop, chunk_frames * hop) // 2 * 2
+    ramp = (torch.arange(fade, dtype=torch.float32) + 0.5) / max(fade, 1)
+    held = None  # the previous window's samples past its core end, to blend into the next
+    for start, end in spans:
+        lo, hi = max(0, start - overlap), min(n_frames, end + overlap)
+        if hi - lo < 2:  # a window of one frame cannot be inverted: widen it
+            lo = max(0, hi - 2)
+        wav = _fast_griffin_lim(magnitude[..., lo:hi], config, n_iter, momentum, seed,
+                                phase[..., lo:hi])[0].cpu()
+        offset = lo * hop  # a window's audio starts at its first frame's sample
+        a, b = start * hop, min(total, end * hop)
+        core = wav[a - offset:b - offset]
+        if held is not None:  # the crossfade at this window's start
+            n = min(fade, held.numel(), core.numel())
+            core = core.clone()
+            core[:n] = held[:n] * (1 - ramp[:n]) + core[:n] * ramp[:n]
+        if end < n_frames:  # keep the first samples after the core for the next crossfade
+            held = wav[b - offset:b - offset + fade]
+        yield core.numpy().astype(np.float32, copy=False)
+
+
+def _wav_length(config: MelConfig, n_frames: int) -> int:
+    if config.padding == "center":
+        return config.hop_length * (n_frames - 1)
+    return config.hop_length * n_frames
+
+
+def _initial_phase(shape, seed: int) -> Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=generator)
+
+
+def _check(mel, config: MelConfig, n_iter, momentum, power) -> tuple[Tensor, bool]:
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
         raise ConfigError(f"n_iter must be a non-negative integer, got {n_iter!r}")
     if not 0 <= momentum < 1:
@@ -73,7 +135,11 @@ def griffin_lim(
     squeeze = log_mel.ndim == 2
     if squeeze:
         log_mel = log_mel[None]
+    return log_mel, squeeze
 
+
+def _magnitude(log_mel: Tensor, config: MelConfig, power: float) -> Tensor:
+    """Linear magnitude ``[B, n_fft // 2 + 1, F]`` of a log-mel, frame by frame."""
     basis = torch.tensor(mel_basis(config), device=log_mel.device)
     mel_lin = decompress_mel(log_mel, config)  # exp for log-mels; FloWaveNet's dB scaling
     if config.magnitude_eps:
@@ -88,8 +154,7 @@ def griffin_lim(
         energy = magnitude.square().sum(dim=(1, 2), keepdim=True)
         sharp_energy = sharp.square().sum(dim=(1, 2), keepdim=True).clamp(min=1e-30)
         magnitude = sharp * (energy / sharp_energy).sqrt()
-    wav = _fast_griffin_lim(magnitude, config, n_iter, momentum, seed).cpu().numpy()
-    return wav[0] if squeeze else wav
+    return magnitude
 
 
 def nnls(basis: Tensor, target: Tensor, n_iter: int = 50) -> Tensor:
@@ -117,7 +182,8 @@ def nnls(basis: Tensor, target: Tensor, n_iter: int = 50) -> Tensor:
 
 
 def _fast_griffin_lim(
-    magnitude: Tensor, config: MelConfig, n_iter: int, momentum: float, seed: int
+    magnitude: Tensor, config: MelConfig, n_iter: int, momentum: float, seed: int,
+    phase: Tensor | None = None,
 ) -> Tensor:
     """Phase retrieval for ``magnitude [B, n_fft // 2 + 1, F]`` -> waveform ``[B, T]``."""
     n_frames = magnitude.shape[-1]
@@ -140,8 +206,9 @@ def _fast_griffin_lim(
         center=True,
     )
 
-    generator = torch.Generator().manual_seed(seed)
-    phase = torch.rand(magnitude.shape, generator=generator, dtype=magnitude.dtype)
+    if phase is None:
+        phase = _initial_phase(magnitude.shape, seed)
+    phase = phase.to(magnitude.dtype)
     angles = torch.polar(torch.ones_like(phase), phase * (2 * math.pi)).to(magnitude.device)
     decay = momentum / (1 + momentum)
     previous = None

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--merge-blanks", action="store_true",
                    help="for a model trained with interspersed blanks: fold each blank's frames "
                    "into the tokens beside it, so the file fits a config with the same symbols "
-                   "and add_blank: false (e.g. NaturalSpeech's train.extra.durations)")
+                   "and add_blank: false (e.g. NaturalSpeech's train.durations)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--cache-dir", help="feature cache folder")
     p.add_argument("--device", default="cpu")

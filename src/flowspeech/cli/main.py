@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning(args.command)
     try:
         return int(args.run(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as Unix tools do. Point standard
+        # output at /dev/null so that the interpreter's final flush does not fail again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (FlowspeechError, OSError) as err:
         if args.debug:
             raise

@@ -13,10 +13,17 @@ def register(subparsers) -> None:
         "--voice or --acoustic the voice shipped with the package is used.",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="text to speak (long text is split into sentences)")
+    src.add_argument("--text", help="text to speak (long text is split into sentences); '-' reads "
+                     "standard input line by line and speaks each line as it arrives")
     src.add_argument("--text-file", help="file with one utterance per line (optionally ID|text)")
-    p.add_argument("--out", required=True, help="output .wav / .npy; with --text-file, a folder "
-                   "gets one file per line (ID.wav), a file gets all lines joined")
+    p.add_argument("--out", required=True, help="output .wav / .npy; '-' streams audio to standard "
+                   "output as it is made; with --text-file, a folder gets one file per line "
+                   "(ID.wav), a file gets all lines joined")
+    p.add_argument("--format", choices=("wav", "raw"), default="wav",
+                   help="with --out -: a WAV stream (default) or raw 16-bit little-endian PCM")
+    p.add_argument("--timestamps", metavar="FILE", help="also write when each sentence, word and "
+                   "phoneme is spoken: .json, or .srt / .vtt subtitles (one cue per sentence)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--voice", help="a named voice (see `flowspeech voices`; default: the shipped voice)")
     model.add_argument("--acoustic", help="Glow-TTS checkpoint (instead of a named voice)")
@@ -78,6 +85,7 @@ def _read_lines(path: str) -> list[tuple[str, str]]:
 
 
 def run(args) -> int:
+    import sys
     import time
     from pathlib import Path
 
@@ -92,51 +100,188 @@ def run(args) -> int:
     )
     from flowspeech.errors import FlowspeechError
     from flowspeech.inference.synthesizer import Synthesizer
+    from flowspeech.inference.timestamps import Timestamps
     from flowspeech.utils.files import atomic_save_npy
 
+    to_stdout = args.out == "-"
     out = Path(args.out)
-    per_line_folder = args.text_file is not None and out.suffix == ""
+    per_line_folder = args.text_file is not None and out.suffix == "" and not to_stdout
     inputs = [args.text_file, args.acoustic, args.model, args.vocoder]
+    if args.format == "raw" and not to_stdout:
+        raise FlowspeechError("--format raw is for --out - (a file's format follows its name)")
     if per_line_folder:
         if args.save_mel:
             raise FlowspeechError("--save-mel writes one file; with a folder for --out, leave it out")
         rows = _read_lines(args.text_file)
         check_output(out / f"{rows[0][0]}.wav", inputs, "--out")
-    else:
+    elif not to_stdout:
         check_audio_output(str(out), inputs, "--out")
-        if args.save_mel:
-            if not args.save_mel.endswith(".npy"):
-                raise FlowspeechError(f"--save-mel {args.save_mel}: mel spectrograms are written as .npy")
-            check_output(args.save_mel, inputs, "--save-mel")
-            check_distinct(out=args.out, save_mel=args.save_mel)
+    if args.save_mel:
+        if to_stdout or args.text == "-":
+            raise FlowspeechError("--save-mel needs the whole text at once: not with --out - or --text -")
+        if not args.save_mel.endswith(".npy"):
+            raise FlowspeechError(f"--save-mel {args.save_mel}: mel spectrograms are written as .npy")
+        check_output(args.save_mel, inputs, "--save-mel")
+        check_distinct(out=args.out, save_mel=args.save_mel)
+    if args.timestamps:
+        if Path(args.timestamps).suffix.lower() not in (".json", ".srt", ".vtt"):
+            raise FlowspeechError(f"--timestamps {args.timestamps}: use a .json, .srt or .vtt file name")
+        check_output(args.timestamps, inputs, "--timestamps")
+        if not to_stdout and not per_line_folder:
+            check_distinct(out=args.out, timestamps=args.timestamps)
     device = resolve_device(args.device)
+    report = sys.stderr if to_stdout else sys.stdout  # standard output carries only audio then
     t0 = time.perf_counter()
     tts = Synthesizer(args.acoustic or args.model, voice=args.voice, vocoder=args.vocoder, device=device,
                       noise_scale=args.noise_scale, length_scale=args.length_scale, sigma=args.sigma,
                       denoise=args.denoise, vocoder_precision=args.vocoder_precision)
     t_load = time.perf_counter() - t0
-    kwargs = {"seed": args.seed, "speaker": args.speaker, "with_mels": args.save_mel is not None}
+    options = {"seed": args.seed, "speaker": args.speaker}
+    progress = _progress(args)
     t1 = time.perf_counter()
-    if per_line_folder:
+    stamps = Timestamps()
+    if to_stdout or args.text == "-":
+        total, count = _stream(tts, args, options, stamps, progress)
+        summary = f"{'standard output' if to_stdout else out}: {total:.2f} s of audio, {count} line(s)"
+    elif per_line_folder:
         total = 0.0
-        for uid, text in rows:
-            result = tts.synthesize_full(text, **kwargs)
+        for uid, text in progress(rows, unit="line"):
+            result = tts.synthesize_full(text, with_mels=False, **options)
             save_wav(out / f"{uid}.wav", result.waveform, result.sample_rate)
             total += len(result.waveform) / result.sample_rate
+            stamps.extend(_shifted(result.timestamps, uid))
         summary = f"{out}/: {total:.2f} s of audio in {len(rows)} files"
     else:
-        if args.text_file is not None:
-            result = tts.synthesize_sentences([t for _, t in _read_lines(args.text_file)], **kwargs)
-        else:
-            result = tts.synthesize_full(args.text, **kwargs)
+        kwargs = dict(options, with_mels=args.save_mel is not None)
+        sentences = ([t for _, t in _read_lines(args.text_file)] if args.text_file is not None
+                     else tts.split(args.text))
+        bar = progress(total=len(sentences), unit="sentence")
+        result = tts.synthesize_sentences(sentences, progress=bar.update, **kwargs)
+        bar.close()
         save_wav(out, result.waveform, result.sample_rate)
         if args.save_mel:
             atomic_save_npy(args.save_mel, np.concatenate(result.mels, axis=1).astype(np.float32))
+        stamps = result.timestamps
         total = len(result.waveform) / result.sample_rate
         summary = f"{out}: {total:.2f} s of audio, {len(result.sentences)} sentence(s)"
+    if args.timestamps:
+        stamps.save(args.timestamps)
     t_synth = time.perf_counter() - t1
-    voice = f"voice {tts.voice.name!r}: " if tts.voice is not None else ""
-    print(f"{summary}; {voice}acoustic model {tts.acoustic_path} ({tts.model_type}: {tts.config.get('description', '')}), "
-          f"vocoder {tts.describe_vocoder()}; load {t_load:.2f} s, synthesis {t_synth:.2f} s "
-          f"(real-time factor {t_synth / max(total, 1e-9):.2f})")
+    if not args.quiet:
+        voice = f"voice {tts.voice.name!r}: " if tts.voice is not None else ""
+        print(f"{summary}; {voice}acoustic model {tts.acoustic_path} ({tts.model_type}: "
+              f"{tts.config.get('description', '')}), vocoder {tts.describe_vocoder()}; load "
+              f"{t_load:.2f} s, synthesis {t_synth:.2f} s (real-time factor "
+              f"{t_synth / max(total, 1e-9):.2f})", file=report)
     return 0
+
+
+def _shifted(stamps, uid: str):
+    """A per-line file's timestamps, each sentence labelled with the line's ID."""
+    from dataclasses import replace
+
+    from flowspeech.inference.timestamps import Timestamps
+
+    return Timestamps([replace(s, text=f"{uid}: {s.text}") for s in stamps.sentences],
+                      stamps.words, stamps.phonemes)
+
+
+def _progress(args):
+    """tqdm on standard error when it is a terminal and not --quiet; a silent stand-in else."""
+    import sys
+
+    from tqdm import tqdm
+
+    enabled = not args.quiet and sys.stderr.isatty()
+
+    def make(iterable=None, **kwargs):
+        return tqdm(iterable, disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+    return make
+
+
+def _stream(tts, args, options: dict, stamps, progress) -> tuple[float, int]:
+    """Speak ``--text`` (or each line of standard input, as it arrives) in chunks, to standard
+    output (``--out -``, written as each chunk is ready) or into the ``--out`` file."""
+    import sys
+    import warnings
+
+    import numpy as np
+
+    from flowspeech.audio import save_wav
+    from flowspeech.errors import FlowspeechWarning, TextError
+
+    writer = _AudioWriter(sys.stdout.buffer, tts.sample_rate, args.format) if args.out == "-" else None
+    kept, seconds, count, sentences = [], 0.0, 0, 0
+    lines = ((n, line) for n, line in enumerate(sys.stdin, 1)) if args.text == "-" else [(None, args.text)]
+    pause = np.zeros(int(tts.sentence_pause * tts.sample_rate), np.float32)
+    bar = progress(unit="line" if args.text == "-" else "chunk")
+
+    def emit(samples) -> None:
+        nonlocal seconds
+        if writer is not None:
+            writer.write(samples)
+        else:
+            kept.append(samples)
+        seconds += len(samples) / tts.sample_rate
+
+    for number, line in lines:
+        if not line.strip():
+            continue  # an empty line in a stream: nothing to say
+        try:
+            for k, chunk in enumerate(tts.stream(line, **options)):
+                if k == 0 and count:  # lines are paused between like sentences
+                    emit(pause)
+                if chunk.timestamps is not None:
+                    stamps.extend(_offset(chunk.timestamps, seconds - chunk.start, sentences))
+                emit(chunk.samples)
+            sentences = len(stamps.sentences)
+            count += 1
+        except TextError as err:
+            if number is None:
+                raise
+            warnings.warn(f"line {number}: {err}; skipped", FlowspeechWarning, stacklevel=1)
+        bar.update(1)
+    bar.close()
+    if writer is None:
+        if not kept:
+            raise TextError("nothing to say: every line was empty or unspeakable")
+        save_wav(args.out, np.concatenate(kept), tts.sample_rate)
+    return seconds, count
+
+
+def _offset(stamps, seconds: float, sentences: int):
+    """``stamps`` moved ``seconds`` later and ``sentences`` sentences on (a line of standard
+    input after the earlier ones)."""
+    from dataclasses import replace
+
+    from flowspeech.inference.timestamps import Timestamps
+
+    def move(spans):
+        return [replace(s, start=s.start + seconds, end=s.end + seconds, sentence=s.sentence + sentences)
+                for s in spans]
+
+    return Timestamps(move(stamps.sentences), move(stamps.words), move(stamps.phonemes))
+
+
+class _AudioWriter:
+    """16-bit PCM to a byte stream as it comes, after a WAV header whose sizes say "unknown"
+    (0xFFFFFFFF, what streaming WAV writers use) unless ``fmt`` is ``"raw"``."""
+
+    def __init__(self, stream, sample_rate: int, fmt: str):
+        import struct
+
+        self.stream = stream
+        if fmt == "wav":
+            header = (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt "
+                      + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+                      + b"data" + struct.pack("<I", 0xFFFFFFFF))
+            self.stream.write(header)
+            self.stream.flush()
+
+    def write(self, samples) -> None:
+        import numpy as np
+
+        pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")
+        self.stream.write(pcm.tobytes())
+        self.stream.flush()

@@ -9,18 +9,21 @@ expects, and the synthesizer refuses a mismatched pair.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from flowspeech.audio import MelConfig, griffin_lim
+from flowspeech.audio.griffin_lim import griffin_lim_stream
 from flowspeech.config import mel_config as config_mel_config
 from flowspeech.errors import ConfigError
 from flowspeech.inference.loading import load_model
 from flowspeech.models.registry import Role
 from flowspeech.models.roles import MelToWaveform, Vocoded
 from flowspeech.models.waveglow import Denoiser, WaveGlow
+from flowspeech.utils.noise import Generators, per_utterance
 
 __all__ = ["GriffinLimVocoder", "NeuralVocoder", "PRECISIONS", "Vocoded", "Vocoder", "load_vocoder",
            "precision_dtype"]
@@ -52,9 +55,16 @@ class Vocoder(ABC):
         return self.mel_config.sample_rate
 
     @abstractmethod
-    def vocode(self, mels: torch.Tensor, lengths: torch.Tensor,
-               generator: torch.Generator | None = None) -> Vocoded:
-        ...
+    def vocode(self, mels: torch.Tensor, lengths: torch.Tensor, generator: Generators = None) -> Vocoded:
+        """``generator``: one for the batch, or one per utterance (then an utterance's audio
+        does not depend on its batch)."""
+
+    @abstractmethod
+    def stream(self, mel: torch.Tensor, generator: Generators = None, chunk_frames: int = 32,
+               max_chunk_frames: int | None = None) -> Iterator[np.ndarray]:
+        """One utterance's mel ``[1, n_mels, F]`` as float32 audio pieces, the first ready
+        after ``chunk_frames`` frames' work; they join to :meth:`vocode`'s waveform of the
+        same mel and generator (see each vocoder for how closely)."""
 
     def describe(self) -> str:
         return self.name
@@ -77,14 +87,29 @@ class GriffinLimVocoder(Vocoder):
         self.mel_config = mel_config
         self.n_iter = n_iter
 
-    def vocode(self, mels, lengths, generator=None) -> Vocoded:
+    def _seeds(self, generator: Generators, batch: int) -> list[int]:
+        rows = per_utterance(generator, batch)
+        if rows is not None:
+            return [int(torch.randint(0, 2**31 - 1, (1,), generator=g)) for g in rows]
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else 0
+        return [seed] * batch
+
+    def vocode(self, mels, lengths, generator=None) -> Vocoded:
         hop = self.mel_config.hop_length
         waves = [torch.from_numpy(np.asarray(griffin_lim(mel[:, :n].float().cpu().numpy(), self.mel_config,
                                                           n_iter=self.n_iter, seed=seed), dtype=np.float32))
-                 for mel, n in zip(mels, lengths.tolist())]
+                 for mel, n, seed in zip(mels, lengths.tolist(), self._seeds(generator, len(mels)))]
         n_samples = torch.tensor([min(w.numel(), n * hop) for w, n in zip(waves, lengths.tolist())])
         return Vocoded(_padded(waves, hop, mels.size(2)), n_samples)
+
+    def stream(self, mel, generator=None, chunk_frames=32, max_chunk_frames=None):
+        """Windows of the mel inverted one after the other
+        (:func:`~flowspeech.audio.griffin_lim.griffin_lim_stream`): Griffin-Lim has no exact
+        local form, so the pieces approximate :meth:`vocode` (0.2 dB log-spectral distance on
+        LJSpeech with the defaults; the tests bound it)."""
+        yield from griffin_lim_stream(mel[0].float().cpu(), self.mel_config, chunk_frames,
+                                      max_chunk_frames, n_iter=self.n_iter,
+                                      seed=self._seeds(generator, 1)[0])
 
     def describe(self) -> str:
         return f"griffin-lim ({self.n_iter} iterations)"
@@ -157,6 +182,18 @@ class NeuralVocoder(Vocoder):
                     if n > self.denoiser.filter_length // 2:
                         waves[i, :n] = self.denoiser(waves[i, :n], strength=self.denoise)[0]
         return Vocoded(waves.cpu(), wave_lengths.cpu())
+
+    def stream(self, mel, generator=None, chunk_frames=32, max_chunk_frames=None):
+        """The model's exact streaming (:meth:`MelToWaveform.stream`): the pieces join to
+        :meth:`vocode`'s waveform to float rounding. With the denoiser on, each piece is
+        denoised on its own (its STFT does not see the next piece), a close approximation."""
+        with torch.inference_mode():
+            for piece in self.model.stream(mel, chunk_frames=chunk_frames, max_chunk_frames=max_chunk_frames,
+                                           sigma=self.sigma, generator=generator):
+                piece = piece.float()
+                if self.denoise > 0 and piece.size(1) > self.denoiser.filter_length // 2:
+                    piece = self.denoiser(piece, strength=self.denoise)
+                yield piece[0].cpu().numpy()
 
     def describe(self) -> str:
         sigma = f"sigma {self.sigma}" if self.sigma is not None else f"sigma {self.model.default_sigma} (default)"

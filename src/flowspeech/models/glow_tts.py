@@ -50,7 +50,7 @@ from flowspeech.models.roles import MelSynthesis, TextToMel
 from flowspeech.models.transformer import ChannelLayerNorm, ConvReluNorm, TransformerEncoder
 from flowspeech.text import TextFrontend
 from flowspeech.utils.masks import length_mask
-from flowspeech.utils.noise import randn
+from flowspeech.utils.noise import Generators, per_utterance, randn, randn_padded
 
 
 class DurationPredictor(nn.Module):
@@ -302,7 +302,7 @@ class GlowTTS(TextToMel):
     @torch.no_grad()
     def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, *,
               speakers: torch.Tensor | None = None, noise_scale: float = 0.667,
-              length_scale: float = 1.0, generator: torch.Generator | None = None,
+              length_scale: float = 1.0, generator: Generators = None,
               max_frames: int | None = None) -> MelSynthesis:
         """Parallel synthesis of a batch (:meth:`TextToMel.infer`).
 
@@ -310,7 +310,8 @@ class GlowTTS(TextToMel):
             noise_scale: temperature of the prior sample (the authors' code defaults to
                 0.667; the paper's listening tests used 0.333).
             length_scale: multiplies predicted durations: > 1 speaks slower.
-            generator: torch generator for the prior noise (reproducible synthesis).
+            generator: torch generator for the prior noise (reproducible synthesis), or one
+                per utterance (then each one's noise is independent of the batch).
             max_frames: refuse to make more than this many frames (guards memory).
 
         Returns:
@@ -330,7 +331,11 @@ class GlowTTS(TextToMel):
         attn = path_from_durations(durations, pair_mask)  # [B, T_text, F]
         z_mean = torch.matmul(mean, attn)
         z_log_scale = torch.matmul(log_scale, attn)
-        noise = randn(*z_mean.shape, generator=generator, device=z_mean.device, dtype=z_mean.dtype)
+        rows = per_utterance(generator, tokens.size(0))
+        if rows is None:
+            noise = randn(*z_mean.shape, generator=generator, device=z_mean.device, dtype=z_mean.dtype)
+        else:
+            noise = randn_padded(z_mean.shape, mel_lengths, rows, z_mean.device, z_mean.dtype)
         z = (z_mean + torch.exp(z_log_scale) * noise * noise_scale) * z_mask
         mels = self.decoder.inverse(z, z_mask, g) * z_mask
         return MelSynthesis(mels, mel_lengths, attn.sum(-1).long())

@@ -306,6 +306,21 @@ class HiFiGANGenerator(nn.Module):
         """Audio samples per input frame, ``prod(upsample_rates)`` (256 for V1)."""
         return math.prod(self.upsample_rates)
 
+    def receptive_field_frames(self) -> int:
+        """Input frames on either side that one output sample depends on: measured once
+        (the gradient of a sample in the middle of 96 random frames), then kept. Decoding a
+        window with this much context on each side gives its core exactly."""
+        if getattr(self, "_receptive_field", None) is None:
+            p = next(self.parameters())
+            with torch.inference_mode(False), torch.enable_grad():
+                x = torch.randn(1, self.in_channels, 96, device=p.device, dtype=p.dtype,
+                                requires_grad=True)
+                self(x)[0, 0, 48 * self.hop_length].backward()
+            reach = (x.grad.abs().sum(1)[0] > 0).nonzero().flatten()
+            self.zero_grad(set_to_none=True)
+            self._receptive_field = int(max(48 - reach.min(), reach.max() - 48))
+        return self._receptive_field
+
     def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         """Frames ``x [B, in_channels, F]`` (and ``g [B, gin_channels, 1]``) to audio
         ``[B, 1, F * hop_length]``.

@@ -38,6 +38,7 @@ Shapes: tokens ``[B, T_text]``; linear spectrograms ``[B, n_fft/2+1, F]``; laten
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,11 +61,12 @@ from flowspeech.flows import (
 from flowspeech.models.durator import Durator, predicted_frame_lengths
 from flowspeech.models.hifigan import HiFiGANGenerator
 from flowspeech.models.phoneme_encoder import PhonemeEncoder
-from flowspeech.models.roles import TextToWaveform, WaveformSynthesis
+from flowspeech.models.roles import TextToWaveform, WaveformStream, WaveformSynthesis
 from flowspeech.text import TextFrontend
 from flowspeech.text.sup_phonemes import SupPhonemeTokenizer
+from flowspeech.utils.chunks import chunk_spans
 from flowspeech.utils.masks import length_mask
-from flowspeech.utils.noise import randn
+from flowspeech.utils.noise import Generators, per_utterance, randn, randn_padded
 
 
 class PosteriorEncoder(nn.Module):
@@ -494,10 +496,48 @@ class NaturalSpeech(TextToWaveform):
     @torch.no_grad()
     def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, *,
               speakers: torch.Tensor | None = None, noise_scale: float = 0.667,
-              length_scale: float = 1.0, generator: torch.Generator | None = None,
+              length_scale: float = 1.0, generator: Generators = None,
               max_frames: int | None = None) -> WaveformSynthesis:
         """Text to waveform, in parallel (:meth:`TextToWaveform.infer`): ``wav [B, S]``,
         ``wav_lengths [B]`` in samples, ``durations [B, T_text]`` in frames."""
+        z, lengths, durations = self._latents(tokens, token_lengths, speakers, noise_scale,
+                                              length_scale, generator, max_frames)
+        n_frames = z.size(2)
+        if bool((lengths == n_frames).all()):
+            wav = self._decode(z)[:, 0]
+        else:  # each at its own length: the decoder's biases would carry a batch's padding in
+            wav = z.new_zeros(z.size(0), n_frames * self.hop_length)
+            for i, n in enumerate(lengths.tolist()):
+                wav[i, :n * self.hop_length] = self._decode(z[i:i + 1, :, :n])[0, 0]
+        return WaveformSynthesis(wav, lengths * self.hop_length, durations)
+
+    @torch.no_grad()
+    def stream(self, tokens: torch.Tensor, token_lengths: torch.Tensor, *, chunk_frames: int = 32,
+               max_chunk_frames: int | None = None, **kwargs) -> WaveformStream:
+        """:meth:`TextToWaveform.stream`: the latent ``z`` of the whole utterance first (text
+        encoder, durator, flow: a few percent of the time), then the decoder over windows of
+        ``chunk_frames`` frames with its receptive field of context on each side, so that the
+        pieces join to :meth:`infer`'s waveform to float rounding."""
+        if tokens.size(0) != 1:
+            raise ValueError(f"stream takes one utterance, got a batch of {tokens.size(0)}")
+        z, lengths, durations = self._latents(tokens, token_lengths, **kwargs)
+        n = int(lengths[0])
+        spans = chunk_spans(n, chunk_frames, max_chunk_frames)
+        return WaveformStream(durations, lengths * self.hop_length,
+                              self._decode_windows(z[:, :, :n], spans))
+
+    def _decode_windows(self, z: torch.Tensor, spans: list[tuple[int, int]]) -> Iterator[torch.Tensor]:
+        n, hop = z.size(2), self.hop_length
+        overlap = self.decoder.receptive_field_frames() + 1
+        for start, end in spans:
+            lo, hi = max(0, start - overlap), min(n, end + overlap)
+            with torch.no_grad():
+                wav = self._decode(z[:, :, lo:hi])[:, 0]
+            yield wav[:, (start - lo) * hop:(end - lo) * hop]
+
+    def _latents(self, tokens, token_lengths, speakers=None, noise_scale=0.667, length_scale=1.0,
+                 generator=None, max_frames=None):
+        """``z [B, C, F]`` (zero past each length), frame lengths ``[B]`` and durations."""
         if speakers is not None:
             raise ValueError("NaturalSpeech is a single-speaker model: pass no speakers")
         sup_tokens = None
@@ -512,13 +552,13 @@ class NaturalSpeech(TextToWaveform):
             raise TextError(f"synthesis would produce {n_frames} frames, over the limit of "
                              f"{max_frames}: split the text into shorter sentences")
         mean, log_scale, mask, _ = self.durator.frame_prior(h, durations, text_mask, lengths, n_frames)
-        noise = randn(*mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        rows = per_utterance(generator, tokens.size(0))
+        if rows is None:
+            noise = randn(*mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        else:
+            noise = randn_padded(mean.shape, lengths, rows, mean.device, mean.dtype)
         z_p = (mean + torch.exp(log_scale) * noise * noise_scale) * mask
-        z = self.flow.inverse(z_p, mask)
-        wav = self._decode(z * mask)[:, 0]
-        wav_lengths = lengths * self.hop_length
-        wav = wav * (torch.arange(wav.size(1), device=wav.device)[None] < wav_lengths[:, None])
-        return WaveformSynthesis(wav, wav_lengths, durations)
+        return self.flow.inverse(z_p, mask) * mask, lengths, durations
 
     @torch.no_grad()
     def reconstruct(self, specs: torch.Tensor, spec_lengths: torch.Tensor,

@@ -14,7 +14,8 @@ signature; they never ask a model which methods it happens to have. The keyword 
 shared by every model: ``noise_scale`` and ``length_scale`` for text models, ``sigma`` for the
 standard deviation of every vocoder's latent, ``speakers``, ``generator`` (a
 ``torch.Generator`` on any device: the noise is drawn on the generator's device, so one seed
-gives one latent everywhere). The authors' names (FloWaveNet's ``temperature``, ...) survive
+gives one latent everywhere; or a list, one per utterance, so that an utterance's noise does
+not depend on the batch it is in). The authors' names (FloWaveNet's ``temperature``, ...) survive
 only in the importers of their checkpoints.
 
 Every ``infer`` returns tensors with their lengths: a :class:`MelSynthesis`,
@@ -24,6 +25,7 @@ Every ``infer`` returns tensors with their lengths: a :class:`MelSynthesis`,
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -31,9 +33,11 @@ from torch import nn
 
 from flowspeech.flows import remove_weight_norm
 from flowspeech.models.registry import Role
+from flowspeech.utils.chunks import chunk_spans
+from flowspeech.utils.noise import Generators, per_utterance
 
 __all__ = ["MelSynthesis", "MelToWaveform", "Role", "SpeechModel", "TextToMel", "TextToWaveform",
-           "Vocoded", "WaveformSynthesis"]
+           "Vocoded", "WaveformStream", "WaveformSynthesis"]
 
 
 class MelSynthesis(NamedTuple):
@@ -50,6 +54,14 @@ class WaveformSynthesis(NamedTuple):
     waveforms: torch.Tensor         # [B, S], zero past each length
     waveform_lengths: torch.Tensor  # [B] samples
     durations: torch.Tensor         # [B, T_text] frames of hop_length samples per token
+
+
+class WaveformStream(NamedTuple):
+    """What a text-to-waveform model's ``stream`` returns: all but the audio at once."""
+
+    durations: torch.Tensor         # [1, T_text] frames per token
+    waveform_lengths: torch.Tensor  # [1] samples the pieces add up to
+    pieces: Iterator[torch.Tensor]  # [1, n] waveform pieces, in order
 
 
 class Vocoded(NamedTuple):
@@ -96,7 +108,7 @@ class TextToMel(SpeechModel):
     @abstractmethod
     def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, *,
               speakers: torch.Tensor | None = None, noise_scale: float = 0.667,
-              length_scale: float = 1.0, generator: torch.Generator | None = None,
+              length_scale: float = 1.0, generator: Generators = None,
               max_frames: int | None = None) -> MelSynthesis:
         """Parallel synthesis of a batch of token sequences ``[B, T_text]`` (``token_lengths``
         ``[B]``). ``noise_scale``: temperature of the prior sample; ``length_scale``: > 1
@@ -113,7 +125,7 @@ class TextToWaveform(SpeechModel):
     @abstractmethod
     def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, *,
               speakers: torch.Tensor | None = None, noise_scale: float = 0.667,
-              length_scale: float = 1.0, generator: torch.Generator | None = None,
+              length_scale: float = 1.0, generator: Generators = None,
               max_frames: int | None = None) -> WaveformSynthesis:
         """As :meth:`TextToMel.infer`, to waveforms; ``max_frames`` counts ``hop_length``
         frames."""
@@ -122,6 +134,19 @@ class TextToWaveform(SpeechModel):
     def set_waveform_dtype(self, dtype: torch.dtype) -> "TextToWaveform":
         """Run the waveform decoder in ``dtype`` (bfloat16 on CPUs with AVX512-BF16 or AMX,
         float16 on GPUs) for inference; its weights are rounded in place. Returns ``self``."""
+
+    def stream(self, tokens: torch.Tensor, token_lengths: torch.Tensor, *, chunk_frames: int = 32,
+               max_chunk_frames: int | None = None, **kwargs) -> WaveformStream:
+        """One utterance (``tokens [1, T]``) as a :class:`WaveformStream`: its durations and
+        length first, then waveform pieces (sized as :meth:`MelToWaveform.stream` sizes them)
+        that join to :meth:`infer`'s waveform; ``kwargs`` as :meth:`infer`. This default
+        synthesises the whole utterance, then cuts it; a model that can decode in pieces
+        overrides it, so that the first piece comes sooner."""
+        out = self.infer(tokens, token_lengths, **kwargs)
+        n, hop = int(out.waveform_lengths[0]), self.hop_length
+        spans = chunk_spans(n // hop, chunk_frames, max_chunk_frames)
+        return WaveformStream(out.durations, out.waveform_lengths,
+                              (out.waveforms[:, a * hop:b * hop] for a, b in spans))
 
 
 class MelToWaveform(SpeechModel):
@@ -176,10 +201,19 @@ class MelToWaveform(SpeechModel):
         p = next(self.parameters())
         return mels.to(device=p.device, dtype=p.dtype)
 
-    def _latent(self, mels: torch.Tensor, sigma: float | None, generator, noise) -> torch.Tensor:
+    def _latent(self, mels: torch.Tensor, sigma: float | None, generator, noise,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
         sigma = self.default_sigma if sigma is None else float(sigma)
         if not sigma >= 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
+        rows = per_utterance(generator, mels.size(0)) if noise is None else None
+        if rows is not None:  # each utterance's latent from its own generator, at its own length
+            z = torch.zeros(self.sample_noise(mels.size(0), mels.size(2), device="meta").shape,
+                            device=mels.device, dtype=mels.dtype)
+            n_frames = lengths.tolist() if lengths is not None else [mels.size(2)] * mels.size(0)
+            for i, (n, g) in enumerate(zip(n_frames, rows)):
+                self.noise_frames(z[i:i + 1], 0, n).copy_(self.sample_noise(1, n, g, mels.device, mels.dtype))
+            return z * sigma
         if noise is None:
             return self.sample_noise(mels.size(0), mels.size(2), generator, mels.device, mels.dtype) * sigma
         expected = tuple(self.sample_noise(mels.size(0), mels.size(2), device="meta").shape)
@@ -217,7 +251,7 @@ class MelToWaveform(SpeechModel):
 
     @torch.inference_mode()
     def infer(self, mels: torch.Tensor, lengths: torch.Tensor | None = None, *,
-              sigma: float | None = None, generator: torch.Generator | None = None,
+              sigma: float | None = None, generator: Generators = None,
               noise: torch.Tensor | None = None) -> Vocoded:
         """Synthesise the waveform of mels ``[B, n_mels, F]``, all samples in parallel.
 
@@ -226,13 +260,14 @@ class MelToWaveform(SpeechModel):
                 at its own length.
             sigma: standard deviation of the latent (None: :attr:`default_sigma`; 0 gives the
                 model's "bias" audio).
-            generator: for the latent; None uses the global RNG.
+            generator: for the latent, or one per utterance (each utterance's latent then
+                depends on its own generator and length only); None uses the global RNG.
             noise: a standard-normal latent to use instead (scaled by ``sigma``), in the
                 layout of :meth:`sample_noise`.
         """
         mels = self._as_model_input(mels)
         lengths = self._check_lengths(mels, lengths)
-        z = self._latent(mels, sigma, generator, noise)
+        z = self._latent(mels, sigma, generator, noise, lengths)
         audio = self._per_utterance(mels, lengths, z, self.synthesize_window)
         return Vocoded(audio, lengths * self.hop_length)
 
@@ -240,7 +275,7 @@ class MelToWaveform(SpeechModel):
     def infer_chunked(self, mels: torch.Tensor, lengths: torch.Tensor | None = None, *,
                       chunk_frames: int = 512, overlap: int | None = None,
                       crossfade: int | None = None, sigma: float | None = None,
-                      generator: torch.Generator | None = None,
+                      generator: Generators = None,
                       noise: torch.Tensor | None = None) -> Vocoded:
         """:meth:`infer` in memory bounded by ``chunk_frames + 2 * overlap`` frames.
 
@@ -272,12 +307,36 @@ class MelToWaveform(SpeechModel):
                              f"(2 * overlap * hop and chunk_frames * hop)")
         mels = self._as_model_input(mels)
         lengths = self._check_lengths(mels, lengths)
-        z = self._latent(mels, sigma, generator, noise)
+        z = self._latent(mels, sigma, generator, noise, lengths)
 
         def synthesize(mel, latent):
             return self._chunked(mel, latent, chunk_frames, overlap, crossfade)
 
         return Vocoded(self._per_utterance(mels, lengths, z, synthesize), lengths * hop)
+
+    @torch.inference_mode()
+    def stream(self, mels: torch.Tensor, *, chunk_frames: int = 32, max_chunk_frames: int | None = None,
+               sigma: float | None = None, generator: Generators = None,
+               noise: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """:meth:`infer` of one utterance, ``mels [1, n_mels, F]``, in pieces: the first of
+        ``chunk_frames`` frames, the others ``max_chunk_frames`` (None: all equal; see
+        :func:`~flowspeech.utils.chunks.chunk_spans`), each computed with
+        :meth:`receptive_field_frames` of context on both sides. The pieces (``[1, frames *
+        hop]``) join to :meth:`infer`'s waveform to float rounding, and the first costs one
+        window, not the utterance. The latent is drawn for the whole utterance first, as
+        :meth:`infer` does."""
+        if mels.dim() != 3 or mels.size(0) != 1:
+            raise ValueError(f"stream takes one utterance [1, n_mels, F], got {tuple(mels.shape)}")
+        mels = self._as_model_input(mels)
+        n_frames, hop = mels.size(2), self.hop_length
+        spans = chunk_spans(n_frames, chunk_frames, max_chunk_frames)
+        z = self._latent(mels, sigma, generator, noise, torch.tensor([n_frames]))
+        overlap, lead_max = self.receptive_field_frames() + 1, self.lead_frames()
+        for start, end in spans:
+            lo, hi = max(0, start - overlap), min(n_frames, end + overlap)
+            lead = min(lo, lead_max)
+            audio = self.synthesize_window(mels[:, :, lo - lead:hi], self.noise_frames(z, lo, hi), lead)
+            yield audio[:, (start - lo) * hop:(end - lo) * hop]
 
     def _chunked(self, mels, z, chunk_frames: int, overlap: int, crossfade: int) -> torch.Tensor:
         hop, n_frames = self.hop_length, mels.size(2)

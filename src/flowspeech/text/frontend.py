@@ -39,10 +39,12 @@ VITS. Either may be chosen with ``blank_id``.
 
 from __future__ import annotations
 
+import difflib
 import operator
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flowspeech.errors import ConfigError, TextError
@@ -61,6 +63,17 @@ _BRACE_RE = re.compile(r"\{([^{}]*)\}")
 _PIECE_RE = re.compile(r"[a-z']+|[^a-z']+")
 # Symbols that carry no sound: a text made only of these is "empty".
 _SILENT = frozenset(";:,.!?¡¿—…\"«»“”'()- ")
+# Written words: a brace pronunciation is one word; otherwise runs of non-space characters.
+_WRITTEN_RE = re.compile(r"\{[^{}]*\}|[^\s{}]+")
+
+
+@dataclass(frozen=True)
+class WrittenWord:
+    """A word as written in the input (``"$5"``, ``"world!"``) and where it is in it."""
+
+    text: str
+    start: int  # character offsets in the text given to TextFrontend.word_tokens
+    end: int
 
 _DEFAULT_PHONEMIZER = {"glow-tts": "cmudict", "ipa": "espeak"}
 
@@ -210,6 +223,52 @@ class TextFrontend:
         """
         ids = [self._ids[s] for s in self._symbols(text)]
         return intersperse(ids, self.blank_id) if self.add_blank else ids
+
+    def word_tokens(self, text: str) -> tuple[list[WrittenWord], list[int | None]]:
+        """The written words of ``text`` and, for every token of :meth:`encode`, the word it
+        belongs to (an index into the words; None for spaces and for blanks between words).
+
+        Normalisation changes words (``"$5"`` is said ``"five dollars"``, ``"3:30 pm"``
+        ``"three thirty p.m."``), so each written word is put through the front end on its
+        own and its symbols are aligned with the sentence's (``difflib``); a symbol the
+        alignment leaves unmatched joins the word before it. What a model says for a token
+        thus maps back to the word the user wrote: timestamps and highlighting use this.
+        """
+        symbols = self._symbols(text)
+        words = [WrittenWord(m.group(0), m.start(), m.end()) for m in _WRITTEN_RE.finditer(text)]
+        pieces: list[str] = []
+        labels: list[int | None] = []
+        for index, word in enumerate(words):
+            try:
+                own = self._symbols(word.text)
+            except TextError:  # a word with nothing to say on its own ("-", "...")
+                own = []
+            if pieces and own:
+                pieces.append(" ")
+                labels.append(None)
+            pieces += own
+            labels += [index] * len(own)
+        per_symbol: list[int | None] = [None] * len(symbols)
+        matcher = difflib.SequenceMatcher(None, symbols, pieces, autojunk=False)
+        for a, b, size in matcher.get_matching_blocks():
+            per_symbol[a:a + size] = labels[b:b + size]
+        last = None
+        for k, symbol in enumerate(symbols):  # unmatched symbols join the word before them
+            if symbol == " ":
+                per_symbol[k] = None
+            elif per_symbol[k] is None:
+                per_symbol[k] = last if last is not None else next(
+                    (w for w in per_symbol[k + 1:] if w is not None), None)
+            last = per_symbol[k] if per_symbol[k] is not None else last
+        if not self.add_blank:
+            return words, per_symbol
+        tokens: list[int | None] = []
+        for k, label in enumerate(per_symbol):  # a blank between two tokens of one word is in it
+            before = per_symbol[k - 1] if k else None
+            tokens.append(label if before == label else None)
+            tokens.append(label)
+        tokens.append(None)
+        return words, tokens
 
     def decode(self, ids) -> str:
         """Text for a sequence of ids (a list, or a 1-D tensor/array on any device).
