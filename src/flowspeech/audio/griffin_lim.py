@@ -77,10 +77,14 @@ def griffin_lim_stream(mel: Tensor | np.ndarray, config: MelConfig | None = None
     if chunk_frames < 1 or overlap < 1:
         raise ConfigError(f"chunk_frames and overlap must be >= 1, got {chunk_frames}, {overlap}")
     spans = chunk_spans(log_mel.shape[-1], chunk_frames, max_chunk_frames)
-    magnitude = _magnitude(log_mel, config, power)
-    n_frames, hop = magnitude.shape[-1], config.hop_length
+    n_frames, hop = log_mel.shape[-1], config.hop_length
     total = _wav_length(config, n_frames)
-    phase = _initial_phase(magnitude.shape, seed)
+    phase = _initial_phase((1, config.n_fft // 2 + 1, n_frames), seed)
+    # The magnitude is recovered frame by frame (each frame's least squares is its own), so it
+    # is computed as the windows reach new frames: the first piece does not wait for the
+    # whole mel's. With power != 1 the sharpening keeps the whole mel's energy: all at once.
+    magnitude = _magnitude(log_mel, config, power) if power != 1.0 else log_mel.new_zeros(phase.shape)
+    known = n_frames if power != 1.0 else 0
     fade = min(hop, chunk_frames * hop) // 2 * 2
     ramp = (torch.arange(fade, dtype=torch.float32) + 0.5) / max(fade, 1)
     held = None  # the previous window's samples past its core end, to blend into the next
@@ -88,6 +92,9 @@ def griffin_lim_stream(mel: Tensor | np.ndarray, config: MelConfig | None = None
         lo, hi = max(0, start - overlap), min(n_frames, end + overlap)
         if hi - lo < 2:  # a window of one frame cannot be inverted: widen it
             lo = max(0, hi - 2)
+        if hi > known:
+            magnitude[..., known:hi] = _magnitude(log_mel[..., known:hi], config, power)
+            known = hi
         wav = _fast_griffin_lim(magnitude[..., lo:hi], config, n_iter, momentum, seed,
                                 phase[..., lo:hi])[0].cpu()
         offset = lo * hop  # a window's audio starts at its first frame's sample
@@ -168,8 +175,7 @@ def nnls(basis: Tensor, target: Tensor, n_iter: int = 50) -> Tensor:
     Shapes:
         basis ``[M, N]``, target ``[..., M, F]`` -> ``[..., N, F]``, non-negative.
     """
-    pinv = torch.linalg.pinv(basis.double()).to(basis.dtype)
-    step = 1.0 / torch.linalg.matrix_norm(basis.double(), ord=2).item() ** 2  # 1 / Lipschitz
+    pinv, step = _nnls_start(basis)
     solution = torch.matmul(pinv, target).clamp_(min=0)
     point, momentum = solution, 1.0
     for _ in range(n_iter):
@@ -179,6 +185,23 @@ def nnls(basis: Tensor, target: Tensor, n_iter: int = 50) -> Tensor:
         point = updated + ((momentum - 1) / next_momentum) * (updated - solution)
         solution, momentum = updated, next_momentum
     return solution
+
+
+def _nnls_start(basis: Tensor) -> tuple[Tensor, float]:
+    """The pseudo-inverse and the gradient step (1 / Lipschitz constant) for ``basis``;
+    kept for the last few bases, since a streamed inversion solves one window at a time."""
+    key = (basis.device, basis.dtype, tuple(basis.shape), hash(basis.cpu().numpy().tobytes()))
+    cached = _NNLS_START.get(key)
+    if cached is None:
+        pinv = torch.linalg.pinv(basis.double()).to(basis.dtype)
+        step = 1.0 / torch.linalg.matrix_norm(basis.double(), ord=2).item() ** 2
+        if len(_NNLS_START) >= 8:
+            _NNLS_START.pop(next(iter(_NNLS_START)))
+        cached = _NNLS_START[key] = (pinv, step)
+    return cached
+
+
+_NNLS_START: dict = {}
 
 
 def _fast_griffin_lim(
