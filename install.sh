@@ -13,10 +13,16 @@ extras=""
 # System packages: espeak-ng (IPA phonemes, optional) and libsndfile (soundfile's backend;
 # the PyPI wheel bundles one, this is a fallback). Only attempted as root with apt-get.
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-  if ! command -v espeak-ng >/dev/null 2>&1; then
+  packages=""
+  command -v espeak-ng >/dev/null 2>&1 || packages="espeak-ng libsndfile1"
+  # The dev install tests the server's web page in a real browser: Debian's Chromium and its driver.
+  if [ -n "$extras" ] && ! command -v chromedriver >/dev/null 2>&1; then
+    packages="$packages chromium chromium-driver"
+  fi
+  if [ -n "$packages" ]; then
     apt-get update -qq >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      espeak-ng libsndfile1 >/dev/null 2>&1 || echo "note: could not apt-get install espeak-ng (IPA phonemes stay unavailable)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null 2>&1 \
+      || echo "note: could not apt-get install $packages (IPA phonemes or the browser test stay unavailable)"
   fi
 fi
 

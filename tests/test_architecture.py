@@ -18,7 +18,8 @@ LAYERS = {
     "voices": 2,
     "training": 3, "inference": 3,
     "evaluation": 4,
-    "cli": 5, "__init__": 5, "__main__": 5,
+    "server": 5,
+    "cli": 6, "__init__": 6, "__main__": 6,
 }
 
 

@@ -17,7 +17,7 @@ from flowspeech.audio.features import (
     mel_spectrogram,
 )
 from flowspeech.audio.griffin_lim import griffin_lim
-from flowspeech.audio.io import load_wav, resample, save_wav
+from flowspeech.audio.io import load_wav, pcm16, resample, save_wav, wav_stream_header
 from flowspeech.audio.levels import normalize_loudness, normalize_peak
 from flowspeech.audio.metrics import log_spectral_distance
 
@@ -34,6 +34,8 @@ __all__ = [
     "mel_spectrogram",
     "normalize_loudness",
     "normalize_peak",
+    "pcm16",
     "resample",
     "save_wav",
+    "wav_stream_header",
 ]

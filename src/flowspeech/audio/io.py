@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -172,3 +173,17 @@ def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
         samples, orig_sr=int(orig_sr), target_sr=int(target_sr), res_type="soxr_hq", axis=-1
     )
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] as 16-bit little-endian PCM bytes, ``round(x * 32768)``
+    clipped (as :func:`save_wav` writes them)."""
+    return np.clip(np.round(np.asarray(samples) * 32768.0), -32768, 32767).astype("<i2").tobytes()
+
+
+def wav_stream_header(sample_rate: int) -> bytes:
+    """The 44-byte header of a mono 16-bit WAV whose length is not known yet: its RIFF and
+    data sizes are 0xFFFFFFFF, as streaming WAV writers (and readers) use."""
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt "
+            + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+            + b"data" + struct.pack("<I", 0xFFFFFFFF))

@@ -20,6 +20,7 @@ from flowspeech.cli import (
     preprocess_cmd,
     presets_cmd,
     pretrain_cmd,
+    serve_cmd,
     synthesize_cmd,
     text_cmd,
     train_cmd,
@@ -30,7 +31,7 @@ from flowspeech.cli import (
 # Each command module has register(subparsers) which adds its parser(s) and sets `run`.
 COMMAND_MODULES = [synthesize_cmd, text_cmd, audio_cmds, presets_cmd, preprocess_cmd, train_cmd,
                    pretrain_cmd, import_cmd, align_cmd, export_cmd, voices_cmd, vocode_cmd,
-                   evaluate_cmd]
+                   evaluate_cmd, serve_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -265,23 +265,19 @@ def _offset(stamps, seconds: float, sentences: int):
 
 
 class _AudioWriter:
-    """16-bit PCM to a byte stream as it comes, after a WAV header whose sizes say "unknown"
-    (0xFFFFFFFF, what streaming WAV writers use) unless ``fmt`` is ``"raw"``."""
+    """16-bit PCM to a byte stream as it comes, after a streaming WAV header unless ``fmt`` is
+    ``"raw"``; flushed at every chunk, for a reader on the other end of a pipe."""
 
     def __init__(self, stream, sample_rate: int, fmt: str):
-        import struct
+        from flowspeech.audio import wav_stream_header
 
         self.stream = stream
         if fmt == "wav":
-            header = (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt "
-                      + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-                      + b"data" + struct.pack("<I", 0xFFFFFFFF))
-            self.stream.write(header)
+            self.stream.write(wav_stream_header(sample_rate))
             self.stream.flush()
 
     def write(self, samples) -> None:
-        import numpy as np
+        from flowspeech.audio import pcm16
 
-        pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")
-        self.stream.write(pcm.tobytes())
+        self.stream.write(pcm16(samples))
         self.stream.flush()

@@ -249,7 +249,7 @@ class Synthesizer:
         return SynthesisResult(waveform, self.sample_rate, mels, list(sentences), timings, stamps)
 
     def stream(self, text: str, *, noise_scale: float | None = None, length_scale: float | None = None,
-               seed: int | None = None, speaker: str | int | None = None,
+               seed: int | None = None, speaker: str | int | None = None, sigma: float | None = None,
                chunk_seconds: float = 0.35, max_chunk_seconds: float = 6.0) -> Iterator[AudioChunk]:
         """Synthesise ``text`` as a stream of :class:`AudioChunk`: sentence by sentence, and
         inside a sentence in pieces: the stream's first piece ``chunk_seconds`` long, for an
@@ -259,7 +259,8 @@ class Synthesizer:
         float rounding with a neural vocoder or an end-to-end model, and within a small
         log-spectral distance with Griffin-Lim, which has no exact local form.
 
-        Keyword arguments as :meth:`synthesize`. A sentence that cannot be spoken raises
+        Keyword arguments as :meth:`synthesize`; ``sigma`` overrides a neural vocoder's latent
+        standard deviation for this call. A sentence that cannot be spoken raises
         before any of its audio; the chunks already given stand.
         """
         sentences = self.split(text)
@@ -304,7 +305,7 @@ class Synthesizer:
                             mels[j] = (out.mels[k:k + 1, :, :n], out.durations[k:k + 1])
                     mel, durations = mels.pop(i)
                     n_samples = self._vocoded_length(mel.size(2))
-                    pieces = self.vocoder.stream(mel, [generators[i]], head, largest)
+                    pieces = self.vocoder.stream(mel, [generators[i]], head, largest, sigma=sigma)
             lead = pause if i else pause[:0]
             stamps = self._timestamps(sentence, i, durations[0].float().cpu(), position + len(lead), n_samples)
             for k, piece in enumerate(pieces):

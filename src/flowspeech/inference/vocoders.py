@@ -61,10 +61,11 @@ class Vocoder(ABC):
 
     @abstractmethod
     def stream(self, mel: torch.Tensor, generator: Generators = None, chunk_frames: int = 32,
-               max_chunk_frames: int | None = None) -> Iterator[np.ndarray]:
+               max_chunk_frames: int | None = None, sigma: float | None = None) -> Iterator[np.ndarray]:
         """One utterance's mel ``[1, n_mels, F]`` as float32 audio pieces, the first ready
         after ``chunk_frames`` frames' work; they join to :meth:`vocode`'s waveform of the
-        same mel and generator (see each vocoder for how closely)."""
+        same mel and generator (see each vocoder for how closely). ``sigma`` overrides the
+        vocoder's own for this call (neural vocoders)."""
 
     def describe(self) -> str:
         return self.name
@@ -102,7 +103,7 @@ class GriffinLimVocoder(Vocoder):
         n_samples = torch.tensor([min(w.numel(), n * hop) for w, n in zip(waves, lengths.tolist())])
         return Vocoded(_padded(waves, hop, mels.size(2)), n_samples)
 
-    def stream(self, mel, generator=None, chunk_frames=32, max_chunk_frames=None):
+    def stream(self, mel, generator=None, chunk_frames=32, max_chunk_frames=None, sigma=None):
         """Windows of the mel inverted one after the other
         (:func:`~flowspeech.audio.griffin_lim.griffin_lim_stream`): Griffin-Lim has no exact
         local form, so the pieces approximate :meth:`vocode` (0.2 dB log-spectral distance on
@@ -183,13 +184,13 @@ class NeuralVocoder(Vocoder):
                         waves[i, :n] = self.denoiser(waves[i, :n], strength=self.denoise)[0]
         return Vocoded(waves.cpu(), wave_lengths.cpu())
 
-    def stream(self, mel, generator=None, chunk_frames=32, max_chunk_frames=None):
+    def stream(self, mel, generator=None, chunk_frames=32, max_chunk_frames=None, sigma=None):
         """The model's exact streaming (:meth:`MelToWaveform.stream`): the pieces join to
         :meth:`vocode`'s waveform to float rounding. With the denoiser on, each piece is
         denoised on its own (its STFT does not see the next piece), a close approximation."""
         with torch.inference_mode():
             for piece in self.model.stream(mel, chunk_frames=chunk_frames, max_chunk_frames=max_chunk_frames,
-                                           sigma=self.sigma, generator=generator):
+                                           sigma=self.sigma if sigma is None else sigma, generator=generator):
                 piece = piece.float()
                 if self.denoise > 0 and piece.size(1) > self.denoiser.filter_length // 2:
                     piece = self.denoiser(piece, strength=self.denoise)
