@@ -7,19 +7,33 @@ see ``docs/audio.md``.
 
 from __future__ import annotations
 
-from flowspeech.audio.config import MelConfig
-from flowspeech.audio.features import (
-    LinearSpectrogram,
-    MelSpectrogram,
-    compress_mel,
-    decompress_mel,
-    mel_basis,
-    mel_spectrogram,
-)
-from flowspeech.audio.griffin_lim import griffin_lim
-from flowspeech.audio.io import load_wav, pcm16, resample, save_wav, wav_stream_header
-from flowspeech.audio.levels import normalize_loudness, normalize_peak
-from flowspeech.audio.metrics import log_spectral_distance
+import importlib
+
+# Names resolve on first use (PEP 562), so that the torch-free parts (``config``, ``io``) can
+# be imported without the spectrogram and Griffin-Lim modules, which need torch: the ONNX
+# runtime (flowspeech.runtime) reads and writes audio without PyTorch.
+_HOMES = {
+    "MelConfig": "config",
+    "LinearSpectrogram": "features", "MelSpectrogram": "features", "compress_mel": "features",
+    "decompress_mel": "features", "mel_basis": "features", "mel_spectrogram": "features",
+    "griffin_lim": "griffin_lim",
+    "load_wav": "io", "pcm16": "io", "resample": "io", "save_wav": "io", "wav_stream_header": "io",
+    "normalize_loudness": "levels", "normalize_peak": "levels",
+    "log_spectral_distance": "metrics",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        value = getattr(importlib.import_module(f"flowspeech.audio.{_HOMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'flowspeech.audio' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_HOMES))
+
 
 __all__ = [
     "LinearSpectrogram",

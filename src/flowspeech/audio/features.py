@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,14 +26,7 @@ from torch import Tensor, nn
 
 from flowspeech.audio.config import DB_MIN, DB_REFERENCE, MelConfig
 from flowspeech.errors import AudioError
-
-
-def cache_dir() -> Path:
-    """Where flowspeech keeps files it can recompute: ``$FLOWSPEECH_CACHE``, else
-    ``$XDG_CACHE_HOME/flowspeech``, else ``~/.cache/flowspeech``."""
-    if os.environ.get("FLOWSPEECH_CACHE"):
-        return Path(os.environ["FLOWSPEECH_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flowspeech"
+from flowspeech.utils.files import cache_dir
 
 
 @functools.lru_cache(maxsize=16)
@@ -42,7 +34,7 @@ def mel_basis(config: MelConfig) -> np.ndarray:
     """librosa's Slaney mel filter bank for ``config``, float32 ``[n_mels, n_fft // 2 + 1]``.
 
     Read-only and cached: the same array is returned for equal configs. It is also kept on
-    disk (:func:`cache_dir`, keyed by the settings and librosa's version): computing it
+    disk (:func:`~flowspeech.utils.files.cache_dir`, keyed by the settings and librosa's version): computing it
     imports ``scipy.signal`` through ``librosa.filters``, about a second that a one-sentence
     ``flowspeech synthesize`` would otherwise pay on every run.
     """

@@ -9,12 +9,12 @@ from __future__ import annotations
 import io
 import os
 import struct
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
 from flowspeech.errors import AudioConvertedWarning, AudioError
 from flowspeech.utils.files import atomic_write
@@ -94,7 +94,7 @@ def _load_npy(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
     return samples.astype(np.float32, copy=False), sample_rate
 
 
-def save_wav(path: PathLike, samples: np.ndarray | torch.Tensor, sample_rate: int) -> None:
+def save_wav(path: PathLike, samples, sample_rate: int) -> None:
     """Writes samples atomically: to a temporary file in the same folder, then
     ``os.replace``, so an interrupted write never leaves a truncated file behind.
 
@@ -133,9 +133,12 @@ def save_wav(path: PathLike, samples: np.ndarray | torch.Tensor, sample_rate: in
     atomic_write(path, write)
 
 
-def _to_mono_float32(samples: np.ndarray | torch.Tensor) -> np.ndarray:
+def _to_mono_float32(samples) -> np.ndarray:
     """``[T]`` or ``[1, T]`` numpy/torch -> contiguous float32 numpy ``[T]``."""
-    if isinstance(samples, torch.Tensor):
+    # This module does not import torch (the ONNX runtime uses it); a tensor exists only
+    # where torch has been imported.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(samples, torch.Tensor):
         samples = samples.detach().to("cpu", torch.float32).numpy()
     array = np.asarray(samples)
     if array.ndim == 2 and array.shape[0] == 1:

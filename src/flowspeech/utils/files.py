@@ -30,6 +30,14 @@ _TEMP_FILE = re.compile(r"^\..+\.(\d+)\.[^.]+(\.[^.]+)*\.tmp$")
 _swept: set[Path] = set()
 
 
+def cache_dir() -> Path:
+    """Where flowspeech keeps files it can recompute: ``$FLOWSPEECH_CACHE``, else
+    ``$XDG_CACHE_HOME/flowspeech``, else ``~/.cache/flowspeech``."""
+    if os.environ.get("FLOWSPEECH_CACHE"):
+        return Path(os.environ["FLOWSPEECH_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flowspeech"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
