@@ -74,7 +74,7 @@ def path_from_durations(durations: torch.Tensor, frame_mask: torch.Tensor) -> to
     starts = ends - durations.long()
     frames = torch.arange(frame_mask.size(2), device=durations.device)
     on_path = (frames >= starts.unsqueeze(2)) & (frames < ends.unsqueeze(2))
-    on_path &= frame_mask.to(device=durations.device, dtype=torch.bool)
+    on_path = on_path & frame_mask.to(device=durations.device, dtype=torch.bool)
     dtype = frame_mask.dtype if frame_mask.is_floating_point() else torch.float32
     return on_path.to(dtype)
 
