@@ -489,3 +489,20 @@ def test_every_token_maps_back_to_the_word_as_written(frontend):
     assert said in ("fivedollars", "fay1vdaa1ler0z")  # letters, or ARPAbet F AY1 V D AA1 L ER0 Z
     order = [label for label in labels if label is not None]
     assert order == sorted(order)  # words come in order
+
+
+def test_the_pronunciation_dictionary_is_cached_and_a_broken_cache_is_ignored(monkeypatch, tmp_path):
+    from flowspeech.text import arpabet
+
+    monkeypatch.setenv("FLOWSPEECH_CACHE", str(tmp_path))
+    monkeypatch.setattr(arpabet, "_loaded", {})
+    parsed = arpabet.load_cmudict()  # parsed, and written to the cache
+    cache = arpabet._cache_path()
+    assert cache.is_file() and cache.parent.parent == tmp_path
+    monkeypatch.setattr(arpabet, "_loaded", {})
+    cached = arpabet.load_cmudict()
+    assert type(cached) is not dict and len(cached) == len(parsed)
+    assert all(cached[w] == parsed[w] for w in ("hello", "speech", "read", "tomato"))
+    cache.write_text("{broken")
+    monkeypatch.setattr(arpabet, "_loaded", {})
+    assert arpabet.load_cmudict()["hello"] == parsed["hello"]
