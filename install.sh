@@ -34,4 +34,7 @@ python -m pip install -q --upgrade pip
 # satisfied and pip never pulls a multi-GB CUDA build by accident.
 python -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
 python -m pip install -q -e ".${extras}"
+# The shipped voice in ONNX form as well, for `flowspeech synthesize --backend onnx` and the
+# runtime without PyTorch (docs/onnx.md): exported here, once, into the cache.
+flowspeech export --onnx slt-glow-tts-small >/dev/null || echo "note: the ONNX export of the shipped voice failed; --backend onnx will try again"
 echo "flowspeech installed in $(pwd)/.venv ($(python -c 'import torch; print("torch", torch.__version__)'))"

@@ -14,7 +14,7 @@ PACKAGE = Path(flowspeech.__file__).parent
 LAYERS = {
     "errors": 0, "utils": 0, "config": 0, "audio": 0, "text": 0, "flows": 0, "align": 0,
     "checkpoints": 0, "data": 0,
-    "models": 1,
+    "models": 1, "runtime": 1,
     "voices": 2,
     "training": 3, "inference": 3,
     "evaluation": 4,

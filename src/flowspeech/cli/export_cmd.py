@@ -1,17 +1,27 @@
-"""``flowspeech export``: a compact, inference-only copy of a checkpoint."""
+"""``flowspeech export``: a compact, inference-only copy of a checkpoint, or an ONNX voice."""
 
 from __future__ import annotations
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="strip a training checkpoint to its weights (optionally float16)",
+        "export", help="strip a training checkpoint to its weights (optionally float16), or "
+        "export a voice to ONNX (--onnx)",
         description="Write CKPT's model weights and config without optimiser state, "
-        "optionally in float16 (half the size; loaders convert back to float32).",
+        "optionally in float16 (half the size; loaders convert back to float32). With --onnx, "
+        "write a voice (a registered voice name or a Glow-TTS checkpoint, with its vocoder) as "
+        "an ONNX voice folder that `flowspeech synthesize --backend onnx` and "
+        "flowspeech.runtime run without PyTorch (docs/onnx.md).",
     )
-    p.add_argument("checkpoint", help="flowspeech checkpoint (e.g. RUN/checkpoints/step_*.pt)")
-    p.add_argument("--out", required=True, help="file to write")
+    p.add_argument("checkpoint", metavar="SOURCE",
+                   help="flowspeech checkpoint (e.g. RUN/checkpoints/step_*.pt); with --onnx also a voice name")
+    p.add_argument("--out", help="file to write; with --onnx, a new folder (default with --onnx and a "
+                   "voice name: the folder `synthesize --backend onnx --voice NAME` reads)")
     p.add_argument("--half", action="store_true", help="store floating-point weights as float16")
+    p.add_argument("--onnx", action="store_true", help="export to an ONNX voice folder")
+    p.add_argument("--vocoder", default=None,
+                   help="with --onnx: griffin-lim or a WaveGlow / FloWaveNet checkpoint (default: the "
+                   "voice's own vocoder, else griffin-lim)")
     p.set_defaults(run=run)
 
 
@@ -20,10 +30,48 @@ def run(args) -> int:
 
     from flowspeech.checkpoints import export_checkpoint
     from flowspeech.cli.common import check_output
+    from flowspeech.errors import ConfigError
     from flowspeech.models.registry import inference_state
 
+    if args.onnx:
+        return _onnx(args)
+    if args.vocoder is not None:
+        raise ConfigError("--vocoder goes with --onnx")
+    if args.out is None:
+        raise ConfigError("--out is needed: the file to write")
     check_output(args.out, [args.checkpoint], "--out")
     info = export_checkpoint(args.checkpoint, args.out, args.half, inference_state)
     print(f"{args.out}: {info['parameters']:,} values from step {info['step']}, "
           f"{os.path.getsize(args.out) / 1e6:.1f} MB{' (float16)' if args.half else ''}")
+    return 0
+
+
+def _onnx(args) -> int:
+    import time
+    from pathlib import Path
+
+    from flowspeech.errors import ConfigError
+    from flowspeech.inference.onnx_export import export_onnx
+    from flowspeech.inference.synthesizer import Synthesizer
+    from flowspeech.voices import onnx_cache_folder, voice_names
+
+    if args.half:
+        raise ConfigError("--half is for checkpoints; ONNX voices keep float32 weights")
+    source = args.checkpoint
+    is_voice = source in voice_names() and not Path(source).is_file()
+    if args.out is None and not is_voice:
+        raise ConfigError("--out is needed: the folder for the ONNX voice")
+    t0 = time.perf_counter()
+    tts = (Synthesizer(voice=source, vocoder=args.vocoder or "griffin-lim") if is_voice
+           else Synthesizer(source, vocoder=args.vocoder or "griffin-lim"))
+    out = Path(args.out) if args.out is not None else onnx_cache_folder(tts.voice)
+    if args.out is None and out.is_dir():
+        import shutil
+
+        shutil.rmtree(out)  # the cached export of this voice: made again
+    config = export_onnx(tts, out)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    print(f"{out}/: ONNX voice {config['name']!r} ({config['model_type']}, vocoder "
+          f"{config['vocoder']['type']}; {', '.join(sorted(g['file'] for g in config['graphs'].values()))}), "
+          f"{size:.1f} MB in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -48,6 +48,11 @@ def register(subparsers) -> None:
     p.add_argument("--speaker", help="speaker name or id (multi-speaker models)")
     p.add_argument("--save-mel", help="also save the acoustic model's mel as .npy [n_mels, frames]")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch (default) or onnx: the voice's ONNX export on onnxruntime, without "
+                   "PyTorch (--voice NAME exports it once, or --voice FOLDER from `flowspeech export "
+                   "--onnx`; docs/onnx.md)")
+    p.add_argument("--threads", type=int, default=None, help="with --backend onnx: threads (default: all cores)")
     add_seed_arg(p)
     p.set_defaults(run=run)
 
@@ -85,6 +90,12 @@ def _read_lines(path: str) -> list[tuple[str, str]]:
 
 
 def run(args) -> int:
+    if args.backend == "onnx":
+        return _run_onnx(args)
+    if args.threads is not None:
+        from flowspeech.errors import ConfigError
+
+        raise ConfigError("--threads goes with --backend onnx (PyTorch: set OMP_NUM_THREADS)")
     import sys
     import time
     from pathlib import Path
@@ -281,3 +292,97 @@ class _AudioWriter:
 
         self.stream.write(pcm16(samples))
         self.stream.flush()
+
+
+def _run_onnx(args) -> int:
+    """``--backend onnx``: the same outputs from an ONNX voice, with no PyTorch imported (unless
+    a registered voice has to be exported first, once)."""
+    import sys
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from flowspeech.audio.io import pcm16, save_wav, wav_stream_header
+    from flowspeech.cli.common import check_audio_output, check_output
+    from flowspeech.errors import ConfigError, FlowspeechError
+    from flowspeech.runtime import OnnxVoice, is_onnx_voice
+    from flowspeech.voices import default_voice, get_voice, onnx_cache_folder
+
+    fixed = [flag for flag, given in (
+        ("--acoustic", args.acoustic), ("--model", args.model), ("--vocoder", args.vocoder != "griffin-lim"),
+        ("--denoise", args.denoise), ("--vocoder-precision", args.vocoder_precision != "float32"),
+        ("--save-mel", args.save_mel), ("--timestamps", args.timestamps), ("--device", args.device != "cpu"),
+        ("--speaker", args.speaker), ("--text -", args.text == "-")) if given]
+    if fixed:
+        raise ConfigError(f"{', '.join(fixed)}: not with --backend onnx (an ONNX voice carries its own "
+                          f"vocoder and runs on the CPU; export another voice for other models)")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: use 1 or more")
+    to_stdout = args.out == "-"
+    report = sys.stderr if to_stdout else sys.stdout
+    t0 = time.perf_counter()
+    if args.voice is not None and is_onnx_voice(args.voice):
+        folder = Path(args.voice)
+    else:
+        if args.voice is not None and Path(args.voice).is_dir():
+            raise FlowspeechError(f"--voice {args.voice}: this folder is not an ONNX voice (no "
+                                  f"voice.onnx.json); make one with flowspeech export --onnx")
+        voice = get_voice(args.voice) if args.voice is not None else default_voice()
+        folder = onnx_cache_folder(voice)
+        if not is_onnx_voice(folder):
+            from flowspeech.inference.onnx_export import export_onnx  # lazy: torch, once per voice
+            from flowspeech.inference.synthesizer import Synthesizer
+
+            print(f"exporting voice {voice.name!r} to ONNX, once: {folder}", file=sys.stderr)
+            export_onnx(Synthesizer(voice=voice.name), folder)
+    per_line_folder = args.text_file is not None and Path(args.out).suffix == "" and not to_stdout
+    if args.format == "raw" and not to_stdout:
+        raise FlowspeechError("--format raw is for --out - (a file's format follows its name)")
+    if args.text_file is not None:
+        rows = _read_lines(args.text_file)
+    else:
+        rows = [("", args.text)]
+    if per_line_folder:
+        check_output(Path(args.out) / f"{rows[0][0]}.wav", [args.text_file], "--out")
+    elif not to_stdout:
+        check_audio_output(args.out, [args.text_file], "--out")
+    voice = OnnxVoice(folder, threads=args.threads)
+    t_load = time.perf_counter() - t0
+    options = {"noise_scale": args.noise_scale, "length_scale": args.length_scale, "sigma": args.sigma,
+               "seed": args.seed}
+    t1 = time.perf_counter()
+    pause = np.zeros(int(voice.sentence_pause * voice.sample_rate), np.float32)
+    total = 0.0
+    if to_stdout:
+        out = sys.stdout.buffer
+        if args.format == "wav":
+            out.write(wav_stream_header(voice.sample_rate))
+        for n, (_, text) in enumerate(rows):
+            for k, chunk in enumerate(voice.stream(text, **options)):
+                samples = np.concatenate([pause, chunk.samples]) if n and k == 0 else chunk.samples
+                out.write(pcm16(samples))
+                out.flush()
+                total += len(samples) / voice.sample_rate
+        summary = f"standard output: {total:.2f} s of audio, {len(rows)} line(s)"
+    elif per_line_folder:
+        for uid, text in rows:
+            samples, sr = voice.synthesize(text, **options)
+            save_wav(Path(args.out) / f"{uid}.wav", samples, sr)
+            total += len(samples) / sr
+        summary = f"{args.out}/: {total:.2f} s of audio in {len(rows)} files"
+    else:
+        pieces = []
+        for n, (_, text) in enumerate(rows):
+            samples, sr = voice.synthesize(text, **options)
+            pieces += [pause, samples] if n else [samples]
+        audio = np.concatenate(pieces)
+        save_wav(args.out, audio, voice.sample_rate)
+        total = len(audio) / voice.sample_rate
+        summary = f"{args.out}: {total:.2f} s of audio"
+    t_synth = time.perf_counter() - t1
+    if not args.quiet:
+        print(f"{summary}; ONNX voice {voice.name!r} ({folder}), onnxruntime, vocoder {voice.vocoder['type']}; "
+              f"load {t_load:.2f} s, synthesis {t_synth:.2f} s (real-time factor "
+              f"{t_synth / max(total, 1e-9):.3f})", file=report)
+    return 0

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from flowspeech.checkpoints import export_checkpoint, load_checkpoint
 from flowspeech.errors import FlowspeechError
 from flowspeech.models.registry import Role, get_spec, inference_state, model_specs
-from flowspeech.utils.files import FolderLock
+from flowspeech.utils.files import FolderLock, cache_dir
 
 DEFAULT_VOICE = "slt-glow-tts-small"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -89,6 +88,18 @@ def get_voice(name: str) -> Voice:
                           f"`flowspeech voices` lists them")
 
 
+def voice_names() -> list[str]:
+    return [v.name for v in list_voices()]
+
+
+def onnx_cache_folder(voice: Voice) -> Path:
+    """Where ``flowspeech export --onnx NAME`` writes the voice's ONNX form and ``flowspeech
+    synthesize --backend onnx --voice NAME`` reads it: under the cache, named by the voice and
+    the size and time of its files, so that a changed voice gets a new export."""
+    stamp = "-".join(f"{p.stat().st_size:x}{p.stat().st_mtime_ns:x}" for p in (voice.acoustic, voice.vocoder) if p)
+    return cache_dir() / "onnx" / f"{voice.name}-{stamp}"
+
+
 def default_voice() -> Voice:
     voices = list_voices()
     for voice in voices:
@@ -112,6 +123,9 @@ def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None =
     and renamed, so a failed registration leaves nothing behind. ``inference`` (e.g.
     ``{"noise_scale": 0.333}``) becomes the voice's default synthesis settings.
     """
+    # Only registering needs torch; listing voices (the ONNX path's) stays without it.
+    from flowspeech.checkpoints import export_checkpoint, load_checkpoint  # lazy: torch, see above
+
     if not _NAME.match(name):
         raise FlowspeechError(f"voice name {name!r}: use letters, digits, '.', '_' or '-' "
                               f"(at most 64 characters)")

@@ -1,0 +1,139 @@
+"""Glow-TTS base on onnxruntime against the authors' PyTorch code, at equal weights.
+
+    git clone https://github.com/jaywalnut310/glow-tts /tmp/glow-tts   # outside this repository
+    python benchmarks/bench_glow_tts_onnx.py --authors /tmp/glow-tts [--repeats 5] [--threads 2]
+
+Builds the authors' ``FlowGenerator`` with their ``configs/base.json``, gives its couplings and
+ActNorms random non-trivial weights, imports them into flowspeech (``import_glow_tts``), exports
+the two graphs, and times one sentence of 100 tokens, 2 threads, three ways: the authors' code
+as their inference notebook runs it (``store_inverse()``, ``gen=True``), flowspeech's PyTorch
+``infer``, and the ONNX graphs on onnxruntime (with the numpy step between them). With the
+noise scale at 0 the three must make the same mel; the largest difference is printed.
+Their ``monotonic_align`` (a Cython extension used only in training) is replaced by an empty
+module, since synthesis never calls it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowspeech.inference.loading import load_model
+from flowspeech.inference.onnx_export import GlowTTSDecoderGraph, GlowTTSEncoderGraph, _trace
+from flowspeech.models.glow_tts_import import import_glow_tts
+
+
+def authors_model(repo: Path):
+    sys.path.insert(0, str(repo))
+    sys.modules.setdefault("monotonic_align", types.ModuleType("monotonic_align"))
+    import models  # the authors' models.py
+    import modules
+
+    hps = json.loads((repo / "configs" / "base.json").read_text())["model"]
+    torch.manual_seed(0)
+    model = models.FlowGenerator(n_vocab=148, out_channels=80, **hps).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, modules.ActNorm):
+                module.initialized = True
+                module.logs.normal_(0, 0.05)
+                module.bias.normal_(0, 0.05)
+        for name, p in model.named_parameters():
+            if ".end." in name:  # the couplings start at the identity; make them do something
+                p.normal_(0, 0.02)
+        model.encoder.proj_w.proj.bias.fill_(1.6)  # about 5 frames per token, as speech has
+    return model
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--authors", type=Path, required=True, help="a checkout of jaywalnut310/glow-tts")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=100)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import onnxruntime as ort
+
+    theirs = authors_model(args.authors)
+    tokens = torch.randint(1, 148, (1, args.tokens), generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([args.tokens])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        torch.save({"model": theirs.state_dict(), "iteration": 0}, tmp / "authors.pth")
+        import_glow_tts(tmp / "authors.pth", tmp / "ours.pt")
+        ours, _ = load_model(tmp / "ours.pt")
+        encoder, decoder = GlowTTSEncoderGraph(ours).eval(), GlowTTSDecoderGraph(ours).eval()
+        _trace(encoder, (tokens[:, :50], torch.tensor([50])), tmp / "encoder.onnx", 17, ["tokens", "token_lengths"],
+               ["mean", "log_scale", "log_durations", "text_mask"], {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}})
+        with torch.no_grad():
+            m, s, w, k = encoder(tokens, lengths)
+        d = torch.ceil(torch.exp(w) * k).squeeze(1)
+        n = max(2, int(d.sum()) // 2 * 2)
+        _trace(decoder, (m, s, d, torch.tensor([n]), torch.zeros(1, 80, n), torch.tensor(0.0)), tmp / "decoder.onnx", 17,
+               ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"], ["mels"],
+               {"mean": {0: "b", 2: "t"}, "log_scale": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"},
+                "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}})
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        enc = ort.InferenceSession(str(tmp / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
+        dec = ort.InferenceSession(str(tmp / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
+
+    def run_onnx(noise_scale: float = 0.667):
+        mean, log_scale, log_durations, mask = enc.run(None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy()})
+        durations = np.ceil(np.exp(log_durations) * mask)[:, 0].astype(np.float32)
+        frames = max(2, int(durations.sum()) // 2 * 2)
+        noise = np.random.default_rng(0).standard_normal((1, 80, frames), dtype=np.float32)
+        return dec.run(None, {"mean": mean, "log_scale": log_scale, "durations": durations,
+                              "mel_lengths": np.asarray([frames]), "noise": noise,
+                              "noise_scale": np.asarray(noise_scale, np.float32)})[0]
+
+    theirs.store_inverse()
+    with torch.no_grad():
+        authors_mel = theirs(tokens, lengths, gen=True, noise_scale=0.0)[0][0]
+    ours_mel = ours.infer(tokens, lengths, noise_scale=0.0).mels
+    onnx_mel = run_onnx(0.0)
+    frames = onnx_mel.shape[2]
+
+    def run_authors():
+        with torch.no_grad():
+            theirs(tokens, lengths, gen=True, noise_scale=0.667)
+
+    times = {"the authors' code (PyTorch)": median_time(run_authors, args.repeats),
+             "flowspeech, PyTorch": median_time(lambda: ours.infer(tokens, lengths, noise_scale=0.667), args.repeats),
+             "flowspeech, ONNX runtime": median_time(run_onnx, args.repeats)}
+    print(f"# Glow-TTS base, {sum(p.numel() for p in theirs.parameters()):,} parameters (the authors' model); one sentence of "
+          f"{args.tokens} tokens -> {frames} frames; {args.threads} threads; torch {torch.__version__}, "
+          f"onnxruntime {ort.__version__}; median of {args.repeats}\n")
+    print(f"Same mel at noise scale 0: flowspeech PyTorch vs the authors' max abs "
+          f"{(ours_mel - authors_mel).abs().max():.2e}, ONNX vs the authors' "
+          f"{np.abs(onnx_mel - authors_mel.numpy()).max():.2e} (largest value {authors_mel.abs().max():.2f})\n")
+    print("| system | time (s) | mel frames/s | vs the authors' code |")
+    print("|---|---:|---:|---:|")
+    base = times["the authors' code (PyTorch)"]
+    for name, t in times.items():
+        print(f"| {name} | {t:.3f} | {frames / t:,.0f} | {base / t:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Export a voice to ONNX: graphs that :mod:`flowspeech.runtime` runs without PyTorch.
+
+An ONNX voice is a folder, like Piper's ``.onnx`` + ``.onnx.json``:
+
+- ``voice.onnx.json``: what the runtime needs besides the graphs: the text front end's
+  settings, the sample rate, the default controls, the vocoder's kind, and each graph's file
+  name and SHA-256 (a missing or mismatched file is named, not half-run);
+- ``encoder.onnx`` (Glow-TTS): ``tokens [B, T] int64, token_lengths [B] int64`` ->
+  ``mean, log_scale [B, n_mels, T], log_durations [B, 1, T], text_mask [B, 1, T]``;
+- ``decoder.onnx`` (Glow-TTS): ``mean, log_scale, durations [B, T] (whole frames),
+  mel_lengths [B] int64, noise [B, n_mels, F], noise_scale []`` -> ``mels [B, n_mels, F]``:
+  the expansion by durations, the prior sample and the flow decoder's inverse. The frame
+  count ``F`` is the noise's: the durations are rounded between the two graphs, where
+  ``length_scale`` applies;
+- ``vocoder.onnx`` (WaveGlow, FloWaveNet): ``mels [B, n_mels, F], noise, sigma []`` ->
+  ``audio [B, F * hop]``, the flow's inverse on the latent ``noise * sigma`` (noise in the
+  model's :meth:`sample_noise` layout);
+- ``mel_basis.npy`` (Griffin-Lim voices): the mel filter bank, from which the runtime
+  recovers the linear magnitude as :func:`~flowspeech.audio.griffin_lim.griffin_lim` does
+  (non-negative least squares) before the phase iterations, in numpy.
+
+Noise is always an input, so the same noise gives the PyTorch model's output (tests: max abs
+difference under 1e-4 on mels and 1e-3 on audio). The invertible 1x1 convolutions' inverses
+are computed once, in float64, and stored as constants: ONNX has no matrix inverse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flowspeech import __version__
+from flowspeech.align.durations import path_from_durations
+from flowspeech.audio.features import mel_basis
+from flowspeech.errors import ConfigError, OutputError
+from flowspeech.inference.synthesizer import Synthesizer
+from flowspeech.inference.vocoders import GriffinLimVocoder, NeuralVocoder
+from flowspeech.models.glow_tts import GlowTTS
+from flowspeech.utils.masks import length_mask
+
+FORMAT = "flowspeech-onnx"
+FORMAT_VERSION = 1
+OPSET = 17
+CONFIG_NAME = "voice.onnx.json"
+
+
+class GlowTTSEncoderGraph(nn.Module):
+    """Glow-TTS's text encoder and duration predictor (the first graph)."""
+
+    def __init__(self, model: GlowTTS):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, token_lengths, speakers=None):
+        g = self.model.speaker_embedding(speakers) if speakers is not None else None
+        return self.model.encoder(tokens, token_lengths, g)
+
+
+class GlowTTSDecoderGraph(nn.Module):
+    """The prior expanded along the durations, sampled with the given noise, through the flow
+    decoder's inverse: :meth:`GlowTTS.infer` after the durations (the second graph)."""
+
+    def __init__(self, model: GlowTTS):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mean, log_scale, durations, mel_lengths, noise, noise_scale, speakers=None):
+        g = self.model.speaker_embedding(speakers) if speakers is not None else None
+        z_mask = length_mask(mel_lengths, noise.size(2), mean.dtype)
+        attn = path_from_durations(durations, z_mask)  # [B, T_text, F]
+        z_mean = torch.matmul(mean, attn)
+        z_log_scale = torch.matmul(log_scale, attn)
+        z = (z_mean + torch.exp(z_log_scale) * noise * noise_scale) * z_mask
+        return self.model.decoder.inverse(z, z_mask, g) * z_mask
+
+
+class VocoderGraph(nn.Module):
+    """A flow vocoder's inverse on the latent ``noise * sigma``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mels, noise, sigma):
+        return self.model.inverse(noise * sigma, mels)
+
+
+def export_onnx(tts: Synthesizer, out: str | Path, *, opset: int = OPSET) -> dict[str, Any]:
+    """Write ``tts``'s acoustic model and vocoder as an ONNX voice folder ``out`` (which must
+    not exist, or be empty) and return its config. The folder appears whole or not at all."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError(f"{out} exists and is not an empty folder: choose a new folder for the ONNX voice")
+    if not isinstance(tts.model, GlowTTS):
+        raise ConfigError(f"ONNX export covers Glow-TTS voices (with Griffin-Lim, WaveGlow or FloWaveNet); "
+                          f"this voice's model is {tts.model_type!r}")
+    if isinstance(tts.vocoder, NeuralVocoder) and tts.vocoder.denoise:
+        raise ConfigError("the WaveGlow denoiser is not part of the ONNX export: export without --denoise")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        config = _export(tts, tmp, opset)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return config
+
+
+def _export(tts: Synthesizer, folder: Path, opset: int) -> dict[str, Any]:
+    model: GlowTTS = tts.model
+    mel = tts.mel_config
+    multi = model.n_speakers > 1
+    tokens = torch.tensor([tts.frontend.encode("An example sentence, to trace the graphs.")] * 2)
+    lengths = torch.tensor([tokens.size(1), tokens.size(1) - 3])
+    speakers = torch.zeros(2, dtype=torch.long) if multi else None
+    graphs: dict[str, dict[str, str]] = {}
+
+    encoder = GlowTTSEncoderGraph(model).eval()
+    enc_inputs = (tokens, lengths) + ((speakers,) if multi else ())
+    _trace(encoder, enc_inputs, folder / "encoder.onnx", opset,
+           ["tokens", "token_lengths"] + (["speakers"] if multi else []),
+           ["mean", "log_scale", "log_durations", "text_mask"],
+           {"tokens": {0: "batch", 1: "tokens"}, "token_lengths": {0: "batch"}, "speakers": {0: "batch"},
+            "mean": {0: "batch", 2: "tokens"}, "log_scale": {0: "batch", 2: "tokens"},
+            "log_durations": {0: "batch", 2: "tokens"}, "text_mask": {0: "batch", 2: "tokens"}})
+    graphs["encoder"] = {"file": "encoder.onnx"}
+
+    with torch.no_grad():
+        mean, log_scale, log_durations, text_mask = encoder(*enc_inputs)
+    durations = torch.ceil(torch.exp(log_durations) * text_mask).squeeze(1)
+    mel_lengths = torch.clamp_min((durations.sum(1).long() // model.n_sqz) * model.n_sqz, model.n_sqz)
+    noise = torch.randn(2, model.n_mels, int(mel_lengths.max()))
+    decoder = GlowTTSDecoderGraph(model).eval()
+    dec_inputs = (mean, log_scale, durations, mel_lengths, noise, torch.tensor(0.667)) + ((speakers,) if multi else ())
+    _trace(decoder, dec_inputs, folder / "decoder.onnx", opset,
+           ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"] + (["speakers"] if multi else []),
+           ["mels"],
+           {"mean": {0: "batch", 2: "tokens"}, "log_scale": {0: "batch", 2: "tokens"},
+            "durations": {0: "batch", 1: "tokens"}, "mel_lengths": {0: "batch"},
+            "noise": {0: "batch", 2: "frames"}, "speakers": {0: "batch"}, "mels": {0: "batch", 2: "frames"}})
+    graphs["decoder"] = {"file": "decoder.onnx"}
+    with torch.no_grad():
+        mels = decoder(*dec_inputs)
+
+    if isinstance(tts.vocoder, GriffinLimVocoder):
+        np.save(folder / "mel_basis.npy", mel_basis(mel))
+        graphs["mel_basis"] = {"file": "mel_basis.npy"}
+        vocoder = {"type": "griffin-lim", "n_iter": tts.vocoder.n_iter, "momentum": 0.99,
+                   "n_fft": mel.n_fft, "win_length": mel.win_length, "padding": mel.padding,
+                   "pad": (mel.n_fft - mel.hop_length) // 2, "compression": mel.compression,
+                   "magnitude_eps": mel.magnitude_eps, "power": mel.power}
+    else:
+        net = tts.vocoder.model
+        vocoder_mels = mels[:1, :, :24]
+        v_noise = net.sample_noise(1, vocoder_mels.size(2))
+        sigma = net.default_sigma if tts.vocoder.sigma is None else tts.vocoder.sigma
+        noise_axes = {0: "batch", v_noise.dim() - 1: "positions"}
+        _trace(VocoderGraph(net).eval(), (vocoder_mels, v_noise, torch.tensor(float(sigma))), folder / "vocoder.onnx",
+               opset, ["mels", "noise", "sigma"], ["audio"],
+               {"mels": {0: "batch", 2: "frames"}, "noise": noise_axes, "audio": {0: "batch", 1: "samples"}})
+        graphs["vocoder"] = {"file": "vocoder.onnx"}
+        vocoder = {"type": tts.vocoder.name, "sigma": float(sigma),
+                   "noise_channels": int(v_noise.size(1)) if v_noise.dim() == 3 else 0}
+
+    for entry in graphs.values():
+        entry["sha256"] = _sha256(folder / entry["file"])
+    info = tts.voice.info if tts.voice is not None else {}
+    return {
+        "format": FORMAT, "version": FORMAT_VERSION, "opset": opset, "flowspeech": __version__,
+        "model_type": tts.model_type, "name": tts.voice.name if tts.voice is not None else Path(tts.acoustic_path).stem,
+        "description": info.get("description", tts.config.get("description", "")),
+        "sample_rate": mel.sample_rate, "hop_length": mel.hop_length, "n_mels": mel.n_mels,
+        "n_sqz": model.n_sqz, "n_speakers": model.n_speakers,
+        "speakers": tts.speakers.names if tts.speakers is not None else None,
+        "text": tts.config.get("text", {}),
+        "inference": {"noise_scale": tts.noise_scale, "length_scale": tts.length_scale,
+                      "sentence_pause": tts.sentence_pause, "max_frames": tts.max_frames},
+        "graphs": graphs, "vocoder": vocoder,
+    }
+
+
+def _trace(module: nn.Module, inputs: tuple, path: Path, opset: int, input_names: list[str],
+           output_names: list[str], dynamic_axes: dict[str, dict[int, str]]) -> None:
+    axes = {k: v for k, v in dynamic_axes.items() if k in input_names + output_names}
+    with torch.no_grad():
+        # One run first fills the invertible convolutions' cached inverses, which the trace
+        # then holds as constants (ONNX has no matrix inverse).
+        module(*inputs)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter: it keeps the models' Python control flow as traced, which
+        # these graphs need (their shapes follow the inputs'), and warns that it is the legacy path.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, inputs, str(path), input_names=input_names, output_names=output_names,
+                          dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
+    module.eval()  # the exporter restores the mode it found; keep inference mode
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+

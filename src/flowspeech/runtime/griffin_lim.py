@@ -1,0 +1,205 @@
+"""Griffin-Lim phase retrieval in numpy, for the runtime without PyTorch.
+
+The same algorithm and the same framing as :func:`flowspeech.audio.griffin_lim.griffin_lim`
+(fast Griffin-Lim with momentum, Perraudin et al., 2013; periodic Hann window, ``center``
+framing with reflect padding, least-squares overlap-add), written on ``scipy.fft`` so that
+it runs on the cores numpy's FFT leaves idle. The magnitude comes from the voice's ONNX graph
+(the mel's non-negative least squares); only the iterations run here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from flowspeech.audio.config import DB_MIN, DB_REFERENCE
+
+
+def fft():
+    """``scipy.fft`` (single-precision FFTs, 4x numpy's on float32 frames), imported on first
+    use: its import takes 0.2 s, which a voice spends while its graphs load."""
+    import scipy.fft  # lazy: see above
+
+    return scipy.fft
+
+
+class GriffinLim:
+    """Phase retrieval for one STFT setting.
+
+    Args:
+        n_fft, hop_length, win_length: the STFT (``win_length <= n_fft``; ``n_fft`` a
+            multiple of ``hop_length``).
+        padding: ``"center"`` (frame ``t`` centred on sample ``t * hop``) or ``"vits"``
+            (centred on ``t * hop + shift``; the first ``shift`` samples come out as zeros).
+        pad: the ``"vits"`` padding's reflect pad, ``(n_fft - hop) // 2``.
+        n_iter, momentum: iterations and the fast Griffin-Lim momentum.
+        workers: threads, each taking a slice of the frames (None: all cores).
+    """
+
+    def __init__(self, n_fft: int, hop_length: int, win_length: int, padding: str = "center",
+                 pad: int = 0, n_iter: int = 60, momentum: float = 0.99, workers: int | None = None):
+        if n_fft % hop_length:
+            raise ValueError(f"n_fft ({n_fft}) must be a multiple of hop_length ({hop_length})")
+        self.n_fft, self.hop, self.n_iter, self.momentum = n_fft, hop_length, n_iter, momentum
+        self.padding, self.workers = padding, max(1, workers or os.cpu_count() or 1)
+        self.shift = 0 if padding == "center" else n_fft // 2 - pad
+        window = np.zeros(n_fft, dtype=np.float32)
+        left = (n_fft - win_length) // 2
+        n = np.arange(win_length)
+        window[left:left + win_length] = 0.5 - 0.5 * np.cos(2 * math.pi * n / win_length)  # periodic Hann
+        self.window = window
+
+    def __call__(self, magnitude: np.ndarray, phase: np.ndarray) -> np.ndarray:
+        """``magnitude [n_fft // 2 + 1, F]`` and the starting phase in turns ``[same]`` (the
+        PyTorch path's ``torch.rand``) -> float32 waveform ``[T]``."""
+        n_frames = magnitude.shape[-1]
+        if self.padding == "center":
+            length = self.hop * (n_frames - 1)
+        else:
+            length = self.hop * n_frames - self.shift
+        magnitude = np.ascontiguousarray(magnitude.T, dtype=np.float32)  # [F, bins]
+        angles = np.exp(2j * math.pi * phase.T.astype(np.float32)).astype(np.complex64)
+        envelope = self._envelope(n_frames)
+        # The frames are cut into slices, as many for every worker and at most 256 frames long:
+        # each slice's FFTs and element-wise work run in a worker thread (numpy and scipy.fft
+        # release the GIL), on arrays small enough to stay in cache; only the overlap-add,
+        # which joins neighbouring frames, runs on one. (Measured on 900 frames, 2 cores: one
+        # slice 1.05 s, 256-frame slices 0.60 s on one worker; two workers 0.43 s.)
+        rounds = math.ceil(n_frames / 256 / self.workers)  # the same number of slices for every worker
+        slices = [slice(a, b) for a, b in _bounds(n_frames, self.workers * rounds)]
+        frames = np.empty((n_frames, self.n_fft), dtype=np.float32)
+        rebuilt = [np.empty_like(angles), np.empty_like(angles)]  # this iteration's, the last one's
+        decay = np.float32(self.momentum / (1 + self.momentum))
+        eps = np.float32(1e-16)
+
+        def synthesis_frames(part: slice) -> None:
+            spectrum = magnitude[part] * angles[part]
+            frames[part] = fft().irfft(spectrum, n=self.n_fft, axis=-1, overwrite_x=True) * self.window
+
+        def analysis(part: slice, wav: np.ndarray, first: bool) -> None:
+            now, last = rebuilt
+            now[part] = fft().rfft(self._frames(wav, part) * self.window, axis=-1, overwrite_x=True)
+            update = now[part] if first else now[part] - decay * last[part]  # Perraudin et al.'s momentum
+            # A product with the reciprocal magnitude: a third of a complex division's time.
+            angles[part] = update * (1 / (np.abs(update) + eps))
+
+        def each(fn, *args) -> None:
+            if self.workers == 1:
+                for part in slices:
+                    fn(part, *args)
+            else:
+                list(self._pool.map(lambda part: fn(part, *args), slices))
+
+        for k in range(self.n_iter):
+            each(synthesis_frames)
+            wav = self._finish(frames, length, envelope)
+            each(analysis, np.pad(wav, self.n_fft // 2, mode="reflect"), k == 0)
+            rebuilt.reverse()
+        each(synthesis_frames)
+        wav = self._finish(frames, length, envelope)
+        return np.concatenate([np.zeros(self.shift, np.float32), wav]) if self.shift else wav
+
+    @functools.cached_property
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="griffin-lim")
+
+    def _frames(self, padded: np.ndarray, part: slice) -> np.ndarray:
+        """Frames ``part`` of the reflect-padded signal, as a strided view."""
+        start, stop = part.start, part.stop
+        view = np.lib.stride_tricks.as_strided(
+            padded[start * self.hop:], (stop - start, self.n_fft), (padded.strides[0] * self.hop, padded.strides[0]))
+        return view
+
+    def _overlap_add(self, frames: np.ndarray) -> np.ndarray:
+        n_frames, r = frames.shape[0], self.n_fft // self.hop
+        blocks = frames.reshape(n_frames, r, self.hop)
+        out = np.zeros((n_frames + r - 1, self.hop), dtype=np.float32)
+        for j in range(r):
+            out[j:j + n_frames] += blocks[:, j]
+        return out.reshape(-1)
+
+    def _envelope(self, n_frames: int) -> np.ndarray:
+        squared = np.broadcast_to(self.window**2, (n_frames, self.n_fft))
+        envelope = self._overlap_add(np.ascontiguousarray(squared))
+        return np.where(envelope > 1e-11, envelope, 1.0).astype(np.float32)
+
+    def _finish(self, frames: np.ndarray, length: int, envelope: np.ndarray) -> np.ndarray:
+        """Overlap-add of windowed frames, divided by the window's envelope, cut to ``length``."""
+        half = self.n_fft // 2
+        return (self._overlap_add(frames) / envelope)[half:half + length]
+
+
+def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
+    parts = max(1, min(parts, n))
+    edges = [round(i * n / parts) for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def sparse():
+    """``scipy.sparse``, imported on first use (0.15 s; see :func:`fft`)."""
+    import scipy.sparse  # lazy: see above
+
+    return scipy.sparse
+
+
+def mel_to_magnitude(features: np.ndarray, basis: np.ndarray, compression: str = "log",
+                     magnitude_eps: float = 0.0, power: float = 1.0, n_iter: int = 50,
+                     workers: int = 1) -> np.ndarray:
+    """Linear magnitude ``[n_fft // 2 + 1, F]`` of mel features ``[n_mels, F]``: what
+    :func:`flowspeech.audio.griffin_lim._magnitude` computes (the non-negative least squares of
+    :func:`flowspeech.audio.griffin_lim.nnls`, FISTA from the clipped pseudo-inverse).
+
+    Each frame is its own problem, so ``workers`` threads take a slice of the frames each; the
+    mel basis is sparse (each frequency bin lies under at most two filters), and its products
+    run as sparse ones, five times faster than dense."""
+    if compression == "log":
+        mel = np.exp(features)
+    else:
+        mel = np.power(10.0, (features * -DB_MIN + DB_MIN + DB_REFERENCE) / 20.0)
+    mel = mel.astype(np.float32)
+    basis = basis.astype(np.float32)
+    if magnitude_eps:
+        floor = math.sqrt(magnitude_eps) ** power * basis.sum(axis=1)
+        mel = np.maximum(mel - floor[:, None], 0)
+    pinv, step, forward, backward = _nnls_operators(basis)
+    out = np.empty((basis.shape[1], mel.shape[1]), dtype=np.float32)
+
+    def solve(part: slice) -> None:
+        target = np.ascontiguousarray(mel[:, part])
+        solution = np.maximum(pinv @ target, 0)
+        point, momentum = solution, 1.0
+        for _ in range(n_iter):
+            gradient = backward @ (forward @ point - target)
+            updated = np.maximum(point - step * gradient, 0)
+            next_momentum = (1 + math.sqrt(1 + 4 * momentum**2)) / 2
+            point = updated + np.float32((momentum - 1) / next_momentum) * (updated - solution)
+            solution, momentum = updated, next_momentum
+        out[:, part] = solution
+
+    parts = [slice(a, b) for a, b in _bounds(mel.shape[1], workers)]
+    if len(parts) == 1:
+        solve(parts[0])
+    else:
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            list(pool.map(solve, parts))
+    return out ** np.float32(1 / power)
+
+
+def _nnls_operators(basis: np.ndarray):
+    key = basis.tobytes()
+    cached = _OPERATORS.get(key)
+    if cached is None:
+        basis64 = basis.astype(np.float64)
+        pinv = np.linalg.pinv(basis64).astype(np.float32)
+        step = np.float32(1.0 / np.linalg.norm(basis64, ord=2) ** 2)
+        cached = (pinv, step, sparse().csr_matrix(basis), sparse().csr_matrix(basis.T))
+        _OPERATORS.clear()
+        _OPERATORS[key] = cached
+    return cached
+
+
+_OPERATORS: dict = {}

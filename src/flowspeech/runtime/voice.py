@@ -1,0 +1,236 @@
+"""An ONNX voice folder (``flowspeech export --onnx``) run with onnxruntime.
+
+The pipeline is :class:`flowspeech.Synthesizer`'s for a Glow-TTS voice, on the exported graphs:
+text -> sentences -> token ids -> ``encoder.onnx`` -> durations (``length_scale``, rounded up
+as the model does) -> ``decoder.onnx`` with the prior noise -> mels -> the vocoder
+(``vocoder.onnx`` with its latent noise, or Griffin-Lim in numpy) -> sentences joined with a
+pause. Noise comes from numpy's generator: a seed reproduces this runtime's output; the graphs
+given the PyTorch model's noise reproduce its output (the tests check both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowspeech.errors import CheckpointError, ConfigError, FlowspeechError
+from flowspeech.runtime.griffin_lim import GriffinLim, fft, mel_to_magnitude, sparse
+from flowspeech.text import TextFrontend, split_sentences
+
+FORMAT, FORMAT_VERSION, CONFIG_NAME = "flowspeech-onnx", 1, "voice.onnx.json"
+
+
+def is_onnx_voice(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder with an ONNX voice's config."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+@dataclass
+class RuntimeChunk:
+    """One sentence's audio, as :meth:`OnnxVoice.stream` yields it."""
+
+    samples: np.ndarray  # float32 [n], the pause before it included
+    sample_rate: int
+    sentence: int
+
+
+class OnnxVoice:
+    """A Glow-TTS voice (with Griffin-Lim, WaveGlow or FloWaveNet) on onnxruntime.
+
+    Args:
+        folder: the voice folder.
+        threads: onnxruntime's intra-op threads and Griffin-Lim's FFT workers (None: all
+            cores).
+        verify: check each file's SHA-256 against the config (a second or so for a large
+            voice; off when the folder is trusted).
+
+    Raises:
+        CheckpointError: a missing, unreadable or mismatched file, or a graph the installed
+            onnxruntime cannot run (the message names the file, and the opset it needs).
+    """
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None, verify: bool = True):
+        self.folder = Path(folder)
+        config_path = self.folder / CONFIG_NAME
+        try:
+            self.config: dict[str, Any] = json.loads(config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CheckpointError(f"{self.folder} is not an ONNX voice: it has no {CONFIG_NAME} "
+                                  f"(make one with flowspeech export --onnx)") from None
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"cannot read {config_path}: {err}") from None
+        if self.config.get("format") != FORMAT:
+            raise CheckpointError(f"{config_path} is not a flowspeech ONNX voice config")
+        if self.config.get("version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"{config_path} is format version {self.config['version']}; this "
+                                  f"flowspeech reads up to {FORMAT_VERSION}: upgrade flowspeech")
+        graphs = self.config.get("graphs", {})
+        for role in graphs:
+            self._check_file(role, graphs[role], verify)
+        self.frontend = TextFrontend(**self.config.get("text", {}))
+        # The text front end's dictionary and the FFT module load in a thread while the graphs
+        # load here (onnxruntime works without the GIL): a cold start is that much shorter.
+        self._warming = threading.Thread(target=self._warm, name="flowspeech-warm", daemon=True)
+        self._warming.start()
+        import onnxruntime as ort  # lazy: is_onnx_voice and the package import run without it
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        cores = os.cpu_count() or 1
+        self.threads = threads or cores
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        # Idle threads sleep rather than spin: between graph runs the cores go to Griffin-Lim.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.sessions = {}
+        for role, entry in graphs.items():
+            if entry["file"].endswith(".onnx"):
+                self.sessions[role] = self._session(ort, self.folder / entry["file"], options)
+        for needed in ("encoder", "decoder"):
+            if needed not in self.sessions:
+                raise CheckpointError(f"{config_path} names no {needed} graph")
+        inference = self.config.get("inference", {})
+        self.noise_scale = float(inference.get("noise_scale", 0.667))
+        self.length_scale = float(inference.get("length_scale", 1.0))
+        self.sentence_pause = float(inference.get("sentence_pause", 0.2))
+        self.max_frames = int(inference.get("max_frames", 2584))
+        self.sample_rate = int(self.config["sample_rate"])
+        self.hop_length = int(self.config["hop_length"])
+        self.n_mels, self.n_sqz = int(self.config["n_mels"]), int(self.config.get("n_sqz", 2))
+        self.vocoder = self.config["vocoder"]
+        if self.vocoder["type"] == "griffin-lim":
+            self.basis = np.load(self.folder / graphs["mel_basis"]["file"], allow_pickle=False)
+            self.griffin_lim = GriffinLim(self.vocoder["n_fft"], self.hop_length, self.vocoder["win_length"],
+                                          self.vocoder["padding"], self.vocoder["pad"], self.vocoder["n_iter"],
+                                          self.vocoder["momentum"], workers=self.threads)
+        elif "vocoder" not in self.sessions:
+            raise CheckpointError(f"{config_path}: a {self.vocoder['type']} voice needs its vocoder graph")
+        self.name = self.config.get("name", self.folder.name)
+
+    def _warm(self) -> None:
+        try:
+            self.frontend.encode("a")
+            fft()
+            sparse()
+        except Exception:  # noqa: BLE001 - any real problem shows again on first use
+            pass
+
+    # --- files ---------------------------------------------------------------------------------
+    def _check_file(self, role: str, entry: dict, verify: bool) -> None:
+        path = self.folder / entry["file"]
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: the ONNX voice {self.folder} needs its {role} file")
+        if verify and "sha256" in entry:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            if digest.hexdigest() != entry["sha256"]:
+                raise CheckpointError(f"{path} does not match {CONFIG_NAME} (its SHA-256 differs): the "
+                                      f"folder mixes files of different exports; export the voice again")
+
+    def _session(self, ort, path: Path, options):
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types
+            message = str(err).splitlines()[0][:300]
+            opset = self.config.get("opset")
+            if "opset" in message.lower() or "version" in message.lower():
+                raise CheckpointError(f"{path}: this onnxruntime ({ort.__version__}) cannot run it: "
+                                      f"{message}. The voice needs ONNX opset {opset}: onnxruntime 1.14 "
+                                      f"or later") from None
+            raise CheckpointError(f"{path} cannot be loaded by onnxruntime {ort.__version__}: {message}") from None
+
+    # --- synthesis -----------------------------------------------------------------------------
+    def split(self, text: str) -> list[str]:
+        return split_sentences(text, max_chars=min(300, self.frontend.max_chars))
+
+    def synthesize(self, text: str, *, noise_scale: float | None = None, length_scale: float | None = None,
+                   sigma: float | None = None, seed: int | None = None,
+                   speaker: int | None = None) -> tuple[np.ndarray, int]:
+        """``text`` -> ``(float32 waveform, sample_rate)``."""
+        pieces = [c.samples for c in self.stream(text, noise_scale=noise_scale, length_scale=length_scale,
+                                                  sigma=sigma, seed=seed, speaker=speaker)]
+        return np.concatenate(pieces), self.sample_rate
+
+    def stream(self, text: str, *, noise_scale: float | None = None, length_scale: float | None = None,
+               sigma: float | None = None, seed: int | None = None,
+               speaker: int | None = None) -> Iterator[RuntimeChunk]:
+        """The audio sentence by sentence, each as soon as it is made."""
+        self._warming.join()
+        sentences = self.split(text)
+        if not sentences:
+            raise FlowspeechError("nothing to synthesise: the text is empty")
+        noise_scale = self.noise_scale if noise_scale is None else _scale("noise_scale", noise_scale)
+        length_scale = self.length_scale if length_scale is None else _scale("length_scale", length_scale)
+        if sigma is not None and self.vocoder["type"] == "griffin-lim":
+            raise ConfigError("sigma applies to neural vocoders, not Griffin-Lim")
+        seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
+        pause = np.zeros(int(self.sentence_pause * self.sample_rate), dtype=np.float32)
+        for i, sentence in enumerate(sentences):
+            rng = np.random.default_rng([seed, i])  # each sentence its own stream
+            mel = self.mel(sentence, noise_scale, length_scale, rng, speaker)
+            audio = self.vocode(mel, rng, sigma)
+            audio = np.clip(audio, -1.0, 1.0)
+            yield RuntimeChunk(np.concatenate([pause, audio]) if i else audio, self.sample_rate, i)
+
+    def mel(self, sentence: str, noise_scale: float, length_scale: float, rng: np.random.Generator,
+            speaker: int | None = None) -> np.ndarray:
+        """One sentence's mel ``[n_mels, F]``."""
+        ids = np.asarray([self.frontend.encode(sentence)], dtype=np.int64)
+        speakers = self._speakers(speaker)
+        mean, log_scale, log_durations, text_mask = self.sessions["encoder"].run(
+            None, {"tokens": ids, "token_lengths": np.asarray([ids.shape[1]], np.int64), **speakers})
+        durations = np.ceil(np.exp(log_durations) * text_mask * length_scale)[:, 0].astype(np.float32)
+        n_frames = max(self.n_sqz, int(durations.sum()) // self.n_sqz * self.n_sqz)
+        if n_frames > self.max_frames:
+            raise FlowspeechError(f"synthesis would produce {n_frames} frames, over the limit of "
+                                  f"{self.max_frames}: split the text into shorter sentences")
+        noise = rng.standard_normal((1, self.n_mels, n_frames), dtype=np.float32)
+        (mels,) = self.sessions["decoder"].run(None, {
+            "mean": mean, "log_scale": log_scale, "durations": durations,
+            "mel_lengths": np.asarray([n_frames], np.int64), "noise": noise,
+            "noise_scale": np.asarray(noise_scale, np.float32), **speakers})
+        return mels[0]
+
+    def vocode(self, mel: np.ndarray, rng: np.random.Generator, sigma: float | None = None) -> np.ndarray:
+        """Waveform of one mel ``[n_mels, F]``."""
+        if self.vocoder["type"] == "griffin-lim":
+            magnitude = mel_to_magnitude(mel, self.basis, self.vocoder["compression"],
+                                         self.vocoder["magnitude_eps"], self.vocoder["power"],
+                                         workers=self.threads)
+            phase = rng.random(magnitude.shape, dtype=np.float32)
+            return self.griffin_lim(magnitude, phase)
+        n_frames = mel.shape[1]
+        samples = n_frames * self.hop_length
+        channels = self.vocoder["noise_channels"]
+        shape = (1, channels, samples // channels) if channels else (1, samples)
+        noise = rng.standard_normal(shape, dtype=np.float32)
+        sigma = self.vocoder["sigma"] if sigma is None else _scale("sigma", sigma, allow_zero=True)
+        (audio,) = self.sessions["vocoder"].run(None, {"mels": mel[None].astype(np.float32), "noise": noise,
+                                                       "sigma": np.asarray(sigma, np.float32)})
+        return audio[0]
+
+    def _speakers(self, speaker: int | None) -> dict[str, np.ndarray]:
+        if int(self.config.get("n_speakers", 0)) <= 1:
+            if speaker not in (None, 0):
+                raise ConfigError("this voice has one speaker; do not pass a speaker")
+            return {}
+        if speaker is None:
+            raise ConfigError("this is a multi-speaker voice: choose a speaker")
+        return {"speakers": np.asarray([int(speaker)], np.int64)}
+
+
+def _scale(name: str, value: float, allow_zero: bool = False) -> float:
+    value = float(value)
+    if not (value >= 0 if allow_zero else value > 0) or value > 10 or not np.isfinite(value):
+        raise ConfigError(f"{name} must be in {'[0' if allow_zero else '(0'}, 10], got {value:g}")
+    return value

@@ -1,0 +1,284 @@
+"""ONNX export and the runtime without PyTorch.
+
+The exported graphs give the PyTorch model's numbers on the same inputs and noise (mels to
+1e-4, audio to 1e-3), at lengths other than the ones traced; the runtime's glue (durations,
+noise, vocoders) reproduces the PyTorch path; the runtime never imports torch; a broken voice
+folder gets one clear error that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from test_flowavenet import tiny as tiny_flowavenet
+from test_vocode import make_waveglow_checkpoint
+
+from flowspeech.audio.griffin_lim import _fast_griffin_lim, _magnitude
+from flowspeech.cli.main import main
+from flowspeech.errors import CheckpointError, ConfigError, OutputError
+from flowspeech.inference.onnx_export import (
+    GlowTTSDecoderGraph,
+    GlowTTSEncoderGraph,
+    VocoderGraph,
+    _trace,
+    export_onnx,
+)
+from flowspeech.inference.synthesizer import Synthesizer
+from flowspeech.runtime import OnnxVoice
+from flowspeech.runtime.griffin_lim import GriffinLim, mel_to_magnitude
+from flowspeech.training.checkpoint import CheckpointManager
+
+ort = pytest.importorskip("onnxruntime")
+
+MEL_TOLERANCE, AUDIO_TOLERANCE = 1e-4, 1e-3
+SENTENCE = "A sentence of another length than the traced one, with commas, and more words."
+
+
+@pytest.fixture(scope="module")
+def glow_tts_checkpoint(tmp_path_factory) -> Path:
+    import yaml
+    from conftest import TINY_GLOW_TTS, make_ljspeech
+
+    root = tmp_path_factory.mktemp("onnx-glow")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY_GLOW_TTS))
+    data = make_ljspeech(root / "data")
+    torch.set_num_threads(1)
+    assert main(["train", "glow-tts", "--config", str(root / "tiny.yaml"), "--data", str(data),
+                 "--out", str(root / "run"), "--max-steps", "2", "--no-progress", "--device", "cpu"]) == 0
+    return CheckpointManager(root / "run").list()[-1][1]
+
+
+@pytest.fixture(scope="module")
+def griffin_lim_voice(glow_tts_checkpoint, tmp_path_factory):
+    tts = Synthesizer(glow_tts_checkpoint)
+    folder = tmp_path_factory.mktemp("voices") / "gl"
+    export_onnx(tts, folder)
+    return tts, folder
+
+
+@pytest.fixture(scope="module")
+def waveglow_voice(glow_tts_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("wg")
+    tts = Synthesizer(glow_tts_checkpoint, vocoder=make_waveglow_checkpoint(root / "wg.pt"))
+    export_onnx(tts, root / "voice")
+    return tts, root / "voice"
+
+
+def _tokens(tts, *texts):
+    ids = [tts.frontend.encode(t) for t in texts]
+    lengths = torch.tensor([len(x) for x in ids])
+    tokens = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
+    for i, x in enumerate(ids):
+        tokens[i, :len(x)] = torch.tensor(x)
+    return tokens, lengths
+
+
+def test_the_glow_tts_graphs_give_the_models_numbers_at_new_lengths(griffin_lim_voice):
+    tts, folder = griffin_lim_voice
+    encoder = ort.InferenceSession(str(folder / "encoder.onnx"))
+    decoder = ort.InferenceSession(str(folder / "decoder.onnx"))
+    tokens, lengths = _tokens(tts, SENTENCE, "Short one.")  # a batch of two lengths, neither traced
+    with torch.no_grad():
+        expected = GlowTTSEncoderGraph(tts.model).eval()(tokens, lengths)
+    got = encoder.run(None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy()})
+    for e, g in zip(expected, got):
+        assert np.abs(e.numpy() - g).max() < MEL_TOLERANCE
+    mean, log_scale, log_durations, mask = expected
+    durations = torch.ceil(torch.exp(log_durations) * mask * 1.3).squeeze(1)
+    mel_lengths = torch.clamp_min((durations.sum(1).long() // 2) * 2, 2)
+    noise = torch.randn(2, mean.size(1), int(mel_lengths.max()), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mels = GlowTTSDecoderGraph(tts.model).eval()(mean, log_scale, durations, mel_lengths, noise,
+                                                     torch.tensor(0.5))
+    (onnx_mels,) = decoder.run(None, {"mean": mean.numpy(), "log_scale": log_scale.numpy(),
+                                      "durations": durations.numpy(), "mel_lengths": mel_lengths.numpy(),
+                                      "noise": noise.numpy(), "noise_scale": np.array(0.5, np.float32)})
+    assert onnx_mels.shape == mels.shape and np.abs(mels.numpy() - onnx_mels).max() < MEL_TOLERANCE
+
+
+def test_the_graph_modules_are_glow_tts_infer_with_its_noise(griffin_lim_voice):
+    tts, _ = griffin_lim_voice
+    tokens, lengths = _tokens(tts, SENTENCE)
+    out = tts.model.infer(tokens, lengths, noise_scale=0.667, length_scale=1.0,
+                          generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        mean, log_scale, log_durations, mask = GlowTTSEncoderGraph(tts.model).eval()(tokens, lengths)
+        durations = torch.ceil(torch.exp(log_durations) * mask).squeeze(1)
+        n = max(2, int(durations.sum()) // 2 * 2)
+        noise = torch.randn(1, mean.size(1), n, generator=torch.Generator().manual_seed(5))
+        mels = GlowTTSDecoderGraph(tts.model).eval()(mean, log_scale, durations, torch.tensor([n]), noise,
+                                                     torch.tensor(0.667))
+    assert torch.equal(mels, out.mels)
+
+
+def test_the_runtime_makes_the_pytorch_mel_from_the_same_noise(griffin_lim_voice):
+    tts, folder = griffin_lim_voice
+    voice = OnnxVoice(folder, threads=1)
+    got = voice.mel(SENTENCE, 0.667, 1.2, np.random.default_rng(3))
+    tokens, lengths = _tokens(tts, SENTENCE)
+    with torch.no_grad():
+        mean, log_scale, log_durations, mask = GlowTTSEncoderGraph(tts.model).eval()(tokens, lengths)
+        durations = torch.ceil(torch.exp(log_durations) * mask * 1.2).squeeze(1)
+        n = max(2, int(durations.sum()) // 2 * 2)
+        noise = torch.from_numpy(np.random.default_rng(3).standard_normal((1, mean.size(1), n), dtype=np.float32))
+        expected = GlowTTSDecoderGraph(tts.model).eval()(mean, log_scale, durations, torch.tensor([n]), noise,
+                                                         torch.tensor(0.667))[0].numpy()
+    assert got.shape == expected.shape and np.abs(got - expected).max() < MEL_TOLERANCE
+
+
+def test_the_runtimes_griffin_lim_is_the_pytorch_one(griffin_lim_voice):
+    tts, _ = griffin_lim_voice
+    mel = torch.randn(1, 80, 40) - 5
+    config = tts.mel_config
+    magnitude = _magnitude(mel, config, 1.0)
+    got = mel_to_magnitude(mel[0].numpy(), np.load(Path(griffin_lim_voice[1]) / "mel_basis.npy"))
+    assert np.abs(got - magnitude[0].numpy()).max() < 1e-3 * float(magnitude.max())
+    phase = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(1))
+    for workers in (1, 3):
+        for n_iter in (0, 8):  # iterations amplify float32 rounding: few keep the comparison tight
+            expected = _fast_griffin_lim(magnitude, config, n_iter, 0.99, 0, phase)[0].numpy()
+            ours = GriffinLim(config.n_fft, config.hop_length, config.win_length, n_iter=n_iter,
+                              workers=workers)(magnitude[0].numpy(), phase[0].numpy())
+            assert ours.shape == expected.shape and np.abs(ours - expected).max() < AUDIO_TOLERANCE
+
+
+def test_the_vocoder_graphs_give_the_models_audio_at_new_lengths(tmp_path):
+    from flowspeech.inference.loading import load_model
+
+    waveglow, _ = load_model(make_waveglow_checkpoint(tmp_path / "wg.pt"))
+    flowavenet = tiny_flowavenet().prepare_for_inference()
+    for name, net, make_mel in (("waveglow", waveglow, lambda b, f: torch.randn(b, 80, f) - 4),
+                                ("flowavenet", flowavenet, lambda b, f: torch.rand(b, 4, f))):
+        graph = VocoderGraph(net).eval()
+        noise = net.sample_noise(1, 12)
+        _trace(graph, (make_mel(1, 12), noise, torch.tensor(0.6)), tmp_path / f"{name}.onnx", 17,
+               ["mels", "noise", "sigma"], ["audio"],
+               {"mels": {0: "batch", 2: "frames"}, "noise": {0: "batch", noise.dim() - 1: "positions"},
+                "audio": {0: "batch", 1: "samples"}})
+        session = ort.InferenceSession(str(tmp_path / f"{name}.onnx"))
+        mels, noise = make_mel(2, 29), net.sample_noise(2, 29)
+        expected = net.infer(mels, sigma=0.7, noise=noise).waveforms
+        (got,) = session.run(None, {"mels": mels.numpy(), "noise": noise.numpy(),
+                                    "sigma": np.array(0.7, np.float32)})
+        assert got.shape == expected.shape and np.abs(got - expected.numpy()).max() < AUDIO_TOLERANCE, name
+
+
+def test_a_waveglow_voice_runs_and_a_seed_reproduces_it(waveglow_voice):
+    tts, folder = waveglow_voice
+    voice = OnnxVoice(folder, threads=1)
+    a, sr = voice.synthesize("Hello there. How are you?", seed=4)
+    b, _ = voice.synthesize("Hello there. How are you?", seed=4)
+    c, _ = voice.synthesize("Hello there. How are you?", seed=5, sigma=0.3)
+    assert sr == tts.sample_rate and np.array_equal(a, b) and not np.array_equal(a, c)
+    mel = voice.mel("Hello there.", 0.667, 1.0, np.random.default_rng(0))
+    rng_state = np.random.default_rng(1)
+    noise = torch.from_numpy(np.random.default_rng(1).standard_normal(
+        (1, 8, mel.shape[1] * 256 // 8), dtype=np.float32))
+    expected = tts.vocoder.model.infer(torch.from_numpy(mel)[None], sigma=0.6, noise=noise).waveforms[0].numpy()
+    assert np.abs(voice.vocode(mel, rng_state) - expected).max() < AUDIO_TOLERANCE
+
+
+def test_the_runtime_never_imports_torch(griffin_lim_voice, tmp_path):
+    _, folder = griffin_lim_voice
+    script = tmp_path / "no_torch.py"
+    script.write_text(
+        "import sys\n"
+        "class Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('torch is not available here')\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+        "from flowspeech.runtime import OnnxVoice\n"
+        f"voice = OnnxVoice({str(folder)!r}, threads=1)\n"
+        "samples, sr = voice.synthesize('Hello without torch.', seed=1)\n"
+        "assert samples.size > 0 and 'torch' not in sys.modules\n"
+        "print('ok', samples.size, sr)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok")
+
+
+def test_the_command_line_exports_and_speaks_with_onnx(glow_tts_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "voice"
+    assert main(["export", "--onnx", str(glow_tts_checkpoint), "--out", str(folder)]) == 0
+    assert "ONNX voice" in capsys.readouterr().out
+    out = tmp_path / "hello.wav"
+    assert main(["synthesize", "--backend", "onnx", "--voice", str(folder), "--text", "Hello. Goodbye.",
+                 "--out", str(out), "--seed", "1", "--length-scale", "1.1"]) == 0
+    assert "onnxruntime" in capsys.readouterr().out
+    audio, sr = sf.read(out)
+    assert sr == 22050 and len(audio) > 0.2 * sr
+    # Refused, with the reason: a folder that exists, options an ONNX voice does not take.
+    assert main(["export", "--onnx", str(glow_tts_checkpoint), "--out", str(folder)]) == 1
+    assert "not an empty folder" in capsys.readouterr().err
+    assert main(["synthesize", "--backend", "onnx", "--voice", str(folder), "--text", "Hi.",
+                 "--out", str(out), "--save-mel", str(tmp_path / "m.npy")]) == 1
+    assert "--save-mel: not with --backend onnx" in capsys.readouterr().err
+    assert main(["synthesize", "--backend", "onnx", "--voice", str(tmp_path), "--text", "Hi.",
+                 "--out", str(out)]) == 1
+    assert "not an ONNX voice" in capsys.readouterr().err
+
+
+def test_a_broken_voice_folder_gets_one_clear_error(griffin_lim_voice, tmp_path):
+    _, folder = griffin_lim_voice
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "decoder.onnx").unlink()
+    with pytest.raises(CheckpointError, match=r"decoder.onnx is missing"):
+        OnnxVoice(broken)
+    shutil.copy(folder / "encoder.onnx", broken / "decoder.onnx")
+    with pytest.raises(CheckpointError, match=r"decoder.onnx does not match voice.onnx.json"):
+        OnnxVoice(broken)
+    config = json.loads((folder / "voice.onnx.json").read_text())
+    (broken / "voice.onnx.json").write_text(json.dumps(dict(config, version=99)))
+    with pytest.raises(CheckpointError, match="format version 99"):
+        OnnxVoice(broken)
+    (broken / "voice.onnx.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        OnnxVoice(broken)
+    with pytest.raises(CheckpointError, match="is not an ONNX voice"):
+        OnnxVoice(tmp_path)
+
+
+def test_a_graph_of_a_newer_opset_names_the_version_it_needs(griffin_lim_voice, tmp_path):
+    import onnx
+
+    _, folder = griffin_lim_voice
+    newer = tmp_path / "newer"
+    shutil.copytree(folder, newer)
+    model = onnx.load(str(newer / "encoder.onnx"))
+    model.opset_import[0].version = 99  # an opset no onnxruntime knows
+    onnx.save(model, str(newer / "encoder.onnx"))
+    config = json.loads((newer / "voice.onnx.json").read_text())
+    config["graphs"]["encoder"].pop("sha256")
+    (newer / "voice.onnx.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"encoder.onnx: this onnxruntime .* cannot run it"):
+        OnnxVoice(newer)
+
+
+def test_bad_runtime_arguments_are_refused(griffin_lim_voice):
+    voice = OnnxVoice(griffin_lim_voice[1], threads=1)
+    with pytest.raises(ConfigError, match="sigma applies to neural vocoders"):
+        voice.synthesize("Hi.", sigma=0.5)
+    with pytest.raises(ConfigError, match="length_scale"):
+        voice.synthesize("Hi.", length_scale=0)
+    with pytest.raises(ConfigError, match="one speaker"):
+        voice.synthesize("Hi.", speaker=2)
+
+
+def test_export_refuses_what_it_cannot_write(griffin_lim_voice, tmp_path):
+    tts, _ = griffin_lim_voice
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    with pytest.raises(OutputError, match="not an empty folder"):
+        export_onnx(tts, tmp_path / "full")
+    assert (tmp_path / "full" / "x").read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
