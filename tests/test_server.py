@@ -281,3 +281,24 @@ def test_random_requests_never_get_a_500(client, body, headers, path):
     if r.status_code >= 400:
         assert "error" in r.json()
     assert client.app.state.engine.pending == 0
+
+
+def test_an_onnx_voice_is_served_beside_a_pytorch_one(voice, tmp_path_factory):
+    from flowspeech.inference.onnx_export import export_onnx
+    from flowspeech.runtime import OnnxVoice
+
+    folder = tmp_path_factory.mktemp("onnx") / "slt-onnx"
+    export_onnx(voice, folder)
+    app = create_app(ServerConfig({"slt": voice, "slt-onnx": OnnxVoice(folder, threads=1)}))
+    with TestClient(app) as c:
+        listed = {v["id"]: v for v in c.get("/v1/voices").json()["data"]}
+        assert listed["slt-onnx"]["model"] == "glow-tts (onnx)" and listed["slt"]["model"] == "glow-tts"
+        first = c.post("/v1/audio/speech", json={"input": "Hello there. Goodbye.", "voice": "slt-onnx", "seed": 3})
+        again = c.post("/v1/audio/speech", json={"input": "Hello there. Goodbye.", "voice": "slt-onnx", "seed": 3})
+        assert first.status_code == 200 and first.content == again.content
+        audio, sr = sf.read(io.BytesIO(first.content), dtype="float32")
+        assert sr == 22050 and len(audio) > 0.5 * sr
+        assert c.post("/v1/audio/speech", json={"input": "Hi.", "voice": "slt-onnx", "sigma": 0.5}).status_code == 422
+        pcm = c.post("/v1/audio/speech", json={"input": "Hello there. Goodbye.", "voice": "slt-onnx", "seed": 3,
+                                               "response_format": "pcm"})
+        assert pcm.status_code == 200 and len(pcm.content) == 2 * len(audio)

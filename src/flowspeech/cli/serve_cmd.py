@@ -16,8 +16,8 @@ def register(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5002)
     p.add_argument("--voice", action="append", default=[], metavar="NAME",
-                   help="a registered voice to serve (repeatable; the first is the default; "
-                   "default: the shipped voice); see `flowspeech voices`")
+                   help="a registered voice, or an ONNX voice folder (`flowspeech export --onnx`), to serve "
+                   "(repeatable; the first is the default; default: the shipped voice); see `flowspeech voices`")
     p.add_argument("--workers", type=int, default=None,
                    help="chunks of audio computed at once, each on CPUs / workers threads "
                    "(default: one per CPU)")
@@ -38,12 +38,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     import torch
     import uvicorn
 
     from flowspeech.cli.common import resolve_device
     from flowspeech.errors import ConfigError
     from flowspeech.inference.synthesizer import Synthesizer
+    from flowspeech.runtime import OnnxVoice, is_onnx_voice
     from flowspeech.server import ServerConfig, create_app
     from flowspeech.voices import default_voice
 
@@ -62,7 +65,12 @@ def run(args) -> int:
     # Each worker's torch ops use their share of the cores: workers x threads = CPUs.
     torch.set_num_threads(max(1, cpus // workers))
     names = args.voice or [default_voice().name]
-    voices = {name: Synthesizer(voice=name, device=device) for name in dict.fromkeys(names)}
+    voices = {}
+    for name in dict.fromkeys(names):
+        if is_onnx_voice(name):  # a folder from `flowspeech export --onnx`, served by onnxruntime
+            voices[Path(name).name] = OnnxVoice(name, threads=max(1, cpus // workers))
+        else:
+            voices[name] = Synthesizer(voice=name, device=device)
     api_key = args.api_key if args.api_key is not None else os.environ.get("FLOWSPEECH_API_KEY") or None
     app = create_app(ServerConfig(voices, workers=workers, streams=streams, queue=queue,
                                   chunk_seconds=args.chunk_seconds, max_chars=args.max_chars,

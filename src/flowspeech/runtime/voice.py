@@ -35,11 +35,15 @@ def is_onnx_voice(path: str | os.PathLike) -> bool:
 
 @dataclass
 class RuntimeChunk:
-    """One sentence's audio, as :meth:`OnnxVoice.stream` yields it."""
+    """One sentence's audio, as :meth:`OnnxVoice.stream` yields it (the fields of
+    :class:`flowspeech.inference.synthesizer.AudioChunk`; no timestamps yet)."""
 
     samples: np.ndarray  # float32 [n], the pause before it included
     sample_rate: int
     sentence: int
+    start: float         # seconds from the start of the stream
+    end: float
+    timestamps: None = None
 
 
 class OnnxVoice:
@@ -175,12 +179,15 @@ class OnnxVoice:
             raise ConfigError("sigma applies to neural vocoders, not Griffin-Lim")
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
         pause = np.zeros(int(self.sentence_pause * self.sample_rate), dtype=np.float32)
+        position = 0
         for i, sentence in enumerate(sentences):
             rng = np.random.default_rng([seed, i])  # each sentence its own stream
             mel = self.mel(sentence, noise_scale, length_scale, rng, speaker)
-            audio = self.vocode(mel, rng, sigma)
-            audio = np.clip(audio, -1.0, 1.0)
-            yield RuntimeChunk(np.concatenate([pause, audio]) if i else audio, self.sample_rate, i)
+            audio = np.clip(self.vocode(mel, rng, sigma), -1.0, 1.0)
+            samples = np.concatenate([pause, audio]) if i else audio
+            yield RuntimeChunk(samples, self.sample_rate, i, position / self.sample_rate,
+                               (position + len(samples)) / self.sample_rate)
+            position += len(samples)
 
     def mel(self, sentence: str, noise_scale: float, length_scale: float, rng: np.random.Generator,
             speaker: int | None = None) -> np.ndarray:

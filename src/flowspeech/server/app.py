@@ -38,6 +38,7 @@ from flowspeech import __version__
 from flowspeech.audio import pcm16, resample, wav_stream_header
 from flowspeech.errors import FlowspeechError, TextError
 from flowspeech.inference.synthesizer import Synthesizer
+from flowspeech.runtime import OnnxVoice
 from flowspeech.server.engine import Busy, Expired, Job, SpeechEngine
 
 STREAMED = ("wav", "pcm")
@@ -50,7 +51,7 @@ MEDIA = {"wav": "audio/wav", "pcm": "audio/pcm"}
 class ServerConfig:
     """How the server runs (``flowspeech serve``'s options)."""
 
-    voices: dict[str, Synthesizer]   # name -> loaded voice; the first is the default
+    voices: dict[str, Synthesizer | OnnxVoice]   # name -> loaded voice; the first is the default
     workers: int = 2                 # chunks of audio computed at once
     streams: int = 8                 # requests synthesised at once, interleaved chunk by chunk
     queue: int = 16                  # requests that may wait for a stream; more get 503
@@ -190,7 +191,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             metrics.errors.labels("unknown_voice").inc()
             return error(404, f"no voice {name!r}; this server has {', '.join(config.voices)} "
                          f"(GET /v1/voices)", "invalid_request_error")
-        if body.sigma is not None and (tts.vocoder is None or tts.vocoder.name == "griffin-lim"):
+        if body.sigma is not None and not takes_sigma(tts):
             return error(422, "sigma is a neural vocoder's; this voice has none", "invalid_request_error")
         try:
             engine.admit()
@@ -199,8 +200,9 @@ def create_app(config: ServerConfig) -> FastAPI:
             return error(503, "the server is busy; try again shortly", "server_busy", {"Retry-After": "1"})
         job = Job(time.monotonic(), threading.Event())
         options = {"seed": body.seed, "noise_scale": body.noise_scale, "sigma": body.sigma,
-                   "length_scale": min(10.0, max(0.1, (body.length_scale or tts.length_scale) / body.speed)),
-                   "max_chunk_seconds": config.chunk_seconds}
+                   "length_scale": min(10.0, max(0.1, (body.length_scale or tts.length_scale) / body.speed))}
+        if isinstance(tts, Synthesizer):  # an ONNX voice streams sentence by sentence
+            options["max_chunk_seconds"] = config.chunk_seconds
         chunks = engine.stream(tts, body.input, options, job, job.arrived + config.timeout)
         try:
             first = await chunks.__anext__()  # errors before any audio get a proper status
@@ -274,7 +276,19 @@ def create_app(config: ServerConfig) -> FastAPI:
     return app
 
 
-def describe(name: str, tts: Synthesizer, default: bool) -> dict[str, Any]:
+def takes_sigma(tts: Synthesizer | OnnxVoice) -> bool:
+    """Whether the voice has a neural vocoder, whose temperature ``sigma`` sets."""
+    if isinstance(tts, OnnxVoice):
+        return tts.vocoder["type"] != "griffin-lim"
+    return tts.vocoder is not None and tts.vocoder.name != "griffin-lim"
+
+
+def describe(name: str, tts: Synthesizer | OnnxVoice, default: bool) -> dict[str, Any]:
+    if isinstance(tts, OnnxVoice):
+        return {"id": name, "object": "voice", "default": default, "sample_rate": tts.sample_rate,
+                "model": f"{tts.config.get('model_type', 'glow-tts')} (onnx)",
+                "description": tts.config.get("description", ""), "vocoder": tts.vocoder["type"],
+                "noise_scale": tts.noise_scale, "length_scale": tts.length_scale}
     info = tts.voice.info if tts.voice is not None else {}
     return {"id": name, "object": "voice", "default": default, "sample_rate": tts.sample_rate,
             "model": tts.model_type, "description": info.get("description", tts.config.get("description", "")),
