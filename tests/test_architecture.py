@@ -14,9 +14,9 @@ PACKAGE = Path(flowspeech.__file__).parent
 LAYERS = {
     "errors": 0, "utils": 0, "config": 0, "audio": 0, "text": 0, "flows": 0, "align": 0,
     "checkpoints": 0, "data": 0,
-    "models": 1, "runtime": 1,
+    "models": 1,
     "voices": 2,
-    "training": 3, "inference": 3,
+    "training": 3, "inference": 3, "runtime": 3,
     "evaluation": 4,
     "server": 5,
     "cli": 6, "__init__": 6, "__main__": 6,

@@ -186,6 +186,19 @@ def test_a_waveglow_voice_runs_and_a_seed_reproduces_it(waveglow_voice):
     assert np.abs(voice.vocode(mel, rng_state) - expected).max() < AUDIO_TOLERANCE
 
 
+def test_the_runtime_gives_the_pytorch_paths_timestamps(griffin_lim_voice):
+    tts, folder = griffin_lim_voice
+    text = "Dr. Smith paid $5 at 3:30 pm. Then he rested, twice."
+    expected = tts.synthesize_full(text, seed=1).timestamps
+    chunks = list(OnnxVoice(folder, threads=1).stream(text, seed=1))
+    assert [c.timestamps.sentences[0].text for c in chunks] == [s.text for s in expected.sentences]
+    words = [w for c in chunks for w in c.timestamps.words]
+    assert [w.text for w in words] == [w.text for w in expected.words]
+    assert max(abs(a.start - b.start) + abs(a.end - b.end) for a, b in zip(words, expected.words)) < 1e-6
+    phonemes = [p for c in chunks for p in c.timestamps.phonemes]
+    assert len(phonemes) == len(expected.phonemes)
+
+
 def test_the_runtime_never_imports_torch(griffin_lim_voice, tmp_path):
     _, folder = griffin_lim_voice
     script = tmp_path / "no_torch.py"
@@ -216,6 +229,20 @@ def test_the_command_line_exports_and_speaks_with_onnx(glow_tts_checkpoint, tmp_
     assert "onnxruntime" in capsys.readouterr().out
     audio, sr = sf.read(out)
     assert sr == 22050 and len(audio) > 0.2 * sr
+    lines = tmp_path / "lines.txt"
+    lines.write_text("a|Hello there.\nb|Goodbye, then.\n")
+    for target in (tmp_path / "joined.wav", tmp_path / "each"):
+        assert main(["synthesize", "--backend", "onnx", "--voice", str(folder), "--text-file", str(lines),
+                     "--out", str(target), "--timestamps", str(tmp_path / f"{target.stem}.json")]) == 0
+        stamps = json.loads((tmp_path / f"{target.stem}.json").read_text())
+        assert [w["text"] for w in stamps["words"]] == ["Hello", "there.", "Goodbye,", "then."]
+        starts = [w["start"] for w in stamps["words"]]
+        if target.suffix:  # one file: the times run on across the lines
+            assert starts == sorted(starts) and starts[2] > stamps["words"][1]["end"]
+        else:  # a file per line: each line's times start again
+            assert starts[2] < starts[1]
+    assert (tmp_path / "each" / "a.wav").is_file() and (tmp_path / "each" / "b.wav").is_file()
+    capsys.readouterr()
     # Refused, with the reason: a folder that exists, options an ONNX voice does not take.
     assert main(["export", "--onnx", str(glow_tts_checkpoint), "--out", str(folder)]) == 1
     assert "not an empty folder" in capsys.readouterr().err

@@ -306,13 +306,14 @@ def _run_onnx(args) -> int:
     from flowspeech.audio.io import pcm16, save_wav, wav_stream_header
     from flowspeech.cli.common import check_audio_output, check_output
     from flowspeech.errors import ConfigError, FlowspeechError
+    from flowspeech.inference.timestamps import Timestamps
     from flowspeech.runtime import OnnxVoice, is_onnx_voice
     from flowspeech.voices import default_voice, get_voice, onnx_cache_folder
 
     fixed = [flag for flag, given in (
         ("--acoustic", args.acoustic), ("--model", args.model), ("--vocoder", args.vocoder != "griffin-lim"),
         ("--denoise", args.denoise), ("--vocoder-precision", args.vocoder_precision != "float32"),
-        ("--save-mel", args.save_mel), ("--timestamps", args.timestamps), ("--device", args.device != "cpu"),
+        ("--save-mel", args.save_mel), ("--device", args.device != "cpu"),
         ("--speaker", args.speaker), ("--text -", args.text == "-")) if given]
     if fixed:
         raise ConfigError(f"{', '.join(fixed)}: not with --backend onnx (an ONNX voice carries its own "
@@ -347,39 +348,47 @@ def _run_onnx(args) -> int:
         check_output(Path(args.out) / f"{rows[0][0]}.wav", [args.text_file], "--out")
     elif not to_stdout:
         check_audio_output(args.out, [args.text_file], "--out")
+    if args.timestamps:
+        if Path(args.timestamps).suffix.lower() not in (".json", ".srt", ".vtt"):
+            raise FlowspeechError(f"--timestamps {args.timestamps}: use a .json, .srt or .vtt file name")
+        check_output(args.timestamps, [args.text_file], "--timestamps")
     voice = OnnxVoice(folder, threads=args.threads)
     t_load = time.perf_counter() - t0
     options = {"noise_scale": args.noise_scale, "length_scale": args.length_scale, "sigma": args.sigma,
                "seed": args.seed}
     t1 = time.perf_counter()
     pause = np.zeros(int(voice.sentence_pause * voice.sample_rate), np.float32)
-    total = 0.0
-    if to_stdout:
-        out = sys.stdout.buffer
-        if args.format == "wav":
-            out.write(wav_stream_header(voice.sample_rate))
-        for n, (_, text) in enumerate(rows):
-            for k, chunk in enumerate(voice.stream(text, **options)):
-                samples = np.concatenate([pause, chunk.samples]) if n and k == 0 else chunk.samples
+    stamps, total, pieces = Timestamps(), 0.0, []
+    out = sys.stdout.buffer if to_stdout else None
+    if out is not None and args.format == "wav":
+        out.write(wav_stream_header(voice.sample_rate))
+    for n, (uid, text) in enumerate(rows):
+        line_stamps, line = Timestamps(), []
+        for k, chunk in enumerate(voice.stream(text, **options)):
+            samples = np.concatenate([pause, chunk.samples]) if n and k == 0 and not per_line_folder else chunk.samples
+            line_stamps.extend(chunk.timestamps)
+            if out is not None:  # written as each sentence is made
                 out.write(pcm16(samples))
                 out.flush()
-                total += len(samples) / voice.sample_rate
+            line.append(samples)
+        lead = 0.0 if per_line_folder or not n else len(pause) / voice.sample_rate
+        if per_line_folder:
+            audio = np.concatenate(line)
+            save_wav(Path(args.out) / f"{uid}.wav", audio, voice.sample_rate)
+            stamps.extend(_shifted(line_stamps, uid))
+        else:
+            pieces += line
+            stamps.extend(_offset(line_stamps, total + lead, len(stamps.sentences)))
+        total += sum(len(x) for x in line) / voice.sample_rate
+    if to_stdout:
         summary = f"standard output: {total:.2f} s of audio, {len(rows)} line(s)"
     elif per_line_folder:
-        for uid, text in rows:
-            samples, sr = voice.synthesize(text, **options)
-            save_wav(Path(args.out) / f"{uid}.wav", samples, sr)
-            total += len(samples) / sr
         summary = f"{args.out}/: {total:.2f} s of audio in {len(rows)} files"
     else:
-        pieces = []
-        for n, (_, text) in enumerate(rows):
-            samples, sr = voice.synthesize(text, **options)
-            pieces += [pause, samples] if n else [samples]
-        audio = np.concatenate(pieces)
-        save_wav(args.out, audio, voice.sample_rate)
-        total = len(audio) / voice.sample_rate
+        save_wav(args.out, np.concatenate(pieces), voice.sample_rate)
         summary = f"{args.out}: {total:.2f} s of audio"
+    if args.timestamps:
+        stamps.save(args.timestamps)
     t_synth = time.perf_counter() - t1
     if not args.quiet:
         print(f"{summary}; ONNX voice {voice.name!r} ({folder}), onnxruntime, vocoder {voice.vocoder['type']}; "

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from flowspeech.errors import CheckpointError, ConfigError, FlowspeechError
+from flowspeech.inference.timestamps import Timestamps, sentence_timestamps
 from flowspeech.runtime.griffin_lim import GriffinLim, fft, mel_to_magnitude, sparse
 from flowspeech.text import TextFrontend, split_sentences
 
@@ -36,14 +37,14 @@ def is_onnx_voice(path: str | os.PathLike) -> bool:
 @dataclass
 class RuntimeChunk:
     """One sentence's audio, as :meth:`OnnxVoice.stream` yields it (the fields of
-    :class:`flowspeech.inference.synthesizer.AudioChunk`; no timestamps yet)."""
+    :class:`flowspeech.inference.synthesizer.AudioChunk`)."""
 
     samples: np.ndarray  # float32 [n], the pause before it included
     sample_rate: int
     sentence: int
     start: float         # seconds from the start of the stream
     end: float
-    timestamps: None = None
+    timestamps: Timestamps | None = None  # the sentence's words and phonemes
 
 
 class OnnxVoice:
@@ -182,16 +183,25 @@ class OnnxVoice:
         position = 0
         for i, sentence in enumerate(sentences):
             rng = np.random.default_rng([seed, i])  # each sentence its own stream
-            mel = self.mel(sentence, noise_scale, length_scale, rng, speaker)
+            mel, durations = self._mel(sentence, noise_scale, length_scale, rng, speaker)
             audio = np.clip(self.vocode(mel, rng, sigma), -1.0, 1.0)
             samples = np.concatenate([pause, audio]) if i else audio
+            stamps = sentence_timestamps(self.frontend, sentence, i, durations, self.hop_length / self.sample_rate,
+                                         (position + len(samples) - len(audio)) / self.sample_rate,
+                                         len(audio) / self.sample_rate)
             yield RuntimeChunk(samples, self.sample_rate, i, position / self.sample_rate,
-                               (position + len(samples)) / self.sample_rate)
+                               (position + len(samples)) / self.sample_rate, stamps)
             position += len(samples)
 
     def mel(self, sentence: str, noise_scale: float, length_scale: float, rng: np.random.Generator,
             speaker: int | None = None) -> np.ndarray:
         """One sentence's mel ``[n_mels, F]``."""
+        return self._mel(sentence, noise_scale, length_scale, rng, speaker)[0]
+
+    def _mel(self, sentence: str, noise_scale: float, length_scale: float, rng: np.random.Generator,
+             speaker: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One sentence's mel and the frames each token got (the durations cut where the
+        frames end, as the decoder's path cuts them)."""
         ids = np.asarray([self.frontend.encode(sentence)], dtype=np.int64)
         speakers = self._speakers(speaker)
         mean, log_scale, log_durations, text_mask = self.sessions["encoder"].run(
@@ -206,7 +216,8 @@ class OnnxVoice:
             "mean": mean, "log_scale": log_scale, "durations": durations,
             "mel_lengths": np.asarray([n_frames], np.int64), "noise": noise,
             "noise_scale": np.asarray(noise_scale, np.float32), **speakers})
-        return mels[0]
+        ends = np.minimum(np.cumsum(durations[0]), n_frames)
+        return mels[0], np.diff(ends, prepend=0.0)
 
     def vocode(self, mel: np.ndarray, rng: np.random.Generator, sigma: float | None = None) -> np.ndarray:
         """Waveform of one mel ``[n_mels, F]``."""
