@@ -11,7 +11,7 @@
    in fresh processes (median of 5).
 3. What else was tried on the acoustic model: onnxruntime's graph optimisation levels and int8
    dynamic quantisation of the decoder (its speed and its error on the mel).
-4. ``--paper-parity``: the paper-size presets (Glow-TTS base, WaveGlow, FloWaveNet; randomly
+4. ``--paper-parity``: the paper-size presets (Glow-TTS base, NaturalSpeech base, WaveGlow, FloWaveNet; randomly
    initialised, parameter counts printed) exported and run on onnxruntime against PyTorch with
    the same noise: the largest absolute difference on mels and audio.
 """
@@ -31,7 +31,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowspeech.inference.onnx_export import GlowTTSDecoderGraph, GlowTTSEncoderGraph, VocoderGraph, _trace, export_onnx
+from flowspeech.inference.onnx_export import (
+    GlowTTSDecoderGraph,
+    GlowTTSEncoderGraph,
+    NaturalSpeechDecoderGraph,
+    NaturalSpeechEncoderGraph,
+    VocoderGraph,
+    _trace,
+    export_onnx,
+)
+from flowspeech.models.durator import predicted_frame_lengths
 from flowspeech.inference.synthesizer import Synthesizer
 from flowspeech.runtime import OnnxVoice
 from flowspeech.runtime.griffin_lim import mel_to_magnitude
@@ -222,6 +231,33 @@ def paper_parity() -> None:
         (got,) = ort.InferenceSession(str(tmp / "dec.onnx")).run(None, dict(zip(
             ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"], [x.numpy() for x in inputs])))
         print(f"| glow-tts-base | | decoder | {np.abs(got - mels.numpy()).max():.2e} | {mels.abs().max():.2f} |")
+        config = load_config("naturalspeech-base")
+        ns = build_model(config).eval()
+        count = ns.inference_parameters()  # the synthesis path's, as the paper counts (28.7 M)
+        _perturb(ns)
+        ns.prepare_for_inference()
+        tokens = torch.randint(1, 60, (1, 50))
+        encoder = NaturalSpeechEncoderGraph(ns).eval()
+        _trace(encoder, (tokens[:, :30], torch.tensor([30])), tmp / "ns_enc.onnx", 17, ["tokens", "token_lengths"],
+               ["h", "text_mask", "log_durations"], {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}})
+        with torch.no_grad():
+            h, mask, log_durations = encoder(tokens, torch.tensor([50]))
+        (got_h,) = ort.InferenceSession(str(tmp / "ns_enc.onnx")).run(["h"], {"tokens": tokens.numpy(),
+                                                                              "token_lengths": np.asarray([50])})
+        print(f"| naturalspeech-base | {count:,} | encoder | {np.abs(got_h - h.numpy()).max():.2e} | {h.abs().max():.2f} |")
+        d = torch.full_like(log_durations, 3.0) * mask.squeeze(1)  # 150 frames
+        n = int(predicted_frame_lengths(d, mask)[0])
+        noise = torch.randn(1, ns.latent_channels, n)
+        decoder = NaturalSpeechDecoderGraph(ns).eval()
+        inputs = (h, d, mask, torch.tensor([n]), noise, torch.tensor(0.667))
+        names = ["h", "durations", "text_mask", "frame_lengths", "noise", "noise_scale"]
+        _trace(decoder, inputs, tmp / "ns_dec.onnx", 17, names, ["audio"],
+               {"h": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"}, "text_mask": {0: "b", 2: "t"},
+                "frame_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}})
+        with torch.no_grad():
+            audio = decoder(*inputs)
+        (got,) = ort.InferenceSession(str(tmp / "ns_dec.onnx")).run(None, dict(zip(names, [x.numpy() for x in inputs])))
+        print(f"| naturalspeech-base | | decoder | {np.abs(got - audio.numpy()).max():.2e} | {audio.abs().max():.2f} |")
         for preset in ("waveglow-base", "flowavenet-base"):
             config = load_config(preset)
             net = build_model(config).eval()

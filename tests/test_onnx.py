@@ -309,3 +309,61 @@ def test_export_refuses_what_it_cannot_write(griffin_lim_voice, tmp_path):
         export_onnx(tts, tmp_path / "full")
     assert (tmp_path / "full" / "x").read_text() == "keep me"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+@pytest.mark.parametrize("phoneme_pretraining", [False, True])
+def test_a_naturalspeech_voice_exports_and_runs_to_the_models_numbers(phoneme_pretraining, tmp_path):
+    from test_naturalspeech import tiny_config
+
+    from flowspeech.checkpoints import save_checkpoint
+    from flowspeech.inference.onnx_export import NaturalSpeechDecoderGraph
+    from flowspeech.models.durator import predicted_frame_lengths
+    from flowspeech.models.naturalspeech import NaturalSpeech
+    from flowspeech.text import TextFrontend
+    from flowspeech.text.sup_phonemes import SupPhonemeTokenizer, word_boundary_ids
+
+    config = tiny_config(phoneme_pretraining=phoneme_pretraining)
+    extras = {}
+    if phoneme_pretraining:
+        frontend = TextFrontend(**config["text"])
+        corpus = [frontend.encode(t) for t in ["the cat sat on the mat", "a dog ran far away"] * 4]
+        tokenizer = SupPhonemeTokenizer.train(corpus, 60, word_boundary_ids(frontend), n_phonemes=frontend.n_vocab)
+        config["model_args"]["n_sup_vocab"] = tokenizer.vocab_size
+        extras = {"sup_phoneme_tokenizer": tokenizer.to_json()}
+    torch.manual_seed(0)
+    model = NaturalSpeech.from_config(config)
+    save_checkpoint(tmp_path / "ns.pt", {"model_type": "naturalspeech", "config": config,
+                                         "model": model.state_dict(), "step": 0, "inference": extras})
+    tts = Synthesizer(tmp_path / "ns.pt")
+    assert (tts.model.sup_tokenizer is not None) == phoneme_pretraining
+    export_onnx(tts, tmp_path / "voice")
+    voice = OnnxVoice(tmp_path / "voice", threads=1)
+    text = "the cat ran on the mat"
+    audio, durations = voice._waveform(text, 0.667, 1.2, np.random.default_rng(7))
+    tokens, lengths = _tokens(tts, text)
+    with torch.no_grad():
+        sup = (tts.model.sup_tokenizer.sup_ids_padded(tokens, lengths) if phoneme_pretraining else None)
+        h, mask = tts.model._encode_text(tokens, lengths, sup)
+        d = torch.exp(tts.model.durator.predict_log_durations(h, mask)) * mask.squeeze(1) * 1.2
+        n = int(predicted_frame_lengths(d, mask)[0])
+        noise = torch.from_numpy(np.random.default_rng(7).standard_normal((1, tts.model.latent_channels, n),
+                                                                           dtype=np.float32))
+        expected = NaturalSpeechDecoderGraph(tts.model).eval()(h, d, mask, torch.tensor([n]), noise,
+                                                               torch.tensor(0.667))[0].numpy()
+        # ... which is the model's own synthesis with that noise
+        generator = torch.Generator().manual_seed(3)
+        own = tts.model.infer(tokens, lengths, noise_scale=0.667, length_scale=1.2, generator=generator).waveforms
+        again = NaturalSpeechDecoderGraph(tts.model).eval()(
+            h, d, mask, torch.tensor([n]), torch.randn(1, tts.model.latent_channels, n,
+                                                       generator=torch.Generator().manual_seed(3)),
+            torch.tensor(0.667))
+    assert torch.equal(own, again)
+    # A random tiny decoder speaks softly: compare relative to its loudest sample.
+    assert audio.shape == expected.shape and np.abs(expected).max() > 1e-5
+    assert np.abs(audio - expected).max() < 1e-4 * np.abs(expected).max()
+    assert np.allclose(durations, d[0].numpy(), atol=1e-5)
+    samples, sr = voice.synthesize("The cat sat. The dog ran.", seed=2)
+    chunks = list(voice.stream("The cat sat. The dog ran.", seed=2))
+    assert sr == 22050 and [c.timestamps.words[0].text for c in chunks] == ["The", "The"]
+    with pytest.raises(ConfigError, match="sigma"):
+        voice.synthesize("Hi.", sigma=0.5)

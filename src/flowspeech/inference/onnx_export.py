@@ -15,6 +15,11 @@ An ONNX voice is a folder, like Piper's ``.onnx`` + ``.onnx.json``:
 - ``vocoder.onnx`` (WaveGlow, FloWaveNet): ``mels [B, n_mels, F], noise, sigma []`` ->
   ``audio [B, F * hop]``, the flow's inverse on the latent ``noise * sigma`` (noise in the
   model's :meth:`sample_noise` layout);
+- NaturalSpeech: ``encoder.onnx`` (``tokens``, ``token_lengths`` and, with phoneme
+  pre-training, ``sup_tokens`` -> ``h, text_mask, log_durations``) and ``decoder.onnx``
+  (``h, durations, text_mask, frame_lengths, noise [B, latent, F], noise_scale`` -> ``audio
+  [B, F * hop]``: upsampling, prior sample, flow inverse, memory, waveform decoder; one
+  utterance per run, as the decoder's biases would carry a batch's padding);
 - ``mel_basis.npy`` (Griffin-Lim voices): the mel filter bank, from which the runtime
   recovers the linear magnitude as :func:`~flowspeech.audio.griffin_lim.griffin_lim` does
   (non-negative least squares) before the phase iterations, in numpy.
@@ -44,7 +49,9 @@ from flowspeech.audio.features import mel_basis
 from flowspeech.errors import ConfigError, OutputError
 from flowspeech.inference.synthesizer import Synthesizer
 from flowspeech.inference.vocoders import GriffinLimVocoder, NeuralVocoder
+from flowspeech.models.durator import predicted_frame_lengths
 from flowspeech.models.glow_tts import GlowTTS
+from flowspeech.models.naturalspeech import NaturalSpeech
 from flowspeech.utils.masks import length_mask
 
 FORMAT = "flowspeech-onnx"
@@ -83,6 +90,34 @@ class GlowTTSDecoderGraph(nn.Module):
         return self.model.decoder.inverse(z, z_mask, g) * z_mask
 
 
+class NaturalSpeechEncoderGraph(nn.Module):
+    """NaturalSpeech's phoneme encoder and the durator's log-durations (the first graph)."""
+
+    def __init__(self, model: NaturalSpeech):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, token_lengths, sup_tokens=None):
+        h, text_mask = self.model._encode_text(tokens, token_lengths, sup_tokens)
+        return h, text_mask, self.model.durator.predict_log_durations(h, text_mask)
+
+
+class NaturalSpeechDecoderGraph(nn.Module):
+    """The frame-level prior (learnable upsampling), its sample with the given noise, the
+    flow's inverse, the memory and the waveform decoder: :meth:`NaturalSpeech.infer` after the
+    durations (the second graph), for one utterance at a time."""
+
+    def __init__(self, model: NaturalSpeech):
+        super().__init__()
+        self.model = model
+
+    def forward(self, h, durations, text_mask, frame_lengths, noise, noise_scale):
+        m = self.model
+        mean, log_scale, mask, _ = m.durator.frame_prior(h, durations, text_mask, frame_lengths, noise.size(2))
+        z = m.flow.inverse((mean + torch.exp(log_scale) * noise * noise_scale) * mask, mask) * mask
+        return m._decode(z)[:, 0]
+
+
 class VocoderGraph(nn.Module):
     """A flow vocoder's inverse on the latent ``noise * sigma``."""
 
@@ -100,9 +135,9 @@ def export_onnx(tts: Synthesizer, out: str | Path, *, opset: int = OPSET) -> dic
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputError(f"{out} exists and is not an empty folder: choose a new folder for the ONNX voice")
-    if not isinstance(tts.model, GlowTTS):
-        raise ConfigError(f"ONNX export covers Glow-TTS voices (with Griffin-Lim, WaveGlow or FloWaveNet); "
-                          f"this voice's model is {tts.model_type!r}")
+    if not isinstance(tts.model, (GlowTTS, NaturalSpeech)):
+        raise ConfigError(f"ONNX export covers Glow-TTS voices (with Griffin-Lim, WaveGlow or FloWaveNet) "
+                          f"and NaturalSpeech; this voice's model is {tts.model_type!r}")
     if isinstance(tts.vocoder, NeuralVocoder) and tts.vocoder.denoise:
         raise ConfigError("the WaveGlow denoiser is not part of the ONNX export: export without --denoise")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +157,8 @@ def export_onnx(tts: Synthesizer, out: str | Path, *, opset: int = OPSET) -> dic
 
 
 def _export(tts: Synthesizer, folder: Path, opset: int) -> dict[str, Any]:
+    if isinstance(tts.model, NaturalSpeech):
+        return _export_naturalspeech(tts, folder, opset)
     model: GlowTTS = tts.model
     mel = tts.mel_config
     multi = model.n_speakers > 1
@@ -177,6 +214,42 @@ def _export(tts: Synthesizer, folder: Path, opset: int) -> dict[str, Any]:
         vocoder = {"type": tts.vocoder.name, "sigma": float(sigma),
                    "noise_channels": int(v_noise.size(1)) if v_noise.dim() == 3 else 0}
 
+    return _config(tts, folder, opset, graphs, vocoder, n_sqz=model.n_sqz, n_speakers=model.n_speakers)
+
+
+def _export_naturalspeech(tts: Synthesizer, folder: Path, opset: int) -> dict[str, Any]:
+    model: NaturalSpeech = tts.model
+    tokenizer = model.sup_tokenizer if model.phoneme_pretraining else None
+    ids = [tts.frontend.encode("An example sentence, to trace the graphs.")]
+    tokens, lengths = torch.tensor(ids), torch.tensor([len(ids[0])])
+    inputs = (tokens, lengths)
+    names = ["tokens", "token_lengths"]
+    if tokenizer is not None:
+        inputs += (torch.tensor([tokenizer.sup_ids(ids[0])]),)
+        names.append("sup_tokens")
+    encoder = NaturalSpeechEncoderGraph(model).eval()
+    _trace(encoder, inputs, folder / "encoder.onnx", opset, names, ["h", "text_mask", "log_durations"],
+           {"tokens": {0: "batch", 1: "tokens"}, "token_lengths": {0: "batch"}, "sup_tokens": {0: "batch", 1: "tokens"},
+            "h": {0: "batch", 2: "tokens"}, "text_mask": {0: "batch", 2: "tokens"},
+            "log_durations": {0: "batch", 1: "tokens"}})
+    with torch.no_grad():
+        h, text_mask, log_durations = encoder(*inputs)
+    durations = torch.exp(log_durations) * text_mask.squeeze(1)
+    frame_lengths = predicted_frame_lengths(durations, text_mask)
+    noise = torch.randn(1, model.latent_channels, int(frame_lengths.max()))
+    _trace(NaturalSpeechDecoderGraph(model).eval(), (h, durations, text_mask, frame_lengths, noise, torch.tensor(0.667)),
+           folder / "decoder.onnx", opset, ["h", "durations", "text_mask", "frame_lengths", "noise", "noise_scale"],
+           ["audio"], {"h": {0: "batch", 2: "tokens"}, "durations": {0: "batch", 1: "tokens"},
+                       "text_mask": {0: "batch", 2: "tokens"}, "frame_lengths": {0: "batch"},
+                       "noise": {0: "batch", 2: "frames"}, "audio": {0: "batch", 1: "samples"}})
+    graphs = {"encoder": {"file": "encoder.onnx"}, "decoder": {"file": "decoder.onnx"}}
+    vocoder = {"type": "end-to-end", "latent_channels": model.latent_channels}
+    return _config(tts, folder, opset, graphs, vocoder,
+                   sup_phoneme_tokenizer=tokenizer.to_json() if tokenizer is not None else None)
+
+
+def _config(tts: Synthesizer, folder: Path, opset: int, graphs: dict, vocoder: dict, **extra) -> dict[str, Any]:
+    mel = tts.mel_config
     for entry in graphs.values():
         entry["sha256"] = _sha256(folder / entry["file"])
     info = tts.voice.info if tts.voice is not None else {}
@@ -185,12 +258,11 @@ def _export(tts: Synthesizer, folder: Path, opset: int) -> dict[str, Any]:
         "model_type": tts.model_type, "name": tts.voice.name if tts.voice is not None else Path(tts.acoustic_path).stem,
         "description": info.get("description", tts.config.get("description", "")),
         "sample_rate": mel.sample_rate, "hop_length": mel.hop_length, "n_mels": mel.n_mels,
-        "n_sqz": model.n_sqz, "n_speakers": model.n_speakers,
         "speakers": tts.speakers.names if tts.speakers is not None else None,
         "text": tts.config.get("text", {}),
         "inference": {"noise_scale": tts.noise_scale, "length_scale": tts.length_scale,
                       "sentence_pause": tts.sentence_pause, "max_frames": tts.max_frames},
-        "graphs": graphs, "vocoder": vocoder,
+        "graphs": graphs, "vocoder": vocoder, **extra,
     }
 
 

@@ -48,7 +48,8 @@ class RuntimeChunk:
 
 
 class OnnxVoice:
-    """A Glow-TTS voice (with Griffin-Lim, WaveGlow or FloWaveNet) on onnxruntime.
+    """A Glow-TTS voice (with Griffin-Lim, WaveGlow or FloWaveNet) or a NaturalSpeech model on
+    onnxruntime.
 
     Args:
         folder: the voice folder.
@@ -111,7 +112,14 @@ class OnnxVoice:
         self.hop_length = int(self.config["hop_length"])
         self.n_mels, self.n_sqz = int(self.config["n_mels"]), int(self.config.get("n_sqz", 2))
         self.vocoder = self.config["vocoder"]
-        if self.vocoder["type"] == "griffin-lim":
+        self.sup_tokenizer = None
+        if self.config.get("sup_phoneme_tokenizer"):
+            from flowspeech.text.sup_phonemes import SupPhonemeTokenizer  # lazy: NaturalSpeech only
+
+            self.sup_tokenizer = SupPhonemeTokenizer.from_json(self.config["sup_phoneme_tokenizer"])
+        if self.vocoder["type"] == "end-to-end":
+            pass  # NaturalSpeech: the decoder graph makes the waveform
+        elif self.vocoder["type"] == "griffin-lim":
             self.basis = np.load(self.folder / graphs["mel_basis"]["file"], allow_pickle=False)
             self.griffin_lim = GriffinLim(self.vocoder["n_fft"], self.hop_length, self.vocoder["win_length"],
                                           self.vocoder["padding"], self.vocoder["pad"], self.vocoder["n_iter"],
@@ -176,15 +184,19 @@ class OnnxVoice:
             raise FlowspeechError("nothing to synthesise: the text is empty")
         noise_scale = self.noise_scale if noise_scale is None else _scale("noise_scale", noise_scale)
         length_scale = self.length_scale if length_scale is None else _scale("length_scale", length_scale)
-        if sigma is not None and self.vocoder["type"] == "griffin-lim":
-            raise ConfigError("sigma applies to neural vocoders, not Griffin-Lim")
+        if sigma is not None and self.vocoder["type"] in ("griffin-lim", "end-to-end"):
+            raise ConfigError("sigma applies to neural vocoders, not Griffin-Lim or an end-to-end model")
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
         pause = np.zeros(int(self.sentence_pause * self.sample_rate), dtype=np.float32)
         position = 0
         for i, sentence in enumerate(sentences):
             rng = np.random.default_rng([seed, i])  # each sentence its own stream
-            mel, durations = self._mel(sentence, noise_scale, length_scale, rng, speaker)
-            audio = np.clip(self.vocode(mel, rng, sigma), -1.0, 1.0)
+            if self.vocoder["type"] == "end-to-end":
+                audio, durations = self._waveform(sentence, noise_scale, length_scale, rng)
+            else:
+                mel, durations = self._mel(sentence, noise_scale, length_scale, rng, speaker)
+                audio = self.vocode(mel, rng, sigma)
+            audio = np.clip(audio, -1.0, 1.0)
             samples = np.concatenate([pause, audio]) if i else audio
             stamps = sentence_timestamps(self.frontend, sentence, i, durations, self.hop_length / self.sample_rate,
                                          (position + len(samples) - len(audio)) / self.sample_rate,
@@ -218,6 +230,26 @@ class OnnxVoice:
             "noise_scale": np.asarray(noise_scale, np.float32), **speakers})
         ends = np.minimum(np.cumsum(durations[0]), n_frames)
         return mels[0], np.diff(ends, prepend=0.0)
+
+    def _waveform(self, sentence: str, noise_scale: float, length_scale: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """NaturalSpeech: one sentence's waveform and its (fractional) durations in frames."""
+        ids = self.frontend.encode(sentence)
+        feeds = {"tokens": np.asarray([ids], np.int64), "token_lengths": np.asarray([len(ids)], np.int64)}
+        if self.sup_tokenizer is not None:
+            feeds["sup_tokens"] = np.asarray([self.sup_tokenizer.sup_ids(ids)], np.int64)
+        h, text_mask, log_durations = self.sessions["encoder"].run(None, feeds)
+        durations = (np.exp(log_durations) * text_mask[:, 0] * np.float32(length_scale)).astype(np.float32)
+        n_frames = max(1, int(np.round(durations.sum(dtype=np.float32))))
+        if n_frames > self.max_frames:
+            raise FlowspeechError(f"synthesis would produce {n_frames} frames, over the limit of "
+                                  f"{self.max_frames}: split the text into shorter sentences")
+        noise = rng.standard_normal((1, int(self.vocoder["latent_channels"]), n_frames), dtype=np.float32)
+        (audio,) = self.sessions["decoder"].run(None, {
+            "h": h, "durations": durations, "text_mask": text_mask,
+            "frame_lengths": np.asarray([n_frames], np.int64), "noise": noise,
+            "noise_scale": np.asarray(noise_scale, np.float32)})
+        return audio[0], durations[0]
 
     def vocode(self, mel: np.ndarray, rng: np.random.Generator, sigma: float | None = None) -> np.ndarray:
         """Waveform of one mel ``[n_mels, F]``."""

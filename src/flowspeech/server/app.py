@@ -279,7 +279,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 def takes_sigma(tts: Synthesizer | OnnxVoice) -> bool:
     """Whether the voice has a neural vocoder, whose temperature ``sigma`` sets."""
     if isinstance(tts, OnnxVoice):
-        return tts.vocoder["type"] != "griffin-lim"
+        return tts.vocoder["type"] not in ("griffin-lim", "end-to-end")
     return tts.vocoder is not None and tts.vocoder.name != "griffin-lim"
 
 

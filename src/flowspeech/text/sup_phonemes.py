@@ -38,7 +38,6 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import torch
 from tokenizers import Tokenizer, models, trainers
 
 from flowspeech.errors import CheckpointError, ConfigError, DatasetError, TextError
@@ -244,9 +243,9 @@ class SupPhonemeTokenizer:
         """:meth:`sup_ids` of every row of a padded batch: ``tokens`` ``[B, L]`` and
         ``lengths`` ``[B]`` (torch) give ``[B, L]`` long, 0 (``[PAD]``) past each length."""
 
-        sup = torch.zeros_like(tokens)
+        sup = tokens.new_zeros(tokens.shape)  # (no torch import here: the ONNX runtime reads this module)
         for i, n in enumerate(lengths.tolist()):
-            sup[i, :n] = torch.tensor(self.sup_ids(tokens[i, :n].tolist()), dtype=tokens.dtype)
+            sup[i, :n] = tokens.new_tensor(self.sup_ids(tokens[i, :n].tolist()))
         return sup
 
     def spans(self, phoneme_ids: Sequence[int]) -> list[tuple[int, int]]:
