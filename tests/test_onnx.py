@@ -199,6 +199,22 @@ def test_the_runtime_gives_the_pytorch_paths_timestamps(griffin_lim_voice):
     assert len(phonemes) == len(expected.phonemes)
 
 
+def test_sentences_made_side_by_side_are_the_ones_made_in_turn(griffin_lim_voice):
+    _, folder = griffin_lim_voice
+    voice = OnnxVoice(folder, threads=2)  # two cores: the three sentences are made two at a time
+    text = "The first sentence is here. A second one, longer than the first, follows it. A third."
+    chunks = list(voice.stream(text, seed=3))
+    pause = int(voice.sentence_pause * voice.sample_rate)
+    for i, (sentence, chunk) in enumerate(zip(voice.split(text), chunks)):
+        rng = np.random.default_rng([3, i])
+        alone = voice.vocode(voice.mel(sentence, voice.noise_scale, voice.length_scale, rng), rng, workers=1)
+        assert np.array_equal(chunk.samples[pause if i else 0:], np.clip(alone, -1, 1))
+    stream = voice.stream(text, seed=3)
+    first = next(stream)
+    stream.close()  # a reader that stops after the first sentence: nothing hangs
+    assert np.array_equal(first.samples, chunks[0].samples)
+
+
 def test_the_runtime_never_imports_torch(griffin_lim_voice, tmp_path):
     _, folder = griffin_lim_voice
     script = tmp_path / "no_torch.py"
