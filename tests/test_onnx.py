@@ -383,3 +383,16 @@ def test_a_naturalspeech_voice_exports_and_runs_to_the_models_numbers(phoneme_pr
     assert sr == 22050 and [c.timestamps.words[0].text for c in chunks] == ["The", "The"]
     with pytest.raises(ConfigError, match="sigma"):
         voice.synthesize("Hi.", sigma=0.5)
+
+
+def test_a_registered_voice_is_exported_once_into_the_cache(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("FLOWSPEECH_CACHE", str(tmp_path))
+    speak = ["synthesize", "--backend", "onnx", "--text", "Hi there.", "--out", str(tmp_path / "a.wav")]
+    assert main(speak) == 0
+    assert "exporting voice 'slt-glow-tts-small' to ONNX, once" in capsys.readouterr().err
+    assert main(speak) == 0
+    assert "exporting" not in capsys.readouterr().err
+    exports = tmp_path / "onnx" / "slt-glow-tts-small"
+    (exports / "of-an-earlier-install").mkdir()  # a stale export: replaced by the next one
+    assert main(["export", "--onnx", "slt-glow-tts-small"]) == 0
+    assert len(list(exports.iterdir())) == 1 and "ONNX voice" in capsys.readouterr().out

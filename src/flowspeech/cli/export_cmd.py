@@ -51,9 +51,9 @@ def _onnx(args) -> int:
     from pathlib import Path
 
     from flowspeech.errors import ConfigError
-    from flowspeech.inference.onnx_export import export_onnx
+    from flowspeech.inference.onnx_export import export_onnx, export_voice_to_cache
     from flowspeech.inference.synthesizer import Synthesizer
-    from flowspeech.voices import onnx_cache_folder, voice_names
+    from flowspeech.voices import voice_names
 
     if args.half:
         raise ConfigError("--half is for checkpoints; ONNX voices keep float32 weights")
@@ -62,14 +62,15 @@ def _onnx(args) -> int:
     if args.out is None and not is_voice:
         raise ConfigError("--out is needed: the folder for the ONNX voice")
     t0 = time.perf_counter()
-    tts = (Synthesizer(voice=source, vocoder=args.vocoder or "griffin-lim") if is_voice
-           else Synthesizer(source, vocoder=args.vocoder or "griffin-lim"))
-    out = Path(args.out) if args.out is not None else onnx_cache_folder(tts.voice)
-    if args.out is None and out.is_dir():
-        import shutil
-
-        shutil.rmtree(out)  # the cached export of this voice: made again
-    config = export_onnx(tts, out)
+    if args.out is None:  # a registered voice, into the cache `synthesize --backend onnx` reads
+        if args.vocoder is not None:
+            raise ConfigError("--vocoder goes with --out: a voice's cached export uses its own vocoder")
+        out, config = export_voice_to_cache(source)
+    else:
+        out = Path(args.out)
+        tts = (Synthesizer(voice=source, vocoder=args.vocoder or "griffin-lim") if is_voice
+               else Synthesizer(source, vocoder=args.vocoder or "griffin-lim"))
+        config = export_onnx(tts, out)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"{out}/: ONNX voice {config['name']!r} ({config['model_type']}, vocoder "
           f"{config['vocoder']['type']}; {', '.join(sorted(g['file'] for g in config['graphs'].values()))}), "

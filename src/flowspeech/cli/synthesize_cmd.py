@@ -332,11 +332,10 @@ def _run_onnx(args) -> int:
         voice = get_voice(args.voice) if args.voice is not None else default_voice()
         folder = onnx_cache_folder(voice)
         if not is_onnx_voice(folder):
-            from flowspeech.inference.onnx_export import export_onnx  # lazy: torch, once per voice
-            from flowspeech.inference.synthesizer import Synthesizer
+            from flowspeech.inference.onnx_export import export_voice_to_cache  # lazy: torch, once per voice
 
             print(f"exporting voice {voice.name!r} to ONNX, once: {folder}", file=sys.stderr)
-            export_onnx(Synthesizer(voice=voice.name), folder)
+            folder, _ = export_voice_to_cache(voice.name)
     per_line_folder = args.text_file is not None and Path(args.out).suffix == "" and not to_stdout
     if args.format == "raw" and not to_stdout:
         raise FlowspeechError("--format raw is for --out - (a file's format follows its name)")

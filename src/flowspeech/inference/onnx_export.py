@@ -53,6 +53,7 @@ from flowspeech.models.durator import predicted_frame_lengths
 from flowspeech.models.glow_tts import GlowTTS
 from flowspeech.models.naturalspeech import NaturalSpeech
 from flowspeech.utils.masks import length_mask
+from flowspeech.voices import get_voice, onnx_cache_folder
 
 FORMAT = "flowspeech-onnx"
 FORMAT_VERSION = 1
@@ -154,6 +155,18 @@ def export_onnx(tts: Synthesizer, out: str | Path, *, opset: int = OPSET) -> dic
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return config
+
+
+def export_voice_to_cache(name: str) -> tuple[Path, dict[str, Any]]:
+    """Export the registered voice ``name`` (with its own vocoder) into the cache folder that
+    ``flowspeech synthesize --backend onnx --voice NAME`` reads, replacing the voice's earlier
+    exports there (of its earlier files: another install, a re-registered voice)."""
+    voice = get_voice(name)
+    out = onnx_cache_folder(voice)
+    if out.parent.is_dir():
+        for old in out.parent.iterdir():
+            shutil.rmtree(old, ignore_errors=True)
+    return out, export_onnx(Synthesizer(voice=name), out)
 
 
 def _export(tts: Synthesizer, folder: Path, opset: int) -> dict[str, Any]:

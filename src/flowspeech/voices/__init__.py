@@ -97,7 +97,7 @@ def onnx_cache_folder(voice: Voice) -> Path:
     synthesize --backend onnx --voice NAME`` reads it: under the cache, named by the voice and
     the size and time of its files, so that a changed voice gets a new export."""
     stamp = "-".join(f"{p.stat().st_size:x}{p.stat().st_mtime_ns:x}" for p in (voice.acoustic, voice.vocoder) if p)
-    return cache_dir() / "onnx" / f"{voice.name}-{stamp}"
+    return cache_dir() / "onnx" / voice.name / stamp
 
 
 def default_voice() -> Voice:
