@@ -31,7 +31,6 @@ are computed once, in float64, and stored as constants: ONNX has no matrix inver
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -52,13 +51,12 @@ from flowspeech.inference.vocoders import GriffinLimVocoder, NeuralVocoder
 from flowspeech.models.durator import predicted_frame_lengths
 from flowspeech.models.glow_tts import GlowTTS
 from flowspeech.models.naturalspeech import NaturalSpeech
+from flowspeech.runtime.voice import CONFIG_NAME, FORMAT, FORMAT_VERSION
+from flowspeech.utils.files import sha256_file
 from flowspeech.utils.masks import length_mask
 from flowspeech.voices import get_voice, onnx_cache_folder
 
-FORMAT = "flowspeech-onnx"
-FORMAT_VERSION = 1
 OPSET = 17
-CONFIG_NAME = "voice.onnx.json"
 
 
 class GlowTTSEncoderGraph(nn.Module):
@@ -264,7 +262,7 @@ def _export_naturalspeech(tts: Synthesizer, folder: Path, opset: int) -> dict[st
 def _config(tts: Synthesizer, folder: Path, opset: int, graphs: dict, vocoder: dict, **extra) -> dict[str, Any]:
     mel = tts.mel_config
     for entry in graphs.values():
-        entry["sha256"] = _sha256(folder / entry["file"])
+        entry["sha256"] = sha256_file(folder / entry["file"])
     info = tts.voice.info if tts.voice is not None else {}
     return {
         "format": FORMAT, "version": FORMAT_VERSION, "opset": opset, "flowspeech": __version__,
@@ -294,11 +292,4 @@ def _trace(module: nn.Module, inputs: tuple, path: Path, opset: int, input_names
                           dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
     module.eval()  # the exporter restores the mode it found; keep inference mode
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 

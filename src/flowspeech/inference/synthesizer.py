@@ -31,6 +31,7 @@ from flowspeech.audio import mel_spectrogram
 from flowspeech.config import mel_config
 from flowspeech.data import SpeakerTable
 from flowspeech.errors import ConfigError, FlowspeechError, TextChangedWarning
+from flowspeech.inference.controls import check_scale
 from flowspeech.inference.loading import load_model
 from flowspeech.inference.timestamps import Timestamps, sentence_timestamps
 from flowspeech.inference.vocoders import load_vocoder, precision_dtype
@@ -64,24 +65,10 @@ class AudioChunk:
 
 
 # Outside these the output is silence, noise or minutes per word: a typo, not a setting.
-SCALE_LIMITS = {"noise_scale": (0.0, 10.0), "length_scale": (0.1, 10.0)}
 
 
 def _seed(seed: int | None) -> int:
     return int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
-
-
-def check_scale(name: str, value) -> float:
-    """``value`` as a float within :data:`SCALE_LIMITS`, else a ConfigError naming it."""
-    low, high = SCALE_LIMITS[name]
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not (math.isfinite(value) and low <= value <= high):
-        usual = "1.0, the model's own pace" if name == "length_scale" else "0.667, the usual"
-        raise ConfigError(f"{name} must lie in [{low:g}, {high:g}] ({usual}), got {value:g}")
-    return value
 
 
 class Synthesizer:
@@ -197,12 +184,7 @@ class Synthesizer:
         ``with_mels=False`` leaves ``mels`` empty for end-to-end models, which make no mel and
         would otherwise compute one from the waveform (the first call imports librosa, about a
         second)."""
-        if not sentences:
-            raise FlowspeechError("nothing to synthesise: the text is empty")
-        noise_scale = self.noise_scale if noise_scale is None else check_scale("noise_scale", noise_scale)
-        length_scale = self.length_scale if length_scale is None else check_scale("length_scale", length_scale)
-        for note in describe_changes(" ".join(sentences)):
-            warnings.warn(note, TextChangedWarning, stacklevel=2)
+        noise_scale, length_scale = self._controls(sentences, noise_scale, length_scale)
         t0 = time.perf_counter()
         ids = [self.frontend.encode(s) for s in sentences]
         timings = {"text": time.perf_counter() - t0, "acoustic": 0.0, "vocoder": 0.0}
@@ -264,12 +246,7 @@ class Synthesizer:
         before any of its audio; the chunks already given stand.
         """
         sentences = self.split(text)
-        if not sentences:
-            raise FlowspeechError("nothing to synthesise: the text is empty")
-        noise_scale = self.noise_scale if noise_scale is None else check_scale("noise_scale", noise_scale)
-        length_scale = self.length_scale if length_scale is None else check_scale("length_scale", length_scale)
-        for note in describe_changes(" ".join(sentences)):
-            warnings.warn(note, TextChangedWarning, stacklevel=2)
+        noise_scale, length_scale = self._controls(sentences, noise_scale, length_scale)
         generators = utterance_generators(_seed(seed), len(sentences))
         per_frame = self.sample_rate / self.mel_config.hop_length
         first = max(1, math.ceil(chunk_seconds * per_frame))
@@ -317,6 +294,18 @@ class Synthesizer:
                 position += len(samples)
 
     # --- helpers ---------------------------------------------------------------------------
+    def _controls(self, sentences: list[str], noise_scale: float | None,
+                  length_scale: float | None) -> tuple[float, float]:
+        """The call's scales (checked, else the voice's), after refusing empty text and
+        warning about what normalisation changed in it."""
+        if not sentences:
+            raise FlowspeechError("nothing to synthesise: the text is empty")
+        noise_scale = self.noise_scale if noise_scale is None else check_scale("noise_scale", noise_scale)
+        length_scale = self.length_scale if length_scale is None else check_scale("length_scale", length_scale)
+        for note in describe_changes(" ".join(sentences)):
+            warnings.warn(note, TextChangedWarning, stacklevel=3)  # at the caller of the public method
+        return noise_scale, length_scale
+
     def _tokens(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([len(x) for x in ids], device=self.device)
         tokens = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long, device=self.device)

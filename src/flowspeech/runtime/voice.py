@@ -10,7 +10,6 @@ given the PyTorch model's noise reproduce its output (the tests check both).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -23,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from flowspeech.errors import CheckpointError, ConfigError, FlowspeechError
+from flowspeech.inference.controls import check_scale
 from flowspeech.inference.timestamps import Timestamps, sentence_timestamps
 from flowspeech.runtime.griffin_lim import GriffinLim, fft, mel_to_magnitude, sparse
 from flowspeech.text import TextFrontend, split_sentences
+from flowspeech.utils.files import sha256_file
 
 FORMAT, FORMAT_VERSION, CONFIG_NAME = "flowspeech-onnx", 1, "voice.onnx.json"
 
@@ -144,11 +145,7 @@ class OnnxVoice:
         if not path.is_file():
             raise CheckpointError(f"{path} is missing: the ONNX voice {self.folder} needs its {role} file")
         if verify and "sha256" in entry:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != entry["sha256"]:
+            if sha256_file(path) != entry["sha256"]:
                 raise CheckpointError(f"{path} does not match {CONFIG_NAME} (its SHA-256 differs): the "
                                       f"folder mixes files of different exports; export the voice again")
 
@@ -184,8 +181,8 @@ class OnnxVoice:
         sentences = self.split(text)
         if not sentences:
             raise FlowspeechError("nothing to synthesise: the text is empty")
-        noise_scale = self.noise_scale if noise_scale is None else _scale("noise_scale", noise_scale)
-        length_scale = self.length_scale if length_scale is None else _scale("length_scale", length_scale)
+        noise_scale = self.noise_scale if noise_scale is None else check_scale("noise_scale", noise_scale)
+        length_scale = self.length_scale if length_scale is None else check_scale("length_scale", length_scale)
         if sigma is not None and self.vocoder["type"] in ("griffin-lim", "end-to-end"):
             raise ConfigError("sigma applies to neural vocoders, not Griffin-Lim or an end-to-end model")
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
@@ -283,7 +280,7 @@ class OnnxVoice:
         channels = self.vocoder["noise_channels"]
         shape = (1, channels, samples // channels) if channels else (1, samples)
         noise = rng.standard_normal(shape, dtype=np.float32)
-        sigma = self.vocoder["sigma"] if sigma is None else _scale("sigma", sigma, allow_zero=True)
+        sigma = self.vocoder["sigma"] if sigma is None else check_scale("sigma", sigma)
         (audio,) = self.sessions["vocoder"].run(None, {"mels": mel[None].astype(np.float32), "noise": noise,
                                                        "sigma": np.asarray(sigma, np.float32)})
         return audio[0]
@@ -297,9 +294,3 @@ class OnnxVoice:
             raise ConfigError("this is a multi-speaker voice: choose a speaker")
         return {"speakers": np.asarray([int(speaker)], np.int64)}
 
-
-def _scale(name: str, value: float, allow_zero: bool = False) -> float:
-    value = float(value)
-    if not (value >= 0 if allow_zero else value > 0) or value > 10 or not np.isfinite(value):
-        raise ConfigError(f"{name} must be in {'[0' if allow_zero else '(0'}, 10], got {value:g}")
-    return value

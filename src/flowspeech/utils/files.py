@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -28,6 +29,15 @@ FILE_MODE = 0o666 & ~_UMASK
 # ".<name>.<pid>.<random><suffix>.tmp": the writer's pid tells a killed write from a running one.
 _TEMP_FILE = re.compile(r"^\..+\.(\d+)\.[^.]+(\.[^.]+)*\.tmp$")
 _swept: set[Path] = set()
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read a megabyte at a time (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cache_dir() -> Path:
