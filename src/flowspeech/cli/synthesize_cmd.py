@@ -303,7 +303,7 @@ def _run_onnx(args) -> int:
 
     import numpy as np
 
-    from flowspeech.audio.io import pcm16, save_wav, wav_stream_header
+    from flowspeech.audio.io import save_wav
     from flowspeech.cli.common import check_audio_output, check_output
     from flowspeech.errors import ConfigError, FlowspeechError
     from flowspeech.inference.timestamps import Timestamps
@@ -358,17 +358,14 @@ def _run_onnx(args) -> int:
     t1 = time.perf_counter()
     pause = np.zeros(int(voice.sentence_pause * voice.sample_rate), np.float32)
     stamps, total, pieces = Timestamps(), 0.0, []
-    out = sys.stdout.buffer if to_stdout else None
-    if out is not None and args.format == "wav":
-        out.write(wav_stream_header(voice.sample_rate))
+    writer = _AudioWriter(sys.stdout.buffer, voice.sample_rate, args.format) if to_stdout else None
     for n, (uid, text) in enumerate(rows):
         line_stamps, line = Timestamps(), []
         for k, chunk in enumerate(voice.stream(text, **options)):
             samples = np.concatenate([pause, chunk.samples]) if n and k == 0 and not per_line_folder else chunk.samples
             line_stamps.extend(chunk.timestamps)
-            if out is not None:  # written as each sentence is made
-                out.write(pcm16(samples))
-                out.flush()
+            if writer is not None:  # written as each sentence is made
+                writer.write(samples)
             line.append(samples)
         lead = 0.0 if per_line_folder or not n else len(pause) / voice.sample_rate
         if per_line_folder:
