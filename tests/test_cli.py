@@ -199,7 +199,8 @@ def test_user_voice_add_list_speak_remove(tiny_checkpoint, tmp_path, capsys):
     import os
 
     assert main(["voices", "add", "my-voice", "--acoustic", str(tiny_checkpoint), "--half",
-                 "--description", "a test voice", "--noise-scale", "0.333"]) == 0
+                 "--description", "a test voice", "--noise-scale", "0.333",
+                 "--duration-rounding", "round", "--duration-scale", "1.1"]) == 0
     folder = Path(os.environ["FLOWSPEECH_VOICES"]) / "my-voice"
     assert {p.name for p in folder.iterdir()} == {"acoustic.pt", "voice.json"}
     capsys.readouterr()
@@ -213,6 +214,7 @@ def test_user_voice_add_list_speak_remove(tiny_checkpoint, tmp_path, capsys):
     from flowspeech import Synthesizer
 
     assert Synthesizer(voice="my-voice").noise_scale == 0.333
+    assert Synthesizer(voice="my-voice").model.duration_rounding.to_dict() == {"rule": "round", "scale": 1.1}
     assert Synthesizer(voice="my-voice", noise_scale=0.5).noise_scale == 0.5
     assert Synthesizer(tiny_checkpoint).noise_scale == 0.667
     # Names are unique, checked, and a vocoder slot takes only a vocoder.

@@ -199,6 +199,19 @@ def test_the_runtime_gives_the_pytorch_paths_timestamps(griffin_lim_voice):
     assert len(phonemes) == len(expected.phonemes)
 
 
+def test_the_runtime_rounds_durations_as_the_exported_voice_says(glow_tts_checkpoint, tmp_path):
+    rounding = {"rule": "round", "scale": 1.3}
+    tts = Synthesizer(glow_tts_checkpoint, duration_rounding=rounding)
+    export_onnx(tts, tmp_path / "voice")
+    config = json.loads((tmp_path / "voice" / "voice.onnx.json").read_text())
+    assert config["inference"]["duration_rounding"] == rounding
+    text = "Rounded to the nearest frame."
+    expected = tts.synthesize_full(text, seed=1).timestamps
+    got = [p for c in OnnxVoice(tmp_path / "voice", threads=1).stream(text, seed=1) for p in c.timestamps.phonemes]
+    assert [t for p in got for t in (p.start, p.end)] == pytest.approx(
+        [t for p in expected.phonemes for t in (p.start, p.end)], abs=1e-6)
+
+
 def test_sentences_made_side_by_side_are_the_ones_made_in_turn(griffin_lim_voice):
     _, folder = griffin_lim_voice
     voice = OnnxVoice(folder, threads=2)  # two cores: the three sentences are made two at a time

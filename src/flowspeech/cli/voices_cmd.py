@@ -21,6 +21,12 @@ def register(subparsers) -> None:
     add.add_argument("--overwrite", action="store_true", help="replace a user voice of that name")
     add.add_argument("--noise-scale", type=float, help="the voice's default prior temperature")
     add.add_argument("--length-scale", type=float, help="the voice's default speaking rate")
+    add.add_argument("--duration-rounding", choices=("ceil", "round"),
+                     help="how the voice rounds predicted durations to frames (default: ceil, the "
+                          "Glow-TTS authors'; see benchmarks/duration_rounding.py --corpus)")
+    add.add_argument("--duration-scale", type=float, default=1.0,
+                     help="with --duration-rounding: the duration predictor's calibration, aligned "
+                          "over predicted frames on held-out data (default 1)")
     add.set_defaults(run=run_add)
     show = sub.add_parser("show", help="print a voice's files and voice.json")
     show.add_argument("name")
@@ -48,11 +54,15 @@ def run_list(args) -> int:
 
 
 def run_add(args) -> int:
+    from flowspeech.utils.durations import DurationRounding
     from flowspeech.voices import register_voice
 
+    rounding = (DurationRounding(args.duration_rounding, args.duration_scale).to_dict()
+                if args.duration_rounding else None)
     voice = register_voice(args.name, args.acoustic, args.vocoder, args.description, args.half,
                            args.overwrite, {"noise_scale": args.noise_scale,
-                                            "length_scale": args.length_scale})
+                                            "length_scale": args.length_scale,
+                                            "duration_rounding": rounding})
     print(f"registered voice {voice.name!r} in {voice.folder}; speak with "
           f"`flowspeech synthesize --voice {voice.name} --text ... --out x.wav`")
     return 0

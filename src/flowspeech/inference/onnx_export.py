@@ -272,7 +272,9 @@ def _config(tts: Synthesizer, folder: Path, opset: int, graphs: dict, vocoder: d
         "speakers": tts.speakers.names if tts.speakers is not None else None,
         "text": tts.config.get("text", {}),
         "inference": {"noise_scale": tts.noise_scale, "length_scale": tts.length_scale,
-                      "sentence_pause": tts.sentence_pause, "max_frames": tts.max_frames},
+                      "sentence_pause": tts.sentence_pause, "max_frames": tts.max_frames,
+                      **({"duration_rounding": tts.duration_rounding.to_dict()}
+                         if tts.duration_rounding is not None else {})},
         "graphs": graphs, "vocoder": vocoder, **extra,
     }
 

@@ -38,6 +38,7 @@ from flowspeech.inference.vocoders import load_vocoder, precision_dtype
 from flowspeech.models.registry import Role
 from flowspeech.text import TextFrontend, split_sentences
 from flowspeech.text.normalize import describe_changes
+from flowspeech.utils.durations import DurationRounding
 from flowspeech.utils.noise import utterance_generators
 from flowspeech.voices import default_voice, get_voice
 
@@ -91,6 +92,9 @@ class Synthesizer:
             :class:`~flowspeech.inference.vocoders.NeuralVocoder`), or an end-to-end model's
             waveform decoder (NaturalSpeech's HiFi-GAN generator).
         length_scale: > 1 speaks slower; None: the voice's setting or 1.0.
+        duration_rounding: how a Glow-TTS model turns predicted durations into frames
+            (:class:`~flowspeech.utils.durations.DurationRounding` or its dict); None: the
+            voice's setting, else the model's own (the authors' ceiling).
         sentence_pause: seconds of silence between sentences.
         max_seconds: longest audio one sentence may produce (guards against runaway
             durations on odd input).
@@ -100,7 +104,8 @@ class Synthesizer:
                  device: str | torch.device = "cpu", noise_scale: float | None = None,
                  length_scale: float | None = None, sigma: float | None = None, denoise: float = 0.0,
                  sentence_pause: float = 0.2, max_seconds: float = 30.0, batch_size: int = 16,
-                 voice: str | None = None, vocoder_precision: str = "float32"):
+                 voice: str | None = None, vocoder_precision: str = "float32",
+                 duration_rounding: DurationRounding | dict | None = None):
         self.device = torch.device(device)
         self.voice = None
         if acoustic is None:
@@ -146,6 +151,15 @@ class Synthesizer:
                                        else voice_defaults.get("noise_scale", 0.667))
         self.length_scale = check_scale("length_scale", length_scale if length_scale is not None
                                         else voice_defaults.get("length_scale", 1.0))
+        rounding = (duration_rounding if duration_rounding is not None
+                    else voice_defaults.get("duration_rounding"))
+        if rounding is not None:
+            if self.model.duration_rounding is None:
+                raise ConfigError(f"a {self.model_type} model does not round its durations per "
+                                  f"token: duration_rounding applies to Glow-TTS voices")
+            self.model.duration_rounding = (rounding if isinstance(rounding, DurationRounding)
+                                            else DurationRounding.from_dict(rounding))
+        self.duration_rounding = self.model.duration_rounding
         self.sentence_pause = sentence_pause
         self.max_frames = int(max_seconds * self.mel_config.sample_rate / self.mel_config.hop_length)
         self.batch_size = batch_size

@@ -49,6 +49,7 @@ from flowspeech.flows import (
 from flowspeech.models.roles import MelSynthesis, TextToMel
 from flowspeech.models.transformer import ChannelLayerNorm, ConvReluNorm, TransformerEncoder
 from flowspeech.text import TextFrontend
+from flowspeech.utils.durations import DurationRounding
 from flowspeech.utils.masks import length_mask
 from flowspeech.utils.noise import Generators, per_utterance, randn, randn_padded
 
@@ -202,6 +203,9 @@ class GlowTTS(TextToMel):
         self.n_vocab, self.n_mels, self.n_sqz = n_vocab, n_mels, n_sqz
         self.hidden_channels = hidden_channels
         self.n_speakers = n_speakers
+        # How predicted durations become frames at synthesis; the authors' ceiling unless a
+        # voice sets its own (see flowspeech.utils.durations).
+        self.duration_rounding = DurationRounding()
         self.encoder = TextEncoder(n_vocab, n_mels, hidden_channels_enc or hidden_channels,
                                    filter_channels, filter_channels_dp, n_heads, n_layers_enc,
                                    kernel_size, p_dropout, window_size, mean_only, prenet,
@@ -319,7 +323,7 @@ class GlowTTS(TextToMel):
         """
         g = self.speaker_embedding(speakers)
         mean, log_scale, log_durations, text_mask = self.encoder(tokens, token_lengths, g)
-        durations = torch.ceil(torch.exp(log_durations) * text_mask * length_scale).squeeze(1)
+        durations = self.duration_rounding.frames(log_durations, text_mask, length_scale, torch).squeeze(1)
         mel_lengths = torch.clamp_min(durations.sum(1), 1).long()
         mel_lengths = torch.clamp_min((mel_lengths // self.n_sqz) * self.n_sqz, self.n_sqz)
         n_frames = int(mel_lengths.max())

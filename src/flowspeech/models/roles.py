@@ -34,6 +34,7 @@ from torch import nn
 from flowspeech.flows import remove_weight_norm
 from flowspeech.models.registry import Role
 from flowspeech.utils.chunks import chunk_spans
+from flowspeech.utils.durations import DurationRounding
 from flowspeech.utils.noise import Generators, per_utterance
 
 __all__ = ["MelSynthesis", "MelToWaveform", "Role", "SpeechModel", "TextToMel", "TextToWaveform",
@@ -104,6 +105,9 @@ class TextToMel(SpeechModel):
 
     role = Role.TEXT_TO_MEL
     n_speakers: int = 1
+    #: How predicted durations become whole frames per token, for models that round them
+    #: (Glow-TTS); None for models whose durations stay continuous.
+    duration_rounding: DurationRounding | None = None
 
     @abstractmethod
     def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, *,
@@ -121,6 +125,7 @@ class TextToWaveform(SpeechModel):
 
     role = Role.TEXT_TO_WAVEFORM
     n_speakers: int = 1
+    duration_rounding: DurationRounding | None = None  # as TextToMel's
 
     @abstractmethod
     def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, *,

@@ -26,6 +26,7 @@ from flowspeech.inference.controls import check_scale
 from flowspeech.inference.timestamps import Timestamps, sentence_timestamps
 from flowspeech.runtime.griffin_lim import GriffinLim, fft, mel_to_magnitude, sparse
 from flowspeech.text import TextFrontend, split_sentences
+from flowspeech.utils.durations import DurationRounding
 from flowspeech.utils.files import sha256_file
 
 FORMAT, FORMAT_VERSION, CONFIG_NAME = "flowspeech-onnx", 1, "voice.onnx.json"
@@ -110,6 +111,7 @@ class OnnxVoice:
         self.length_scale = float(inference.get("length_scale", 1.0))
         self.sentence_pause = float(inference.get("sentence_pause", 0.2))
         self.max_frames = int(inference.get("max_frames", 2584))
+        self.duration_rounding = DurationRounding.from_dict(inference.get("duration_rounding"))
         self.sample_rate = int(self.config["sample_rate"])
         self.hop_length = int(self.config["hop_length"])
         self.n_mels, self.n_sqz = int(self.config["n_mels"]), int(self.config.get("n_sqz", 2))
@@ -232,7 +234,8 @@ class OnnxVoice:
         speakers = self._speakers(speaker)
         mean, log_scale, log_durations, text_mask = self.sessions["encoder"].run(
             None, {"tokens": ids, "token_lengths": np.asarray([ids.shape[1]], np.int64), **speakers})
-        durations = np.ceil(np.exp(log_durations) * text_mask * length_scale)[:, 0].astype(np.float32)
+        durations = self.duration_rounding.frames(log_durations, text_mask, length_scale, np)[:, 0]
+        durations = durations.astype(np.float32)
         n_frames = max(self.n_sqz, int(durations.sum()) // self.n_sqz * self.n_sqz)
         if n_frames > self.max_frames:
             raise FlowspeechError(f"synthesis would produce {n_frames} frames, over the limit of "

@@ -95,8 +95,10 @@ def voice_names() -> list[str]:
 def onnx_cache_folder(voice: Voice) -> Path:
     """Where ``flowspeech export --onnx NAME`` writes the voice's ONNX form and ``flowspeech
     synthesize --backend onnx --voice NAME`` reads it: under the cache, named by the voice and
-    the size and time of its files, so that a changed voice gets a new export."""
-    stamp = "-".join(f"{p.stat().st_size:x}{p.stat().st_mtime_ns:x}" for p in (voice.acoustic, voice.vocoder) if p)
+    the size and time of its files (its settings in ``voice.json`` too), so that a changed
+    voice gets a new export."""
+    files = (voice.acoustic, voice.vocoder, voice.folder / "voice.json")
+    stamp = "-".join(f"{p.stat().st_size:x}{p.stat().st_mtime_ns:x}" for p in files if p and p.exists())
     return cache_dir() / "onnx" / voice.name / stamp
 
 
@@ -121,7 +123,8 @@ def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None =
     The checkpoints are checked (glow-tts or end-to-end naturalspeech, and a vocoder) and stripped
     to their weights, optionally in float16; the folder is written under a temporary name
     and renamed, so a failed registration leaves nothing behind. ``inference`` (e.g.
-    ``{"noise_scale": 0.333}``) becomes the voice's default synthesis settings.
+    ``{"noise_scale": 0.333, "duration_rounding": {"rule": "round", "scale": 1.1}}``) becomes the
+    voice's default synthesis settings.
     """
     # Only registering needs torch; listing voices (the ONNX path's) stays without it.
     from flowspeech.checkpoints import export_checkpoint, load_checkpoint  # lazy: torch, see above
@@ -172,7 +175,8 @@ def register_voice(name: str, acoustic: str | Path, vocoder: str | Path | None =
                 "float16": half,
             }
             if inference:
-                info["inference"] = {k: float(v) for k, v in inference.items() if v is not None}
+                info["inference"] = {k: (v if isinstance(v, dict) else float(v))
+                                     for k, v in inference.items() if v is not None}
             (tmp / "voice.json").write_text(json.dumps(info, indent=2) + "\n")
             if target.exists():
                 shutil.rmtree(target)
