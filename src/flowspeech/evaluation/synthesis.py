@@ -8,6 +8,7 @@ loaded once, before the clock starts for the first sentence.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,19 +21,23 @@ from flowspeech.inference.synthesizer import Synthesizer
 
 def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic: str | None = None,
                         voice: str | None = None, vocoder: str = "griffin-lim",
-                        noise_scale: float | None = None, length_scale: float | None = None, seed: int = 0,
+                        noise_scale: float | None = None, length_scale: float | None = None,
+                        duration_rounding: dict | None = None, seed: int = 0,
                         device: str = "cpu", progress: bool = True) -> dict:
-    """Synthesise every ``id -> text`` of ``texts`` into ``out_dir``.
+    """Synthesise every ``id -> text`` of ``texts`` into ``out_dir``. The settings left None
+    are the voice's (:class:`~flowspeech.inference.synthesizer.Synthesizer`).
 
     Returns:
-        ``{"voice", "acoustic", "vocoder", "load_s", "sentences"}`` describing the run.
+        ``{"voice", "noise_scale", "length_scale", "duration_rounding", "acoustic", "vocoder",
+        "mel_config", "load_s", "sentences"}`` describing the run.
     """
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tts = Synthesizer(acoustic, voice=voice, vocoder=vocoder, device=device,
-                      noise_scale=noise_scale, length_scale=length_scale)
+                      noise_scale=noise_scale, length_scale=length_scale,
+                      duration_rounding=duration_rounding)
     load_s = time.perf_counter() - t0
     totals, stages = {}, {}
     items = sorted(texts.items())
@@ -49,5 +54,8 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
     (out / "stage_timings.json").write_text(json.dumps(stages, indent=1) + "\n")
     return {"voice": tts.voice.name if tts.voice is not None else None,
             "noise_scale": tts.noise_scale, "length_scale": tts.length_scale,
+            "duration_rounding": (tts.duration_rounding.to_dict()
+                                  if tts.duration_rounding is not None else None),
+            "mel_config": dataclasses.asdict(tts.mel_config),
             "acoustic": tts.acoustic_path, "vocoder": tts.describe_vocoder(),
             "load_s": load_s, "sentences": len(totals)}
