@@ -284,15 +284,16 @@ def test_validation_reports_collapsed_mas_alignments(tmp_path):
     model = recipe.build_model().eval()
     batch = recipe.collate([train[0], train[1]])
     values = recipe.validate(model, batch)
-    assert 0.0 <= values["mas_one_frame"] <= 1.0
+    assert 0.0 <= values["mas_one_frame"] <= 1.0 and 0.0 <= values["mas_diagonal"] <= 1.0
     assert recipe.validate_samples(model, batch, step=1, writer=None)["length_ratio"] > 0
     batch["durations"] = torch.ones_like(batch["tokens"], dtype=torch.float32)
     batch["durations"][:, 0] = batch["spec_lengths"] - batch["token_lengths"] + 1
     assert "mas_one_frame" not in recipe.validate(model, batch)
 
 
-def test_losses_fall_on_a_fixed_batch(plain_step_context):
-    config = tiny_config()
+@pytest.mark.parametrize("alignment_prior", ["token", "head"])
+def test_losses_fall_on_a_fixed_batch(plain_step_context, alignment_prior):
+    config = tiny_config(alignment_prior=alignment_prior)
     recipe = NaturalSpeechRecipe(config)
     torch.manual_seed(0)
     model = recipe.build_model()
@@ -315,7 +316,10 @@ def test_losses_fall_on_a_fixed_batch(plain_step_context):
     first, last = history[:3], history[-3:]
     mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
     # kl_fwd is a one-sample estimate on a soft alignment: noisy, and not monotone over 25 steps.
-    for key in ("mel_l1", "kl_bwd", "duration", "align_nll"):
+    # The term that trains what MAS does not: the frame prior (token) or the head (head).
+    own = {"token": "kl_frame", "head": "align_nll"}[alignment_prior]
+    assert ({"kl_frame", "align_nll"} - {own}).isdisjoint(history[0])
+    for key in ("mel_l1", "kl_bwd", "duration", own):
         assert mean(last, key) < mean(first, key), (key, history[0][key], history[-1][key])
     assert all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in history)
 

@@ -28,8 +28,15 @@ Naming of the flow's directions: this module's ``self.flow`` maps posterior to p
 (``flow(z) = f^-1(z) = z'``), and ``self.flow.inverse`` is the paper's ``f``.
 
 Ground-truth durations for the backward path come from Monotonic Alignment Search inside the
-model (an alignment head gives each phoneme a Gaussian over ``z'``, as VITS does) or are
-given (``flowspeech align`` output).
+model or are given (``flowspeech align`` output). With ``alignment_prior: token`` (the default)
+MAS is VITS's: a 1x1 projection of ``H`` gives each phoneme a Gaussian over ``z'``, MAS finds
+the most likely monotonic path of ``z'`` through them, and the backward KL is taken against
+those Gaussians expanded along the path. MAS is then the hard E-step of the loss that shapes
+``z'`` and trains the encoder. The learnable upsampler's frame-level prior, the one sampled at
+synthesis, learns from ``z'`` (held fixed) with the path's durations through a KL of its own
+(:meth:`NaturalSpeech.frame_prior_kl`). ``alignment_prior: head`` restores the earlier design
+(a separate head on detached ``H`` fitted to detached ``z'``; the KL against the frame prior),
+whose alignment collapses (docs/naturalspeech.md, "Durations").
 
 Shapes: tokens ``[B, T_text]``; linear spectrograms ``[B, n_fft/2+1, F]``; latents
 ``[B, 192, F]``; waveforms ``[B, 1, S]``; masks ``[B, 1, T]``.
@@ -45,7 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowspeech.align import maximum_path
+from flowspeech.align import maximum_path, path_from_durations
 from flowspeech.align.likelihood import LOG_2PI, pairwise_gaussian_log_likelihood
 from flowspeech.align.soft_dtw import soft_dtw
 from flowspeech.config import mel_config
@@ -243,6 +250,10 @@ class NaturalSpeechOutput:
     kl_forward: torch.Tensor | None  # scalar or None (switch off / warm-up)
     wav_e2e: torch.Tensor | None    # [B, 1, S] prior path from text alone, or None
     predicted_lengths: torch.Tensor | None  # [B] frames of the prior path
+    # alignment_prior "token": the token Gaussians expanded along the alignment path [B, C, F],
+    # the prior of the backward KL; None with "head" (the backward KL is the frame prior's).
+    token_mean: torch.Tensor | None = None
+    token_log_scale: torch.Tensor | None = None
 
 
 def random_segments(x: torch.Tensor, lengths: torch.Tensor, size: int,
@@ -262,6 +273,32 @@ def random_segments(x: torch.Tensor, lengths: torch.Tensor, size: int,
     valid = (torch.arange(size, device=x.device).view(1, 1, -1)
              < (lengths - starts).view(-1, 1, 1)).to(x.dtype)
     return segments * valid, starts
+
+
+def alignment_stats(durations: torch.Tensor, text_mask: torch.Tensor) -> dict[str, float]:
+    """How sane an alignment's durations ``[B, T_text]`` (frames, whole numbers) are, over
+    the tokens of ``text_mask [B, 1, T_text]``:
+
+    * ``one_frame``: the share of tokens given exactly one frame (near 1: collapsed, every
+      token but a few squeezed to one frame);
+    * ``diagonal_deviation``: the mean over frames of ``|(i + 1/2) / T - (t + 1/2) / F|``, with
+      ``i`` the token frame ``t`` belongs to, ``T`` tokens and ``F`` frames, averaged over
+      utterances: 0 for durations spread evenly, near 1/2 when the last token holds nearly
+      every frame; real speech, whose rate varies, lies a little above 0.
+    """
+    mask = text_mask.squeeze(1) > 0
+    one_frame = float(((durations == 1) & mask).sum() / mask.sum())
+    deviations = []
+    for d, m in zip(durations, mask):
+        d = d[m].round().long().clamp_min(0)
+        n_tok, n_frames = d.numel(), int(d.sum())
+        if n_frames == 0:
+            continue
+        token_of_frame = torch.repeat_interleave(torch.arange(n_tok), d.cpu())
+        frame = torch.arange(n_frames)
+        deviations.append(float(((token_of_frame + 0.5) / n_tok - (frame + 0.5) / n_frames).abs().mean()))
+    return {"one_frame": one_frame,
+            "diagonal_deviation": sum(deviations) / max(len(deviations), 1)}
 
 
 class NaturalSpeech(TextToWaveform):
@@ -288,7 +325,15 @@ class NaturalSpeech(TextToWaveform):
             latent dimension).
         phoneme_pretraining, differentiable_durator, bidirectional_flow, memory_vae,
             end_to_end_loss: the ablation switches (all on in the paper).
+        alignment_prior: what MAS aligns ``z'`` with and what the backward KL is taken
+            against (the paper does not say). ``"token"``: the token Gaussians of ``align_proj``
+            on ``H`` (gradients reach the encoder), expanded along the MAS path, as VITS; the
+            frame-level prior learns through :meth:`frame_prior_kl`. ``"head"``: the earlier
+            design, ``align_proj`` on detached ``H`` trained by its own NLL on detached ``z'``
+            and the backward KL against the frame-level prior; its alignment collapses.
     """
+
+    ALIGNMENT_PRIORS = ("token", "head")
 
     n_speakers = 1  # single-speaker, as the paper's LJSpeech model
 
@@ -300,8 +345,12 @@ class NaturalSpeech(TextToWaveform):
                  soft_dtw_gamma: float = 0.01, warp_penalty: float = 0.07,
                  phoneme_pretraining: bool = True, differentiable_durator: bool = True,
                  bidirectional_flow: bool = True, memory_vae: bool = True,
-                 end_to_end_loss: bool = True):
+                 end_to_end_loss: bool = True, alignment_prior: str = "token"):
         super().__init__()
+        if alignment_prior not in self.ALIGNMENT_PRIORS:
+            raise ConfigError(f"alignment_prior must be one of {self.ALIGNMENT_PRIORS}, "
+                              f"got {alignment_prior!r}")
+        self.alignment_prior = alignment_prior
         self.hop_length, self.latent_channels = hop_length, latent_channels
         self.segment_frames = segment_frames
         self.soft_dtw_gamma, self.warp_penalty = soft_dtw_gamma, warp_penalty
@@ -318,7 +367,8 @@ class NaturalSpeech(TextToWaveform):
         self.posterior_encoder = PosteriorEncoder(spec_channels, latent_channels, **post)
         self.flow = PriorPosteriorFlow(latent_channels, **{"hidden_channels": 192, **(flow or {})})
         self.durator = Durator(channels, latent_channels, differentiable_durator, **(durator or {}))
-        # Token-level Gaussians over z' for Monotonic Alignment Search (as VITS's prior).
+        # Token-level Gaussians over z' for Monotonic Alignment Search (VITS's ``proj``); with
+        # alignment_prior "token" also the backward KL's prior. Training only.
         self.align_proj = nn.Conv1d(channels, 2 * latent_channels, 1)
         self.memory = MemoryBank(latent_channels, **(memory or {})) if memory_vae else None
         self.decoder = HiFiGANGenerator(latent_channels, **(decoder or {}))
@@ -363,10 +413,18 @@ class NaturalSpeech(TextToWaveform):
         self.decoder.to(dtype)
         return self
 
+    def token_gaussians(self, h: torch.Tensor, text_mask: torch.Tensor):
+        """``(mean, log_scale) [B, C, T_text]``: one Gaussian over ``z'`` per token, from
+        ``align_proj`` on ``H`` (on detached ``H`` with ``alignment_prior: head``)."""
+        if self.alignment_prior == "head":
+            h = h.detach()
+        mean, log_scale = (self.align_proj(h) * text_mask).split(self.latent_channels, 1)
+        return mean, log_scale
+
     @torch.no_grad()
     def _mas_durations(self, h, text_mask, z_p, spec_mask):
-        """Durations from MAS between the alignment head's token Gaussians and ``z'``."""
-        mean, log_scale = self.align_proj(h.detach()).split(self.latent_channels, 1)
+        """The MAS path ``[B, T_text, F]`` (0/1) of ``z'`` through the token Gaussians."""
+        mean, log_scale = self.token_gaussians(h, text_mask)
         logp = pairwise_gaussian_log_likelihood(z_p.float(), mean.float(), log_scale.float())
         attn = maximum_path(logp, text_mask.transpose(1, 2) * spec_mask)
         return attn
@@ -429,16 +487,25 @@ class NaturalSpeech(TextToWaveform):
         spec_mask = length_mask(spec_lengths, specs.size(2), specs.dtype)
         z, post_mean, post_log_scale = self.posterior_encoder(specs, spec_mask)
         z_p = self.flow(z, spec_mask)
+        token_mean = token_log_scale = None
+        align_nll = z.new_zeros(())
         if durations is None:
             attn = self._mas_durations(h, text_mask, z_p, spec_mask)
-            align_nll = self._align_nll(h, text_mask, z_p, spec_mask, attn)
+            if self.alignment_prior == "head":
+                align_nll = self._align_nll(h, text_mask, z_p, spec_mask, attn)
             durations = attn.sum(-1)
         else:
             if durations.shape != tokens.shape:
                 raise ValueError(f"durations must be [B, T_text] = {tuple(tokens.shape)}, "
                                  f"got {tuple(durations.shape)}")
-            align_nll = z.new_zeros(())
+            attn = None
         durations = durations.to(h.dtype) * text_mask.squeeze(1)
+        if self.alignment_prior == "token":
+            if attn is None:
+                attn = path_from_durations(durations, text_mask.transpose(1, 2) * spec_mask)
+            mean, log_scale = self.token_gaussians(h, text_mask)
+            token_mean = torch.matmul(mean, attn.to(mean.dtype))                   # [B, C, F]
+            token_log_scale = torch.matmul(log_scale, attn.to(mean.dtype))
         prior_mean, prior_log_scale, _, _ = self.durator.frame_prior(
             h, durations, text_mask, spec_lengths, specs.size(2))
         log_durations = self.durator.predict_log_durations(h, text_mask)
@@ -467,16 +534,39 @@ class NaturalSpeech(TextToWaveform):
                 wav_e2e = self._decode(e2e_seg)
         return NaturalSpeechOutput(wav, starts, z, z_p, post_mean, post_log_scale, prior_mean,
                                    prior_log_scale, spec_mask, text_mask, log_durations, durations,
-                                   align_nll, kl_fwd, wav_e2e, pred_lengths)
+                                   align_nll, kl_fwd, wav_e2e, pred_lengths, token_mean,
+                                   token_log_scale)
+
+    @staticmethod
+    def _kl(z_p, post_log_scale, mean, log_scale, mask) -> torch.Tensor:
+        """One-sample ``KL[q || N(mean, exp(log_scale))]`` in nats per frame (summed over
+        latent dimensions), as VITS's ``kl_loss``."""
+        kl = log_scale - post_log_scale - 0.5 + 0.5 * (z_p - mean) ** 2 * torch.exp(-2 * log_scale)
+        return (kl.float() * mask).sum() / mask.sum()
 
     @staticmethod
     def kl_backward(out: NaturalSpeechOutput) -> torch.Tensor:
         """The backward loss ``KL[q(z|x) || p(f^-1(z)|y)]`` (eq. 1), one-sample estimate,
-        in nats per frame (summed over latent dimensions), as VITS's ``kl_loss``."""
-        mask = out.spec_mask
-        kl = (out.prior_log_scale - out.post_log_scale - 0.5
-              + 0.5 * (out.z_p - out.prior_mean) ** 2 * torch.exp(-2 * out.prior_log_scale))
-        return (kl.float() * mask).sum() / mask.sum()
+        in nats per frame (summed over latent dimensions), as VITS's ``kl_loss``. The prior
+        is the token Gaussians along the alignment path (``alignment_prior: token``) or the
+        frame-level prior (``head``)."""
+        if out.token_mean is not None:
+            mean, log_scale = out.token_mean, out.token_log_scale
+        else:
+            mean, log_scale = out.prior_mean, out.prior_log_scale
+        return NaturalSpeech._kl(out.z_p, out.post_log_scale, mean, log_scale, out.spec_mask)
+
+    @staticmethod
+    def frame_prior_kl(out: NaturalSpeechOutput) -> torch.Tensor:
+        """How the frame-level prior (learnable upsampling with the path's durations), the
+        one sampled at synthesis, learns with ``alignment_prior: token``: the backward KL
+        against it with ``z'`` and ``q``'s scale held fixed, so that it fits ``z'`` without
+        pulling ``z'`` away from the token Gaussians. Nats per frame; zero with ``head``,
+        whose backward KL already is the frame prior's."""
+        if out.token_mean is None:
+            return out.z_p.new_zeros(())
+        return NaturalSpeech._kl(out.z_p.detach(), out.post_log_scale.detach(), out.prior_mean,
+                                 out.prior_log_scale, out.spec_mask)
 
     @staticmethod
     def duration_loss(out: NaturalSpeechOutput) -> torch.Tensor:

@@ -12,7 +12,14 @@ One step, as a VITS-style GAN with two optimisers:
        L = c_mel * mel L1 + feature matching + adversarial        (L_rec, posterior path)
          + c_kl * KL_bwd + c_kl_fwd * KL_fwd                       (bidirectional prior/posterior)
          + c_e2e * adversarial(end-to-end waveform)                (L_e2e)
-         + c_dur * duration MSE + alignment-head NLL
+         + c_dur * duration MSE
+         + c_kl_frame * KL_frame      (alignment_prior "token": the frame-level prior fits z')
+         + alignment-head NLL         (alignment_prior "head")
+
+With ``model_args.alignment_prior: token`` (the default) ``KL_bwd`` is taken against the
+token Gaussians along the MAS path, as VITS, and ``KL_frame``
+(:meth:`NaturalSpeech.frame_prior_kl`) trains the learnable upsampler's prior, the one
+synthesis samples, on ``z'`` held fixed.
 
 Phases: the first ``durator_warmup_steps`` train the durator with ground-truth durations (backward
 path only: no forward KL, no end-to-end loss), as the paper's warm-up; then everything.
@@ -52,7 +59,7 @@ from flowspeech.models.hifigan import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from flowspeech.models.naturalspeech import NaturalSpeech, random_segments
+from flowspeech.models.naturalspeech import NaturalSpeech, alignment_stats, random_segments
 from flowspeech.models.phoneme_encoder import load_pretrained_phoneme_encoder
 from flowspeech.models.registry import build_model
 from flowspeech.text import TextFrontend
@@ -74,6 +81,7 @@ class NaturalSpeechTrainConfig(TrainConfig):
     c_kl_fwd: float = 1.0
     c_e2e: float = 1.0
     c_dur: float = 1.0
+    c_kl_frame: float = 1.0           # the frame-level prior's own KL (alignment_prior "token")
     phoneme_encoder_checkpoint: str | None = None  # `flowspeech pretrain-phonemes` checkpoint
     durations: str | None = None      # `flowspeech align` file: its durations replace MAS
 
@@ -85,7 +93,7 @@ class NaturalSpeechTrainConfig(TrainConfig):
         require(self.durator_warmup_steps >= 0, "train.durator_warmup_steps must be >= 0")
         require(self.memory_start is None or self.memory_start >= 0, "train.memory_start must be >= 0")
         require(self.memory_init_frames >= 1, "train.memory_init_frames must be >= 1")
-        for name in ("c_mel", "c_kl", "c_kl_fwd", "c_e2e", "c_dur"):
+        for name in ("c_mel", "c_kl", "c_kl_fwd", "c_e2e", "c_dur", "c_kl_frame"):
             require(getattr(self, name) >= 0, f"train.{name} must be >= 0, got {getattr(self, name)}")
 
 VAL_SEED = 0
@@ -265,7 +273,11 @@ class NaturalSpeechRecipe(Recipe):
             loss_g = (e.c_mel * mel_l1 + fm + adv + e.c_kl * kl + e.c_dur * dur + out.align_nll)
             logs = {"mel_l1": mel_l1, "kl_bwd": kl, "duration": dur, "adv": adv, "fm": fm,
                     "loss_d": loss_d}
-            if batch.get("durations") is None:      # MAS ran: its alignment head learns
+            if out.token_mean is not None:          # the frame-level prior learns on its own
+                kl_frame = NaturalSpeech.frame_prior_kl(out)
+                loss_g = loss_g + e.c_kl_frame * kl_frame
+                logs["kl_frame"] = kl_frame
+            elif batch.get("durations") is None:    # MAS ran: its alignment head learns
                 logs["align_nll"] = out.align_nll
             if out.kl_forward is not None:
                 loss_g = loss_g + e.c_kl_fwd * out.kl_forward
@@ -345,13 +357,16 @@ class NaturalSpeechRecipe(Recipe):
         real_mel, _ = random_segments(batch["mels"], batch["spec_lengths"], gen.segment_frames,
                                       out.segment_starts)
         values = {"kl_bwd": float(NaturalSpeech.kl_backward(out)),
+                  "kl_frame": float(NaturalSpeech.frame_prior_kl(out)),
                   "duration": float(NaturalSpeech.duration_loss(out)),
                   "mel_l1": float(nn.functional.l1_loss(self.mel(out.wav), real_mel.float()))}
         if batch.get("durations") is None:
             # Share of phonemes MAS gives a single frame: near 1 the alignment has collapsed
-            # onto a few phonemes (docs/naturalspeech.md, "Durations").
-            text_mask = out.text_mask.squeeze(1)
-            values["mas_one_frame"] = float(((out.durations == 1) * text_mask).sum() / text_mask.sum())
+            # onto a few phonemes; and how far it strays from the diagonal (docs/naturalspeech.md,
+            # "Durations").
+            stats = alignment_stats(out.durations, out.text_mask)
+            values["mas_one_frame"] = stats["one_frame"]
+            values["mas_diagonal"] = stats["diagonal_deviation"]
         return values
 
     @torch.no_grad()
