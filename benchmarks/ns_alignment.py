@@ -1,7 +1,7 @@
 """Has a NaturalSpeech checkpoint's in-model alignment (MAS) collapsed?
 
 For validation clips: Monotonic Alignment Search between ``z' = f(z)`` (``z`` the posterior
-mean) and the alignment head's token Gaussians, as training runs it when no durations file is
+mean) and the token Gaussians (``align_proj``), as training runs it when no durations file is
 given. Reports the share of phonemes MAS gives a single frame, the share of frames the five
 longest phonemes hold, and the duration predictor's total against MAS's. A healthy alignment
 gives few phonemes one frame; a collapsed one gives nearly all of them one frame and the rest
