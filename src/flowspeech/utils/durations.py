@@ -11,7 +11,7 @@ both on the shipped voice).
 :class:`DurationRounding` names the rule. ``ceil`` with scale 1 is the authors' and stays the
 default, so imported models speak as they did; ``round`` after a ``scale`` fitted on held-out
 alignments (the ratio of aligned frames to predicted frames,
-``benchmarks/duration_rounding.py --fit``) removes both biases at their cause.
+``benchmarks/duration_rounding.py --corpus``) removes both biases at their cause.
 
 This module is torch-free: the PyTorch model and the ONNX runtime apply the same rule, each
 with its own array library, through :meth:`DurationRounding.frames`.
@@ -61,10 +61,6 @@ class DurationRounding:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @property
-    def is_default(self) -> bool:
-        return self == DurationRounding()
 
     def frames(self, log_durations, text_mask, length_scale: float, xp):
         """Whole frames per token from ``log_durations`` (any shape), zero where ``text_mask``
