@@ -39,7 +39,8 @@ def main() -> None:
             h, text_mask = model._encode_text(tokens, torch.tensor([tokens.size(1)]), sup)
             spec_mask = torch.ones(1, 1, spec.size(2))
             z, _, _ = model.posterior_encoder(spec, spec_mask, 0.0)
-            d = model._mas_durations(h, text_mask, model.flow(z, spec_mask), spec_mask).sum(-1)[0]
+            mean, log_scale = model.token_gaussians(h, text_mask)
+            d = model._mas_durations(mean, log_scale, text_mask, model.flow(z, spec_mask), spec_mask).sum(-1)[0]
             one_frame += float((d == 1).float().mean()) / n
             longest += float(d.sort(descending=True).values[:5].sum() / d.sum()) / n
             predicted = torch.exp(model.durator.predict_log_durations(h, text_mask))[0]

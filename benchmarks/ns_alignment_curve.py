@@ -13,8 +13,9 @@ steps run it on a fixed batch of validation clips (dropout off, seeded noise) an
   MAS) and ``mel_l1`` on that batch, and the training-step means of the same losses since the
   last row.
 
-Writes ``OUT/curve.csv`` and ``OUT/curve.json`` (rows and settings) after every row, and
-prints the rows.
+Writes ``OUT/curve.csv`` and ``OUT/curve.json`` (rows and settings) and ``OUT/paths.json``
+(every row's durations of each validation clip, for ``plot_alignment_paths.py``) after every
+row, and prints the rows.
 
     OMP_NUM_THREADS=1 python benchmarks/ns_alignment_curve.py --corpus data/slt_hts \\
         --out /work/runs/ns-align/token --steps 500 [--set model_args.alignment_prior=head]
@@ -114,7 +115,11 @@ def main() -> None:
         with torch.random.fork_rng():
             torch.manual_seed(args.seed)
             values = recipe.validate(model, val_batch)
+            torch.manual_seed(args.seed)  # the same noise: the path the statistics were taken on
+            durations = recipe.alignment(model, val_batch)
         model.train()
+        paths[str(step)] = [[int(v) for v in d[:n].round().tolist()]
+                            for d, n in zip(durations, val_batch["token_lengths"].tolist())]
         row = {"step": step, "seconds": round(seconds, 1)}
         row.update({k: round(float(values.get(k, math.nan)), 4) for k in VAL_COLUMNS})
         for k in TRAIN_COLUMNS:
@@ -133,7 +138,9 @@ def main() -> None:
             writer.writeheader()
             writer.writerows(rows)
         (out_dir / "curve.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
+        (out_dir / "paths.json").write_text(json.dumps(paths))
 
+    paths: dict[str, list[list[int]]] = {}  # step -> each validation clip's durations
     rows, window, start, step = [], [], time.time(), 0
     rows.append(evaluate(0, window, 0.0))
     write(rows)

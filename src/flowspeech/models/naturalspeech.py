@@ -378,7 +378,7 @@ class NaturalSpeech(TextToWaveform):
                 f"but the audio hop length is {hop_length}; they must be equal")
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "NaturalSpeech":
+    def from_config(cls, config: dict[str, Any]) -> NaturalSpeech:
         mels = mel_config(config)
         args = dict(config.get("model_args", {}))
         args.setdefault("n_vocab", TextFrontend(**config.get("text", {})).n_vocab)
@@ -403,7 +403,7 @@ class NaturalSpeech(TextToWaveform):
         if tokenizer_json and self.phoneme_pretraining:
             self.sup_tokenizer = SupPhonemeTokenizer.from_json(tokenizer_json)
 
-    def set_waveform_dtype(self, dtype: torch.dtype) -> "NaturalSpeech":
+    def set_waveform_dtype(self, dtype: torch.dtype) -> NaturalSpeech:
         """Run the waveform decoder, nine tenths of the synthesis time, in ``dtype`` (e.g.
         ``torch.bfloat16`` on CPUs with AVX512-BF16 or AMX: about 1.9x faster synthesis for the
         base model); everything before it stays in the model's dtype. For inference: the
@@ -421,10 +421,11 @@ class NaturalSpeech(TextToWaveform):
         mean, log_scale = (self.align_proj(h) * text_mask).split(self.latent_channels, 1)
         return mean, log_scale
 
+    @staticmethod
     @torch.no_grad()
-    def _mas_durations(self, h, text_mask, z_p, spec_mask):
-        """The MAS path ``[B, T_text, F]`` (0/1) of ``z'`` through the token Gaussians."""
-        mean, log_scale = self.token_gaussians(h, text_mask)
+    def _mas_durations(mean, log_scale, text_mask, z_p, spec_mask):
+        """The MAS path ``[B, T_text, F]`` (0/1) of ``z'`` through the token Gaussians
+        ``(mean, log_scale) [B, C, T_text]``."""
         logp = pairwise_gaussian_log_likelihood(z_p.float(), mean.float(), log_scale.float())
         attn = maximum_path(logp, text_mask.transpose(1, 2) * spec_mask)
         return attn
@@ -489,8 +490,10 @@ class NaturalSpeech(TextToWaveform):
         z_p = self.flow(z, spec_mask)
         token_mean = token_log_scale = None
         align_nll = z.new_zeros(())
+        if durations is None or self.alignment_prior == "token":
+            mean, log_scale = self.token_gaussians(h, text_mask)  # once: MAS and the KL's prior
         if durations is None:
-            attn = self._mas_durations(h, text_mask, z_p, spec_mask)
+            attn = self._mas_durations(mean.detach(), log_scale.detach(), text_mask, z_p, spec_mask)
             if self.alignment_prior == "head":
                 align_nll = self._align_nll(h, text_mask, z_p, spec_mask, attn)
             durations = attn.sum(-1)
@@ -503,7 +506,6 @@ class NaturalSpeech(TextToWaveform):
         if self.alignment_prior == "token":
             if attn is None:
                 attn = path_from_durations(durations, text_mask.transpose(1, 2) * spec_mask)
-            mean, log_scale = self.token_gaussians(h, text_mask)
             token_mean = torch.matmul(mean, attn.to(mean.dtype))                   # [B, C, F]
             token_log_scale = torch.matmul(log_scale, attn.to(mean.dtype))
         prior_mean, prior_log_scale, _, _ = self.durator.frame_prior(

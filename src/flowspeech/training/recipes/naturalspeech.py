@@ -370,6 +370,14 @@ class NaturalSpeechRecipe(Recipe):
         return values
 
     @torch.no_grad()
+    def alignment(self, model, batch) -> torch.Tensor:
+        """The durations ``[B, T_text]`` (frames) of the path the model's own MAS (or the
+        durations file) gives ``batch``: the path :meth:`validate`'s statistics are taken on,
+        under the same random state."""
+        out = model.generator(*self._inputs(batch), use_forward_loss=False, use_e2e=False)
+        return out.durations
+
+    @torch.no_grad()
     def validate_samples(self, model, batch, step, writer):
         gen, values = model.generator, {}
         n_tok = int(batch["token_lengths"][0])
