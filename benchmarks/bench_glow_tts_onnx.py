@@ -7,8 +7,11 @@ Builds the authors' ``FlowGenerator`` with their ``configs/base.json``, gives it
 ActNorms random non-trivial weights, imports them into flowspeech (``import_glow_tts``), exports
 the two graphs, and times one sentence of 100 tokens, 2 threads, three ways: the authors' code
 as their inference notebook runs it (``store_inverse()``, ``gen=True``), flowspeech's PyTorch
-``infer``, and the ONNX graphs on onnxruntime (with the numpy step between them). With the
-noise scale at 0 the three must make the same mel; the largest difference is printed.
+``infer``, and the ONNX graphs on onnxruntime (with the numpy step between them) three ways:
+with plain ``Conv`` operators, with the decoder's input convolutions by Winograd's F(4, 5) as
+``flowspeech export --onnx`` writes them, and with the encoder's convolutions by Winograd too.
+The systems are timed in turn, round by round. With the noise scale at 0 all must make the
+same mel; the largest differences are printed.
 Their ``monotonic_align`` (a Cython extension used only in training) is replaced by an empty
 module, since synthesis never calls it.
 """
@@ -16,6 +19,8 @@ module, since synthesis never calls it.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import statistics
 import sys
@@ -29,6 +34,11 @@ import torch
 
 from flowspeech.inference.loading import load_model
 from flowspeech.inference.onnx_export import GlowTTSDecoderGraph, GlowTTSEncoderGraph, _trace
+from flowspeech.inference.winograd import use_winograd_convolutions, use_winograd_input_convolutions
+
+VARIANTS = {"plain": "plain Conv",
+            "winograd": "decoder input convolutions by Winograd, as exported",
+            "winograd, encoder too": "and the encoder's convolutions by Winograd"}
 from flowspeech.models.glow_tts_import import import_glow_tts
 
 
@@ -54,14 +64,18 @@ def authors_model(repo: Path):
     return model
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def interleaved_medians(systems: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each system, timed in turn round by round (a shared machine's speed
+    drifts; interleaving gives every system the same drift)."""
+    for fn in systems.values():
         fn()
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs)
+    runs: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(repeats):
+        for name, fn in systems.items():
+            t = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - t)
+    return {name: statistics.median(r) for name, r in runs.items()}
 
 
 def main() -> None:
@@ -82,24 +96,33 @@ def main() -> None:
         torch.save({"model": theirs.state_dict(), "iteration": 0}, tmp / "authors.pth")
         import_glow_tts(tmp / "authors.pth", tmp / "ours.pt")
         ours, _ = load_model(tmp / "ours.pt")
-        encoder, decoder = GlowTTSEncoderGraph(ours).eval(), GlowTTSDecoderGraph(ours).eval()
-        _trace(encoder, (tokens[:, :50], torch.tensor([50])), tmp / "encoder.onnx", 17, ["tokens", "token_lengths"],
-               ["mean", "log_scale", "log_durations", "text_mask"], {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}})
-        with torch.no_grad():
-            m, s, w, k = encoder(tokens, lengths)
-        d = torch.ceil(torch.exp(w) * k).squeeze(1)
-        n = max(2, int(d.sum()) // 2 * 2)
-        _trace(decoder, (m, s, d, torch.tensor([n]), torch.zeros(1, 80, n), torch.tensor(0.0)), tmp / "decoder.onnx", 17,
-               ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"], ["mels"],
-               {"mean": {0: "b", 2: "t"}, "log_scale": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"},
-                "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}})
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        enc = ort.InferenceSession(str(tmp / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
-        dec = ort.InferenceSession(str(tmp / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
+        graphs = {}
+        for variant in VARIANTS:
+            model = copy.deepcopy(ours)
+            if variant != "plain":
+                use_winograd_input_convolutions(model.decoder)
+            if variant == "winograd, encoder too":
+                use_winograd_convolutions(model.encoder)
+            encoder, decoder = GlowTTSEncoderGraph(model).eval(), GlowTTSDecoderGraph(model).eval()
+            _trace(encoder, (tokens[:, :50], torch.tensor([50])), tmp / "encoder.onnx", 17,
+                   ["tokens", "token_lengths"], ["mean", "log_scale", "log_durations", "text_mask"],
+                   {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}})
+            with torch.no_grad():
+                m, s, w, k = encoder(tokens, lengths)
+            d = torch.ceil(torch.exp(w) * k).squeeze(1)
+            n = max(2, int(d.sum()) // 2 * 2)
+            _trace(decoder, (m, s, d, torch.tensor([n]), torch.zeros(1, 80, n), torch.tensor(0.0)),
+                   tmp / "decoder.onnx", 17, ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"],
+                   ["mels"], {"mean": {0: "b", 2: "t"}, "log_scale": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"},
+                              "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}})
+            graphs[variant] = tuple(ort.InferenceSession(str(tmp / f), options, providers=["CPUExecutionProvider"])
+                                    for f in ("encoder.onnx", "decoder.onnx"))
 
-    def run_onnx(noise_scale: float = 0.667):
+    def run_onnx(variant: str, noise_scale: float = 0.667):
+        enc, dec = graphs[variant]
         mean, log_scale, log_durations, mask = enc.run(None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy()})
         durations = np.ceil(np.exp(log_durations) * mask)[:, 0].astype(np.float32)
         frames = max(2, int(durations.sum()) // 2 * 2)
@@ -112,22 +135,23 @@ def main() -> None:
     with torch.no_grad():
         authors_mel = theirs(tokens, lengths, gen=True, noise_scale=0.0)[0][0]
     ours_mel = ours.infer(tokens, lengths, noise_scale=0.0).mels
-    onnx_mel = run_onnx(0.0)
-    frames = onnx_mel.shape[2]
+    onnx_mels = {variant: run_onnx(variant, 0.0) for variant in VARIANTS}
+    frames = onnx_mels["plain"].shape[2]
 
     def run_authors():
         with torch.no_grad():
             theirs(tokens, lengths, gen=True, noise_scale=0.667)
 
-    times = {"the authors' code (PyTorch)": median_time(run_authors, args.repeats),
-             "flowspeech, PyTorch": median_time(lambda: ours.infer(tokens, lengths, noise_scale=0.667), args.repeats),
-             "flowspeech, ONNX runtime": median_time(run_onnx, args.repeats)}
+    systems = {"the authors' code (PyTorch)": run_authors,
+               "flowspeech, PyTorch": lambda: ours.infer(tokens, lengths, noise_scale=0.667)}
+    systems.update({f"flowspeech, ONNX runtime ({VARIANTS[v]})": functools.partial(run_onnx, v) for v in VARIANTS})
+    times = interleaved_medians(systems, args.repeats)
     print(f"# Glow-TTS base, {sum(p.numel() for p in theirs.parameters()):,} parameters (the authors' model); one sentence of "
           f"{args.tokens} tokens -> {frames} frames; {args.threads} threads; torch {torch.__version__}, "
-          f"onnxruntime {ort.__version__}; median of {args.repeats}\n")
-    print(f"Same mel at noise scale 0: flowspeech PyTorch vs the authors' max abs "
-          f"{(ours_mel - authors_mel).abs().max():.2e}, ONNX vs the authors' "
-          f"{np.abs(onnx_mel - authors_mel.numpy()).max():.2e} (largest value {authors_mel.abs().max():.2f})\n")
+          f"onnxruntime {ort.__version__}; median of {args.repeats}, the systems timed in turn\n")
+    print(f"Same mel at noise scale 0 (largest value {authors_mel.abs().max():.2f}), max abs difference to the "
+          f"authors': flowspeech PyTorch {(ours_mel - authors_mel).abs().max():.2e}, ONNX " +
+          ", ".join(f"{VARIANTS[v]} {np.abs(mel - authors_mel.numpy()).max():.2e}" for v, mel in onnx_mels.items()) + "\n")
     print("| system | time (s) | mel frames/s | vs the authors' code |")
     print("|---|---:|---:|---:|")
     base = times["the authors' code (PyTorch)"]

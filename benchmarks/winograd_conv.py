@@ -14,8 +14,8 @@ convolutions replaced.
 
     python benchmarks/winograd_conv.py [--tiles 4] [--threads 1] [--frames 265] [--decoder]
 
-The transforms are built exactly (rational interpolation points 0, +-1, +-2, +-1/2 and
-infinity) and rounded to float32 once.
+The graph is :class:`flowspeech.inference.winograd.WinogradConv1d`, which the ONNX export
+uses for Glow-TTS's decoder by default.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -32,52 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-POINTS = [Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2), Fraction(-1, 2)]
-
-
-def winograd_matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(A^T [m, a], G [a, r], B^T [a, a])`` of F(m, r), ``a = m + r - 1``: a correlation
-    ``y_i = sum_k x_{i+k} w_k`` of ``a`` inputs is ``A^T ((G w) * (B^T x))``. Built as the
-    transpose of Toom-Cook polynomial multiplication at ``a - 1`` points and infinity."""
-    a = m + r - 1
-    points = POINTS[:a - 1]
-
-    def evaluation(n: int) -> np.ndarray:  # [a, n]: a polynomial of n coefficients at the points
-        rows = [[p ** j for j in range(n)] for p in points] + [[Fraction(0)] * (n - 1) + [Fraction(1)]]
-        return np.array([[float(v) for v in row] for row in rows])
-
-    at = evaluation(m).T
-    g = evaluation(r)
-    bt = np.linalg.inv(evaluation(a)).T
-    return at, g, bt
-
-
-class WinogradConv1d(nn.Module):
-    """``conv`` (kernel ``r``, stride 1, dilation 1, padding ``r // 2``) by F(m, r)."""
-
-    def __init__(self, conv: nn.Conv1d, m: int):
-        super().__init__()
-        weight = conv.weight.detach().double()                                        # [O, I, r]
-        out_ch, in_ch, r = weight.shape
-        at, g, bt = winograd_matrices(m, r)
-        self.m, self.r, self.a, self.in_ch, self.out_ch = m, r, m + r - 1, in_ch, out_ch
-        u = torch.einsum("ar,oir->aoi", torch.from_numpy(g), weight)                  # [a, O, I]
-        self.register_buffer("u", u.float().reshape(self.a * out_ch, in_ch, 1).contiguous())
-        # B^T as a depthwise convolution with stride m: each tile's a transformed values
-        self.register_buffer("bt", torch.from_numpy(bt).float().unsqueeze(1).repeat(in_ch, 1, 1))
-        self.register_buffer("at", torch.from_numpy(at).float())
-        self.register_buffer("bias", conv.bias.detach().view(1, out_ch, 1))
-
-    def forward(self, x):
-        batch, _, frames = x.shape
-        n = (frames + self.m - 1) // self.m                                            # tiles
-        x = F.pad(x, (self.r // 2, self.r // 2 + n * self.m - frames))
-        v = F.conv1d(x, self.bt, stride=self.m, groups=self.in_ch)                     # [B, I*a, n]
-        v = v.view(batch, self.in_ch, self.a, n).transpose(1, 2).reshape(batch, self.a * self.in_ch, n)
-        products = F.conv1d(v, self.u, groups=self.a)                                  # [B, a*O, n]
-        y = torch.matmul(self.at, products.view(batch, self.a, -1))                   # [B, m, O*n]
-        y = y.view(batch, self.m, self.out_ch, n).permute(0, 2, 3, 1).reshape(batch, self.out_ch, n * self.m)
-        return y[:, :, :frames] + self.bias
+from flowspeech.inference.winograd import WinogradConv1d, use_winograd_input_convolutions
 
 
 def onnx_time(module: nn.Module, x: torch.Tensor, threads: int, repeats: int) -> tuple[float, np.ndarray]:
@@ -131,12 +85,7 @@ def decoder(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label in ("Conv (onnxruntime's own)", f"Winograd F({args.tiles}, 5)"):
             if label.startswith("Winograd"):
-                replaced = 0
-                for module in model.decoder.modules():
-                    for i, conv in enumerate(getattr(module, "in_layers", [])):
-                        if conv.kernel_size == (5,) and conv.dilation == (1,):
-                            module.in_layers[i] = WinogradConv1d(conv, args.tiles)
-                            replaced += 1
+                replaced = use_winograd_input_convolutions(model.decoder, args.tiles)
             path = Path(tmp) / "decoder.onnx"
             _trace(GlowTTSDecoderGraph(model).eval(), inputs, path, 17, names, ["mels"], axes)
             results[label] = session_time(path, feed, args.threads, args.repeats)

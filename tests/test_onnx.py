@@ -32,11 +32,13 @@ from flowspeech.inference.onnx_export import (
     export_onnx,
 )
 from flowspeech.inference.synthesizer import Synthesizer
+from flowspeech.inference.winograd import WinogradConv1d
 from flowspeech.runtime import OnnxVoice
 from flowspeech.runtime.griffin_lim import GriffinLim, mel_to_magnitude
 from flowspeech.training.checkpoint import CheckpointManager
 
 ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
 
 MEL_TOLERANCE, AUDIO_TOLERANCE = 1e-4, 1e-3
 SENTENCE = "A sentence of another length than the traced one, with commas, and more words."
@@ -102,6 +104,19 @@ def test_the_glow_tts_graphs_give_the_models_numbers_at_new_lengths(griffin_lim_
                                       "durations": durations.numpy(), "mel_lengths": mel_lengths.numpy(),
                                       "noise": noise.numpy(), "noise_scale": np.array(0.5, np.float32)})
     assert onnx_mels.shape == mels.shape and np.abs(mels.numpy() - onnx_mels).max() < MEL_TOLERANCE
+
+
+def test_the_decoder_graph_uses_winograd_input_convolutions_unless_asked_not_to(griffin_lim_voice, tmp_path):
+    tts, folder = griffin_lim_voice
+    config = json.loads((folder / "voice.onnx.json").read_text())
+    assert config["graphs"]["decoder"]["input_convolutions"].startswith("winograd F(4, k): ")
+    assert int(config["graphs"]["decoder"]["input_convolutions"].split(": ")[1]) > 0
+    assert not any(isinstance(m, WinogradConv1d) for m in tts.model.modules())  # the export used a copy
+    plain = export_onnx(tts, tmp_path / "plain", winograd=False)
+    assert plain["graphs"]["decoder"]["input_convolutions"] == "direct"
+    graph_ops = {node.op_type for node in onnx.load(str(folder / "decoder.onnx")).graph.node}
+    plain_ops = {node.op_type for node in onnx.load(str(tmp_path / "plain" / "decoder.onnx")).graph.node}
+    assert "MatMul" in graph_ops and graph_ops != plain_ops
 
 
 def test_the_graph_modules_are_glow_tts_infer_with_its_noise(griffin_lim_voice):
