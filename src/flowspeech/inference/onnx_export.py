@@ -11,9 +11,10 @@ An ONNX voice is a folder, like Piper's ``.onnx`` + ``.onnx.json``:
   mel_lengths [B] int64, noise [B, n_mels, F], noise_scale []`` -> ``mels [B, n_mels, F]``:
   the expansion by durations, the prior sample and the flow decoder's inverse. The frame
   count ``F`` is the noise's: the durations are rounded between the two graphs, where
-  ``length_scale`` applies. The couplings' WaveNet input convolutions are computed by
-  Winograd's F(4, k) (:mod:`flowspeech.inference.winograd`: 40 % of their multiplications,
-  the decoder about 1.2x faster on onnxruntime) unless the export is asked for plain ones;
+  ``length_scale`` applies. Asked to (``winograd=True``, ``export --onnx --winograd``), the
+  couplings' WaveNet input convolutions are computed by Winograd's F(4, k)
+  (:mod:`flowspeech.inference.winograd`: 40 % of their multiplications; Glow-TTS base 1.2x
+  faster on onnxruntime, the small preset 4 %, for a larger file that loads 0.1 s slower);
 - ``vocoder.onnx`` (WaveGlow, FloWaveNet): ``mels [B, n_mels, F], noise, sigma []`` ->
   ``audio [B, F * hop]``, the flow's inverse on the latent ``noise * sigma`` (noise in the
   model's :meth:`sample_noise` layout);
@@ -132,11 +133,12 @@ class VocoderGraph(nn.Module):
         return self.model.inverse(noise * sigma, mels)
 
 
-def export_onnx(tts: Synthesizer, out: str | Path, *, opset: int = OPSET, winograd: bool = True) -> dict[str, Any]:
+def export_onnx(tts: Synthesizer, out: str | Path, *, opset: int = OPSET, winograd: bool = False) -> dict[str, Any]:
     """Write ``tts``'s acoustic model and vocoder as an ONNX voice folder ``out`` (which must
     not exist, or be empty) and return its config. The folder appears whole or not at all.
     ``winograd``: Glow-TTS's decoder graph computes its WaveNet input convolutions by
-    Winograd's F(4, k) (faster, the same mel to float rounding); False keeps plain ``Conv``."""
+    Winograd's F(4, k) (the same mel to float rounding; worth it for wide decoders such as
+    Glow-TTS base's, see docs/onnx.md); False keeps plain ``Conv``."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputError(f"{out} exists and is not an empty folder: choose a new folder for the ONNX voice")
