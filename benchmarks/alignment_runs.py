@@ -6,11 +6,16 @@ validation clip over the steps.
     python benchmarks/alignment_runs.py \\
         --group "VITS=runs/vits/seed0,runs/vits/seed1,runs/vits/seed2" \\
         --group "NaturalSpeech, ideas off=runs/ns/off-s0,runs/ns/off-s1,runs/ns/off-s2" \\
-        --out docs/figures/ns-alignment [--clip 0] [--steps 0,50,250]
+        --out docs/figures/ns-alignment [--clip 0] [--steps 0,50,250] [--corpus C]
 
 Each run folder holds what ``ns_alignment_curve.py`` writes (``curve.json``: rows of
 ``step``, ``mas_one_frame``, ``mas_diagonal``, ...; ``paths.json``: every row's durations of
 each validation clip); any trainer that writes the same two files can be compared.
+
+With ``--corpus`` (the runs' corpus; their tokens are ``--config``'s front end's), the
+one-frame share is also taken over phonemes alone: word spaces, punctuation and the stress
+and length marks (ˈ ˌ ː) are tokens of their own in the IPA front end, and a frame is all
+most of them need.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+
+MARKS = {"ˈ", "ˌ", "ː"}
 
 METRICS = (("mas_one_frame", "one-frame share", "{:.1%}"),
            ("mas_diagonal", "diagonal deviation", "{:.3f}"),
@@ -54,10 +61,42 @@ def summary(runs: list[dict], step: int, key: str) -> tuple[float, float, float,
     return statistics.fmean(values), min(values), max(values), len(values)
 
 
+def phoneme_one_frame(groups, corpus: str, config_name: str) -> None:
+    """Adds ``phoneme_one_frame`` to every row that has paths: the one-frame share over the
+    validation clips' phoneme tokens only."""
+    import unicodedata
+
+    from flowspeech.config import load_config
+    from flowspeech.training.recipes import recipe_for
+
+    recipe = recipe_for(load_config(config_name))
+    _, val_set = recipe.build_datasets(corpus, None, None)
+
+    def is_phoneme(symbol: str) -> bool:
+        return not (symbol.isspace() or symbol in MARKS or unicodedata.category(symbol[0]).startswith("P"))
+
+    n_clips = max(len(p) for _, runs in groups for r in runs for p in r["paths"].values())
+    phonemes = [[is_phoneme(recipe.frontend.symbols[t]) for t in val_set[i]["tokens"].tolist()]
+                for i in range(n_clips)]
+    for _, runs in groups:
+        for run in runs:
+            for step, clips in run["paths"].items():
+                ones = total = 0
+                for durations, keep in zip(clips, phonemes):
+                    pairs = [(d, k) for d, k in zip(durations, keep) if k]
+                    ones += sum(d == 1 for d, _ in pairs)
+                    total += len(pairs)
+                if int(step) in run["rows"] and total:
+                    run["rows"][int(step)]["phoneme_one_frame"] = ones / total
+
+
 def table(groups: list[tuple[str, list[dict]]]) -> str:
     steps = sorted({s for _, runs in groups for r in runs for s in r["rows"]})
     lines = []
-    for key, title, fmt in METRICS:
+    metrics = METRICS
+    if any("phoneme_one_frame" in row for _, runs in groups for r in runs for row in r["rows"].values()):
+        metrics = METRICS[:1] + (("phoneme_one_frame", "one-frame share of phonemes", "{:.1%}"),) + METRICS[1:]
+    for key, title, fmt in metrics:
         lines += [f"**{title}** (mean over runs, [min, max])", "",
                   "| step | " + " | ".join(label for label, _ in groups) + " |",
                   "|---:|" + "---|" * len(groups)]
@@ -124,8 +163,12 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="prefix of the figures (OUT-curves.png, OUT-paths.png)")
     ap.add_argument("--clip", type=int, default=0, help="validation clip whose paths are drawn")
     ap.add_argument("--steps", default=None, help="steps drawn in the path figure (default: first, 50, last)")
+    ap.add_argument("--corpus", default=None, help="the runs' corpus: adds the one-frame share of phonemes alone")
+    ap.add_argument("--config", default="naturalspeech-small", help="whose front end made the runs' tokens")
     args = ap.parse_args()
     groups = [load_group(spec) for spec in args.group]
+    if args.corpus:
+        phoneme_one_frame(groups, args.corpus, args.config)
     print(table(groups))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
