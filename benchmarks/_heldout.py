@@ -1,7 +1,11 @@
-"""The held-out sentences the evaluation scripts score (``eval_voice.py``, ``eval_vocoder.py``)."""
+"""The held-out sentences the evaluation scripts score (``eval_voice.py``, ``eval_vocoder.py``),
+and the copy-synthesis both make of their recordings."""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -18,3 +22,32 @@ def first_sentences(corpus: Path, split: str, limit: int, out: Path) -> tuple[li
     text_file = out / "text.txt"
     text_file.write_text("".join(f"{uid}|{text}\n" for uid, text in sentences), encoding="utf-8")
     return sentences, text_file
+
+
+def copy_synthesis(vocoder, corpus: Path, ids: list[str], wav_dir: Path,
+                   seed: int = 0) -> Iterator[tuple[str, object, object]]:
+    """Vocode each recording's own mel (the vocoder's features) into ``wav_dir/ID.wav``
+    (clipped to [-1, 1]); yields ``(id, recording, vocoded)`` float32 numpy arrays as each is
+    written, and writes the seconds each took in ``wav_dir/timings.json`` at the end."""
+    import numpy as np
+    import torch
+
+    from flowspeech.audio import load_wav, mel_spectrogram, save_wav
+
+    config = vocoder.mel_config
+    wav_dir = Path(wav_dir)
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    generator = torch.Generator().manual_seed(seed)
+    for uid in ids:
+        audio, _ = load_wav(Path(corpus) / "wavs" / f"{uid}.wav", config.sample_rate)
+        mel = mel_spectrogram(torch.as_tensor(audio), config)[None]
+        t = time.perf_counter()
+        with torch.inference_mode():
+            result = vocoder.vocode(mel, torch.tensor([mel.shape[-1]]), generator)
+            wave = result.waveforms[0, :int(result.waveform_lengths[0])].float().numpy()
+        timings[uid] = time.perf_counter() - t
+        wave = np.clip(wave, -1, 1).astype(np.float32)
+        save_wav(wav_dir / f"{uid}.wav", wave, config.sample_rate)
+        yield uid, np.asarray(audio, dtype=np.float32), wave
+    (wav_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")

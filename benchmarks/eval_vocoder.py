@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 
@@ -53,12 +52,11 @@ def main() -> None:
 
     import numpy as np
     import torch
-    from _heldout import first_sentences
+    from _heldout import copy_synthesis, first_sentences
 
-    from flowspeech.audio import load_wav, mel_spectrogram, save_wav
+    from flowspeech.audio import log_spectral_distance
     from flowspeech.evaluation import EvalOptions, evaluate
     from flowspeech.evaluation.report import write_report
-    from flowspeech.audio import log_spectral_distance
     from flowspeech.inference.vocoders import load_vocoder
 
     if args.threads:
@@ -82,24 +80,11 @@ def main() -> None:
         config = vocoder.mel_config
         mcd_max_hz = None if args.mcd_full_band else config.fmax_hz
         wav_dir = out / name / "wavs"
-        wav_dir.mkdir(parents=True, exist_ok=True)
-        timings, lsd = {}, []
-        generator = torch.Generator().manual_seed(args.seed)
-        audio_seconds = compute_seconds = 0.0
-        for uid in ids:
-            audio, _ = load_wav(corpus / "wavs" / f"{uid}.wav", config.sample_rate)
-            mel = mel_spectrogram(audio, config)[None]
-            t = time.perf_counter()
-            with torch.inference_mode():
-                out = vocoder.vocode(mel, torch.tensor([mel.shape[-1]]), generator)
-                wave = out.waveforms[0, :int(out.waveform_lengths[0])].numpy()
-            timings[uid] = time.perf_counter() - t
-            wave = np.clip(np.asarray(wave, dtype=np.float32), -1, 1)
-            save_wav(wav_dir / f"{uid}.wav", wave, config.sample_rate)
+        lsd, audio_seconds = [], 0.0
+        for _, audio, wave in copy_synthesis(vocoder, corpus, ids, wav_dir, args.seed):
             lsd.append(log_spectral_distance(torch.as_tensor(audio), torch.as_tensor(wave)))
             audio_seconds += len(wave) / config.sample_rate
-            compute_seconds += timings[uid]
-        (wav_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+        compute_seconds = sum(json.loads((wav_dir / "timings.json").read_text()).values())
         report = evaluate(wav_dir, reference=corpus / "wavs", text=text_file,
                           options=EvalOptions(copy_synthesis=True, mcd_max_hz=mcd_max_hz), jobs=args.jobs, progress=False,
                           name=name)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 from pathlib import Path
 
 # The goals of docs/default-voice.md, against the teacher's recordings.
@@ -113,7 +112,7 @@ def main() -> None:
                            **{**kwargs, "options": EvalOptions(spectral=False)})
         floor_dir = out / "copy_synthesis" / "wavs"
         if not (args.rescore and (floor_dir / "timings.json").exists()):
-            copy_synthesis(corpus, ids, floor_dir, args)
+            copy_synthesis_of(corpus, ids, floor_dir, args)
         floor = evaluate(floor_dir, reference=corpus / "wavs", name="griffin-lim copy-synthesis", **kwargs)
     against_teacher = compare_reports(system, teacher)
     if args.compare:
@@ -182,33 +181,19 @@ def print_table(summary: dict) -> None:
     print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in summary["goals"].items()))
 
 
-def copy_synthesis(corpus: Path, ids: list[str], out: Path, args) -> Path:
+def copy_synthesis_of(corpus: Path, ids: list[str], out: Path, args) -> Path:
     """Griffin-Lim (the voice's audio settings and iterations) of each recording's own mel."""
-    import numpy as np
-    import torch
+    from _heldout import copy_synthesis
 
-    from flowspeech.audio import load_wav, mel_spectrogram, save_wav
     from flowspeech.inference.synthesizer import Synthesizer
 
     tts = Synthesizer(args.acoustic, voice=args.voice, vocoder=args.vocoder)
-    vocoder = tts.vocoder
-    if vocoder is None:
+    if tts.vocoder is None:
         raise SystemExit("an end-to-end model has no separate vocoder to copy-synthesise with")
     if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    timings = {}
-    generator = torch.Generator().manual_seed(args.seed)
-    for uid in ids:
-        audio, _ = load_wav(corpus / "wavs" / f"{uid}.wav", tts.sample_rate)
-        mel = mel_spectrogram(torch.as_tensor(audio), tts.mel_config)[None]
-        t = time.perf_counter()
-        with torch.inference_mode():
-            result = vocoder.vocode(mel, torch.tensor([mel.shape[-1]]), generator)
-        timings[uid] = time.perf_counter() - t
-        wave = result.waveforms[0, :int(result.waveform_lengths[0])].float().numpy()
-        save_wav(out / f"{uid}.wav", np.clip(wave, -1, 1), tts.sample_rate)
-    (out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    for _ in copy_synthesis(tts.vocoder, corpus, ids, out, args.seed):
+        pass
     return out
 
 
