@@ -132,12 +132,12 @@ def plot_curves(groups, out: Path) -> None:
 
 
 def plot_paths(groups, clip: int, steps: list[int], out: Path) -> None:
-    """One row per group (its first run), one column per step: the path of validation clip
-    ``clip`` as a token-by-frame image."""
+    """One row per group (its first run that kept paths), one column per step: the path of
+    validation clip ``clip`` as a token-by-frame image."""
     fig, axes = plt.subplots(len(groups), len(steps), figsize=(2.6 * len(steps), 2.2 * len(groups)),
                              squeeze=False)
     for row, (label, runs) in enumerate(groups):
-        run = runs[0]
+        run = next((r for r in runs if r["paths"]), runs[0])
         for col, step in enumerate(steps):
             ax = axes[row][col]
             durations = run["paths"].get(str(step), [])
