@@ -93,17 +93,26 @@ def test_the_glow_tts_graphs_give_the_models_numbers_at_new_lengths(griffin_lim_
     got = encoder.run(None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy()})
     for e, g in zip(expected, got):
         assert np.abs(e.numpy() - g).max() < MEL_TOLERANCE
-    mean, log_scale, log_durations, mask = expected
-    durations = torch.ceil(torch.exp(log_durations) * mask * 1.3).squeeze(1)
+    mels, onnx_mels = _decoder_mels(tts, decoder, expected, stretch=1.3, seed=0, noise_scale=0.5)
+    assert onnx_mels.shape == mels.shape and np.abs(mels.numpy() - onnx_mels).max() < MEL_TOLERANCE
+
+
+def _decoder_mels(tts, decoder, encoded, stretch: float, seed: int, noise_scale: float):
+    """The PyTorch decoder graph's mels and the ONNX ``decoder``'s, for the encoder outputs
+    ``encoded`` with durations stretched by ``stretch`` (lengths other than the traced ones)
+    and the same seeded noise."""
+    mean, log_scale, log_durations, mask = encoded
+    durations = torch.ceil(torch.exp(log_durations) * mask * stretch).squeeze(1)
     mel_lengths = torch.clamp_min((durations.sum(1).long() // 2) * 2, 2)
-    noise = torch.randn(2, mean.size(1), int(mel_lengths.max()), generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(mean.size(0), mean.size(1), int(mel_lengths.max()),
+                        generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         mels = GlowTTSDecoderGraph(tts.model).eval()(mean, log_scale, durations, mel_lengths, noise,
-                                                     torch.tensor(0.5))
+                                                     torch.tensor(noise_scale))
     (onnx_mels,) = decoder.run(None, {"mean": mean.numpy(), "log_scale": log_scale.numpy(),
                                       "durations": durations.numpy(), "mel_lengths": mel_lengths.numpy(),
-                                      "noise": noise.numpy(), "noise_scale": np.array(0.5, np.float32)})
-    assert onnx_mels.shape == mels.shape and np.abs(mels.numpy() - onnx_mels).max() < MEL_TOLERANCE
+                                      "noise": noise.numpy(), "noise_scale": np.array(noise_scale, np.float32)})
+    return mels, onnx_mels
 
 
 def test_a_winograd_decoder_graph_gives_the_models_mel(griffin_lim_voice, tmp_path):
@@ -117,17 +126,9 @@ def test_a_winograd_decoder_graph_gives_the_models_mel(griffin_lim_voice, tmp_pa
     assert "MatMul" in ops
     tokens, lengths = _tokens(tts, SENTENCE, "Short one.")
     with torch.no_grad():
-        mean, log_scale, log_durations, mask = GlowTTSEncoderGraph(tts.model).eval()(tokens, lengths)
-    durations = torch.ceil(torch.exp(log_durations) * mask * 1.1).squeeze(1)
-    mel_lengths = torch.clamp_min((durations.sum(1).long() // 2) * 2, 2)
-    noise = torch.randn(2, mean.size(1), int(mel_lengths.max()), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        mels = GlowTTSDecoderGraph(tts.model).eval()(mean, log_scale, durations, mel_lengths, noise,
-                                                     torch.tensor(0.667))
+        encoded = GlowTTSEncoderGraph(tts.model).eval()(tokens, lengths)
     decoder = ort.InferenceSession(str(tmp_path / "winograd" / "decoder.onnx"))
-    (onnx_mels,) = decoder.run(None, {"mean": mean.numpy(), "log_scale": log_scale.numpy(),
-                                      "durations": durations.numpy(), "mel_lengths": mel_lengths.numpy(),
-                                      "noise": noise.numpy(), "noise_scale": np.array(0.667, np.float32)})
+    mels, onnx_mels = _decoder_mels(tts, decoder, encoded, stretch=1.1, seed=1, noise_scale=0.667)
     assert onnx_mels.shape == mels.shape and np.abs(mels.numpy() - onnx_mels).max() < MEL_TOLERANCE
 
 
