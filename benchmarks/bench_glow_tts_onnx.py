@@ -36,11 +36,11 @@ import torch
 from flowspeech.inference.loading import load_model
 from flowspeech.inference.onnx_export import GlowTTSDecoderGraph, GlowTTSEncoderGraph, _trace
 from flowspeech.inference.winograd import use_winograd_convolutions, use_winograd_input_convolutions
+from flowspeech.models.glow_tts_import import import_glow_tts
 
 VARIANTS = {"plain": "plain Conv",
             "winograd": "decoder input convolutions by Winograd, export --winograd",
             "winograd, encoder too": "and the encoder's convolutions by Winograd"}
-from flowspeech.models.glow_tts_import import import_glow_tts
 
 
 def authors_model(repo: Path):

@@ -14,7 +14,7 @@ steps run it on a fixed batch of validation clips (dropout off, seeded noise) an
   last row.
 
 Writes ``OUT/curve.csv`` and ``OUT/curve.json`` (rows and settings) and ``OUT/paths.json``
-(every row's durations of each validation clip, for ``plot_alignment_paths.py``) after every
+(every row's durations of each validation clip, for ``alignment_runs.py``) after every
 row, and prints the rows.
 
     OMP_NUM_THREADS=1 python benchmarks/ns_alignment_curve.py --corpus data/slt_hts \\

@@ -54,8 +54,8 @@ def winograd_matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 class WinogradConv1d(nn.Module):
-    """``conv`` (``nn.Conv1d``: odd kernel ``r``, stride 1, dilation 1, one group, padding
-    ``r // 2``) computed by F(m, r), as a graph of ONNX's plain operators: the input
+    """``conv`` (``nn.Conv1d``: kernel ``r`` of 3 or 5, stride 1, dilation 1, one group,
+    padding ``r // 2``) computed by F(m, r), as a graph of ONNX's plain operators: the input
     transform is a depthwise ``Conv`` with stride ``m``, the ``a`` products one grouped 1x1
     ``Conv`` (faster on onnxruntime than a batched ``MatMul``), the output transform a ``MatMul``.
 
@@ -65,8 +65,8 @@ class WinogradConv1d(nn.Module):
     def __init__(self, conv: nn.Conv1d, m: int = 4):
         super().__init__()
         if not winograd_applies(conv):
-            raise ValueError(f"WinogradConv1d takes an odd kernel, stride 1, dilation 1, one group and "
-                             f"'same' padding; got {conv}")
+            raise ValueError(f"WinogradConv1d takes a kernel of 3 or 5, stride 1, dilation 1, one group "
+                             f"and 'same' padding; got {conv}")
         weight = conv.weight.detach().double()                                        # [O, I, r]
         out_ch, in_ch, r = weight.shape
         at, g, bt = winograd_matrices(m, r)
