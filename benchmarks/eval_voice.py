@@ -8,6 +8,10 @@ voice, and scores, against the teacher's recordings of the same sentences:
   iterations (the floor of the vocoder: what no acoustic model can beat with this vocoder);
 * the voice.
 
+An end-to-end model (NaturalSpeech) makes its own waveform: it has no separate vocoder to
+copy-synthesise with, so its table has no copy-synthesis row (``--teacher`` then reuses only
+the recordings' scores).
+
 Each row has WER, CER, the duration ratio over the speech span, log-F0 RMSE, the voicing
 decision error (VDE), MCD up to ``--mcd-max-hz`` (8 kHz: the mel front end's band) and the
 real-time factor, so that the gap owed to the vocoder (copy-synthesis against the recordings)
@@ -102,14 +106,15 @@ def main() -> None:
     kwargs = {"text": text_file, "options": options, "jobs": args.jobs, "progress": False}
     system = evaluate(wav_dir, reference=corpus / "wavs", name=run["voice"] or Path(run["acoustic"]).stem,
                       **kwargs)
-    floor_settings = {"mel_config": run["mel_config"], "vocoder": run["vocoder"], "seed": args.seed,
-                      "mcd_max_hz": options.mcd_max_hz, "f0_method": options.f0_method}
-    earlier = earlier_reports(args.teacher, ids, floor_settings)
-    if earlier is not None:
-        teacher, floor = earlier
-    else:
+    end_to_end = run.get("end_to_end", False)
+    floor_settings = (None if end_to_end else
+                      {"mel_config": run["mel_config"], "vocoder": run["vocoder"], "seed": args.seed,
+                       "mcd_max_hz": options.mcd_max_hz, "f0_method": options.f0_method})
+    teacher, floor = earlier_reports(args.teacher, ids, floor_settings)
+    if teacher is None:
         teacher = evaluate(corpus / "wavs", name="teacher",
                            **{**kwargs, "options": EvalOptions(spectral=False)})
+    if floor is None and not end_to_end:
         floor_dir = out / "copy_synthesis" / "wavs"
         if not (args.rescore and (floor_dir / "timings.json").exists()):
             copy_synthesis_of(corpus, ids, floor_dir, args)
@@ -119,7 +124,8 @@ def main() -> None:
         system.comparison = compare_reports(system, load_report(Path(args.compare) / "system"))
     write_report(system, out / "system")
     write_report(teacher, out / "teacher", plots=False)
-    write_report(floor, out / "copy_synthesis", plots=False)
+    if floor is not None:
+        write_report(floor, out / "copy_synthesis", plots=False)
 
     wer_test = next(t for t in against_teacher["tests"] if t["metric"] == "wer")
     o = system.overall
@@ -141,7 +147,8 @@ def main() -> None:
         "sentences": len(sentences), "torch_threads": torch.get_num_threads(), "load_s": run["load_s"],
         "floor_settings": floor_settings,
         "rows": {name: row_figures(report) for name, report in
-                 (("teacher", teacher), ("copy_synthesis", floor), ("voice", system))},
+                 (("teacher", teacher), ("copy_synthesis", floor), ("voice", system))
+                 if report is not None},
         "wer_against_teacher": wer_test,
         "compared_with": args.compare,
         "goals": goals,
@@ -197,21 +204,26 @@ def copy_synthesis_of(corpus: Path, ids: list[str], out: Path, args) -> Path:
     return out
 
 
-def earlier_reports(run_dir: str | None, ids: list[str], floor_settings: dict):
-    """The recordings' and copy-synthesis reports of an earlier run of this script
-    (``--teacher``), checked to cover the same sentences with the same copy-synthesis
-    settings: neither changes with the voice's settings, and scoring them again takes minutes."""
+def earlier_reports(run_dir: str | None, ids: list[str], floor_settings: dict | None):
+    """``(teacher, copy_synthesis)``: the recordings' and copy-synthesis reports of an earlier
+    run of this script (``--teacher``), checked to cover the same sentences with the same
+    copy-synthesis settings: neither changes with the voice's settings, and scoring them again
+    takes minutes. ``floor_settings`` None (an end-to-end model): the recordings' report only.
+    ``(None, None)`` without ``run_dir``."""
     from flowspeech.errors import DatasetError
     from flowspeech.evaluation.report import load_report
 
     if not run_dir:
-        return None
+        return None, None
     teacher = load_report(Path(run_dir) / "teacher")
-    floor = load_report(Path(run_dir) / "copy_synthesis")
+    floor = None if floor_settings is None else load_report(Path(run_dir) / "copy_synthesis")
     for report in (teacher, floor):
-        if sorted(r["id"] for r in report.rows) != sorted(ids):
+        if report is not None and sorted(r["id"] for r in report.rows) != sorted(ids):
             raise DatasetError(f"{run_dir} scored other sentences than these {len(ids)}; "
                                "leave out --teacher to score the recordings")
+    if floor is None:
+        print(f"recordings: the scores of {run_dir}")
+        return teacher, None
     earlier = json.loads((Path(run_dir) / "summary.json").read_text()).get("floor_settings")
     if earlier != json.loads(json.dumps(floor_settings)):
         raise DatasetError(f"{run_dir} copy-synthesised with other settings ({earlier}); leave out "

@@ -114,9 +114,7 @@ def main() -> None:
         model.eval()
         with torch.random.fork_rng():
             torch.manual_seed(args.seed)
-            values = recipe.validate(model, val_batch)
-            torch.manual_seed(args.seed)  # the same noise: the path the statistics were taken on
-            durations = recipe.alignment(model, val_batch)
+            values, durations = recipe.validate_with_alignment(model, val_batch)
         model.train()
         paths[str(step)] = [[int(v) for v in d[:n].round().tolist()]
                             for d, n in zip(durations, val_batch["token_lengths"].tolist())]

@@ -29,7 +29,7 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
 
     Returns:
         ``{"voice", "noise_scale", "length_scale", "duration_rounding", "acoustic", "vocoder",
-        "mel_config", "load_s", "sentences"}`` describing the run.
+        "end_to_end", "mel_config", "load_s", "sentences"}`` describing the run.
     """
 
     out = Path(out_dir)
@@ -57,5 +57,5 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
             "duration_rounding": (tts.duration_rounding.to_dict()
                                   if tts.duration_rounding is not None else None),
             "mel_config": dataclasses.asdict(tts.mel_config),
-            "acoustic": tts.acoustic_path, "vocoder": tts.describe_vocoder(),
+            "acoustic": tts.acoustic_path, "vocoder": tts.describe_vocoder(), "end_to_end": tts.end_to_end,
             "load_s": load_s, "sentences": len(totals)}

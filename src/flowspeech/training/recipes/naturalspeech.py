@@ -352,6 +352,13 @@ class NaturalSpeechRecipe(Recipe):
 
     @torch.no_grad()
     def validate(self, model, batch):
+        return self.validate_with_alignment(model, batch)[0]
+
+    @torch.no_grad()
+    def validate_with_alignment(self, model, batch) -> tuple[dict[str, float], torch.Tensor]:
+        """:meth:`validate`'s values and the durations ``[B, T_text]`` (frames) of the path the
+        model's own MAS (or the durations file) gave ``batch``: the path the alignment
+        statistics were taken on, from the same pass."""
         gen = model.generator
         out = gen(*self._inputs(batch), use_forward_loss=False, use_e2e=False)
         real_mel, _ = random_segments(batch["mels"], batch["spec_lengths"], gen.segment_frames,
@@ -367,15 +374,7 @@ class NaturalSpeechRecipe(Recipe):
             stats = alignment_stats(out.durations, out.text_mask)
             values["mas_one_frame"] = stats["one_frame"]
             values["mas_diagonal"] = stats["diagonal_deviation"]
-        return values
-
-    @torch.no_grad()
-    def alignment(self, model, batch) -> torch.Tensor:
-        """The durations ``[B, T_text]`` (frames) of the path the model's own MAS (or the
-        durations file) gives ``batch``: the path :meth:`validate`'s statistics are taken on,
-        under the same random state."""
-        out = model.generator(*self._inputs(batch), use_forward_loss=False, use_e2e=False)
-        return out.durations
+        return values, out.durations
 
     @torch.no_grad()
     def validate_samples(self, model, batch, step, writer):
