@@ -70,6 +70,8 @@ def main() -> None:
                     help="score the clips an earlier run with the same settings left in OUT again "
                          "(other metrics options), without synthesising them again")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--griffin-lim-iterations", type=int, default=None,
+                    help="Griffin-Lim iterations of the voice and of copy-synthesis (default: 60)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
     ap.add_argument("--compare", help="an earlier OUT of this script: paired tests against it")
@@ -99,7 +101,8 @@ def main() -> None:
         run = synthesize_test_set(dict(sentences), wav_dir, acoustic=args.acoustic, voice=args.voice,
                                   vocoder=args.vocoder, noise_scale=args.noise_scale,
                                   length_scale=args.length_scale, duration_rounding=rounding,
-                                  seed=args.seed, progress=False)
+                                  seed=args.seed, griffin_lim_iterations=args.griffin_lim_iterations,
+                                  progress=False)
         (wav_dir / "run.json").write_text(json.dumps(run, indent=1) + "\n")
 
     options = EvalOptions(mcd_max_hz=args.mcd_max_hz or None, f0_method=args.f0_method)
@@ -193,10 +196,13 @@ def copy_synthesis_of(corpus: Path, ids: list[str], out: Path, args) -> Path:
     from _heldout import copy_synthesis
 
     from flowspeech.inference.synthesizer import Synthesizer
+    from flowspeech.inference.vocoders import GriffinLimVocoder
 
     tts = Synthesizer(args.acoustic, voice=args.voice, vocoder=args.vocoder)
     if tts.vocoder is None:
         raise SystemExit("an end-to-end model has no separate vocoder to copy-synthesise with")
+    if args.griffin_lim_iterations is not None and isinstance(tts.vocoder, GriffinLimVocoder):
+        tts.vocoder.n_iter = args.griffin_lim_iterations
     if out.exists():
         shutil.rmtree(out)
     for _ in copy_synthesis(tts.vocoder, corpus, ids, out, args.seed):

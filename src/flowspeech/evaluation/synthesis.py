@@ -17,15 +17,18 @@ from tqdm.auto import tqdm
 
 from flowspeech.audio import save_wav
 from flowspeech.inference.synthesizer import Synthesizer
+from flowspeech.inference.vocoders import GriffinLimVocoder
 
 
 def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic: str | None = None,
                         voice: str | None = None, vocoder: str = "griffin-lim",
                         noise_scale: float | None = None, length_scale: float | None = None,
                         duration_rounding: dict | None = None, seed: int = 0,
+                        griffin_lim_iterations: int | None = None,
                         device: str = "cpu", progress: bool = True) -> dict:
     """Synthesise every ``id -> text`` of ``texts`` into ``out_dir``. The settings left None
-    are the voice's (:class:`~flowspeech.inference.synthesizer.Synthesizer`).
+    are the voice's (:class:`~flowspeech.inference.synthesizer.Synthesizer`);
+    ``griffin_lim_iterations`` replaces Griffin-Lim's 60 (ignored with a neural vocoder).
 
     Returns:
         ``{"voice", "noise_scale", "length_scale", "duration_rounding", "acoustic", "vocoder",
@@ -39,6 +42,8 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
                       noise_scale=noise_scale, length_scale=length_scale,
                       duration_rounding=duration_rounding)
     load_s = time.perf_counter() - t0
+    if griffin_lim_iterations is not None and isinstance(tts.vocoder, GriffinLimVocoder):
+        tts.vocoder.n_iter = griffin_lim_iterations
     totals, stages = {}, {}
     items = sorted(texts.items())
     if progress:
