@@ -195,14 +195,13 @@ def copy_synthesis_of(corpus: Path, ids: list[str], out: Path, args) -> Path:
     """Griffin-Lim (the voice's audio settings and iterations) of each recording's own mel."""
     from _heldout import copy_synthesis
 
+    from flowspeech.evaluation.synthesis import set_griffin_lim_iterations
     from flowspeech.inference.synthesizer import Synthesizer
-    from flowspeech.inference.vocoders import GriffinLimVocoder
 
     tts = Synthesizer(args.acoustic, voice=args.voice, vocoder=args.vocoder)
     if tts.vocoder is None:
         raise SystemExit("an end-to-end model has no separate vocoder to copy-synthesise with")
-    if args.griffin_lim_iterations is not None and isinstance(tts.vocoder, GriffinLimVocoder):
-        tts.vocoder.n_iter = args.griffin_lim_iterations
+    set_griffin_lim_iterations(tts, args.griffin_lim_iterations)
     if out.exists():
         shutil.rmtree(out)
     for _ in copy_synthesis(tts.vocoder, corpus, ids, out, args.seed):

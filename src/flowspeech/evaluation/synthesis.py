@@ -42,8 +42,7 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
                       noise_scale=noise_scale, length_scale=length_scale,
                       duration_rounding=duration_rounding)
     load_s = time.perf_counter() - t0
-    if griffin_lim_iterations is not None and isinstance(tts.vocoder, GriffinLimVocoder):
-        tts.vocoder.n_iter = griffin_lim_iterations
+    set_griffin_lim_iterations(tts, griffin_lim_iterations)
     totals, stages = {}, {}
     items = sorted(texts.items())
     if progress:
@@ -64,3 +63,9 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
             "mel_config": dataclasses.asdict(tts.mel_config),
             "acoustic": tts.acoustic_path, "vocoder": tts.describe_vocoder(), "end_to_end": tts.end_to_end,
             "load_s": load_s, "sentences": len(totals)}
+
+
+def set_griffin_lim_iterations(tts: Synthesizer, n_iter: int | None) -> None:
+    """Give ``tts``'s Griffin-Lim ``n_iter`` iterations (None, or a neural vocoder: unchanged)."""
+    if n_iter is not None and isinstance(tts.vocoder, GriffinLimVocoder):
+        tts.vocoder.n_iter = n_iter
