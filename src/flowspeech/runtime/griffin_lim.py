@@ -68,37 +68,52 @@ class GriffinLim:
         # each slice's FFTs and element-wise work run in a worker thread (numpy and scipy.fft
         # release the GIL), on arrays small enough to stay in cache; only the overlap-add,
         # which joins neighbouring frames, runs on one. (Measured on 900 frames, 2 cores: one
-        # slice 1.05 s, 256-frame slices 0.60 s on one worker; two workers 0.43 s.)
+        # slice 1.05 s, 256-frame slices 0.60 s on one worker; two workers 0.43 s. With the
+        # element-wise work below done in place and as real products: 860 frames, 0.45 s on
+        # one worker, 0.36 s on two, against 0.63 s and 0.49 s before.)
         rounds = math.ceil(n_frames / 256 / self.workers)  # the same number of slices for every worker
         slices = [slice(a, b) for a, b in _bounds(n_frames, self.workers * rounds)]
         frames = np.empty((n_frames, self.n_fft), dtype=np.float32)
-        rebuilt = [np.empty_like(angles), np.empty_like(angles)]  # this iteration's, the last one's
+        # Per slice: the spectrum the next synthesis reads, and the last analysis (momentum).
+        spectra = [magnitude[part] * angles[part] for part in slices]
+        rebuilt: list[np.ndarray | None] = [None] * len(slices)
         decay = np.float32(self.momentum / (1 + self.momentum))
         eps = np.float32(1e-16)
 
-        def synthesis_frames(part: slice) -> None:
-            spectrum = magnitude[part] * angles[part]
-            frames[part] = fft().irfft(spectrum, n=self.n_fft, axis=-1, overwrite_x=True) * self.window
+        def synthesis_frames(i: int) -> None:
+            signal = fft().irfft(spectra[i], n=self.n_fft, axis=-1, overwrite_x=True)
+            np.multiply(signal, self.window, out=frames[slices[i]])
 
-        def analysis(part: slice, wav: np.ndarray, first: bool) -> None:
-            now, last = rebuilt
-            now[part] = fft().rfft(self._frames(wav, part) * self.window, axis=-1, overwrite_x=True)
-            update = now[part] if first else now[part] - decay * last[part]  # Perraudin et al.'s momentum
-            # A product with the reciprocal magnitude: a third of a complex division's time.
-            angles[part] = update * (1 / (np.abs(update) + eps))
+        def analysis(i: int, wav: np.ndarray) -> None:
+            now = fft().rfft(self._frames(wav, slices[i]) * self.window, axis=-1, overwrite_x=True)
+            if rebuilt[i] is None:
+                update = now.copy()
+            else:  # Perraudin et al.'s momentum, in place on the float32 view of the last analysis
+                update = rebuilt[i]
+                pairs = update.view(np.float32)
+                pairs *= -decay
+                pairs += now.view(np.float32)
+            # The next spectrum: the update's phase times the magnitude, as real products on
+            # the real and imaginary parts (a complex-by-real product casts the real factor
+            # to complex element by element: twice the time).
+            scale = np.abs(update)
+            scale += eps
+            np.divide(magnitude[slices[i]], scale, out=scale)
+            np.multiply(update.real, scale, out=update.real)
+            np.multiply(update.imag, scale, out=update.imag)
+            spectra[i], rebuilt[i] = update, now
 
         def each(fn, *args) -> None:
             if self.workers == 1:
-                for part in slices:
-                    fn(part, *args)
+                for i in range(len(slices)):
+                    fn(i, *args)
             else:
-                list(self._pool.map(lambda part: fn(part, *args), slices))
+                list(self._pool.map(lambda i: fn(i, *args), range(len(slices))))
 
-        for k in range(self.n_iter):
+        for _ in range(self.n_iter):
             each(synthesis_frames)
             wav = self._finish(frames, length, envelope)
-            each(analysis, np.pad(wav, self.n_fft // 2, mode="reflect"), k == 0)
-            rebuilt.reverse()
+            each(analysis, np.pad(wav, self.n_fft // 2, mode="reflect"))
         each(synthesis_frames)
         wav = self._finish(frames, length, envelope)
         return np.concatenate([np.zeros(self.shift, np.float32), wav]) if self.shift else wav
