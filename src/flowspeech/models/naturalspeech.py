@@ -34,7 +34,10 @@ the most likely monotonic path of ``z'`` through them, and the backward KL is ta
 those Gaussians expanded along the path. MAS is then the hard E-step of the loss that shapes
 ``z'`` and trains the encoder. The learnable upsampler's frame-level prior, the one sampled at
 synthesis, learns from ``z'`` (held fixed) with the path's durations through a KL of its own
-(:meth:`NaturalSpeech.frame_prior_kl`). ``alignment_prior: head`` restores the earlier design
+(:meth:`NaturalSpeech.frame_prior_kl`). With phoneme pre-training, the 1x1 projection reads
+a second text encoder, trained from scratch on the phonemes alone, instead of the pre-trained
+``H`` (``alignment_encoder``): VITS's own arrangement, which aligns as early as VITS does,
+where the pre-trained ``H`` held MAS back. ``alignment_prior: head`` restores the earlier design
 (a separate head on detached ``H`` fitted to detached ``z'``; the KL against the frame prior),
 whose alignment collapses (docs/naturalspeech.md, "Durations").
 
@@ -331,6 +334,14 @@ class NaturalSpeech(TextToWaveform):
             frame-level prior learns through :meth:`frame_prior_kl`. ``"head"``: the earlier
             design, ``align_proj`` on detached ``H`` trained by its own NLL on detached ``z'``
             and the backward KL against the frame-level prior; its alignment collapses.
+        alignment_encoder: with ``phoneme_pretraining``, ``align_proj`` reads a text encoder
+            of its own (``align_encoder``: a :class:`PhonemeEncoder` of the same size, trained
+            from scratch on the phonemes alone, as VITS's text encoder) instead of the
+            pre-trained ``H``; the durator and the frame-level prior still read ``H``. Training
+            only. A pre-trained ``H`` is contextual, and the sup-phoneme added at every phoneme
+            of its span makes neighbours alike, so MAS on it formed the alignment 50-100 steps
+            later than VITS (docs/naturalspeech.md, "Phoneme pre-training and the alignment").
+            Off without pre-training: a fresh encoder already is VITS's.
     """
 
     ALIGNMENT_PRIORS = ("token", "head")
@@ -345,7 +356,8 @@ class NaturalSpeech(TextToWaveform):
                  soft_dtw_gamma: float = 0.01, warp_penalty: float = 0.07,
                  phoneme_pretraining: bool = True, differentiable_durator: bool = True,
                  bidirectional_flow: bool = True, memory_vae: bool = True,
-                 end_to_end_loss: bool = True, alignment_prior: str = "token"):
+                 end_to_end_loss: bool = True, alignment_prior: str = "token",
+                 alignment_encoder: bool = False):
         super().__init__()
         if alignment_prior not in self.ALIGNMENT_PRIORS:
             raise ConfigError(f"alignment_prior must be one of {self.ALIGNMENT_PRIORS}, "
@@ -370,6 +382,11 @@ class NaturalSpeech(TextToWaveform):
         # Token-level Gaussians over z' for Monotonic Alignment Search (VITS's ``proj``); with
         # alignment_prior "token" also the backward KL's prior. Training only.
         self.align_proj = nn.Conv1d(channels, 2 * latent_channels, 1)
+        # With a pre-trained phoneme encoder, the token Gaussians come from a text encoder of
+        # their own, trained from scratch on the phonemes alone (VITS's): see the class doc.
+        # Training only.
+        self.align_encoder = (PhonemeEncoder(n_vocab, 0, **enc)
+                              if alignment_encoder and phoneme_pretraining else None)
         self.memory = MemoryBank(latent_channels, **(memory or {})) if memory_vae else None
         self.decoder = HiFiGANGenerator(latent_channels, **(decoder or {}))
         if self.decoder.hop_length != hop_length:
@@ -491,11 +508,14 @@ class NaturalSpeech(TextToWaveform):
         token_mean = token_log_scale = None
         align_nll = z.new_zeros(())
         if durations is None or self.alignment_prior == "token":
-            mean, log_scale = self.token_gaussians(h, text_mask)  # once: MAS and the KL's prior
+            h_align = h
+            if self.align_encoder is not None:
+                h_align, _ = self.align_encoder(tokens, token_lengths)
+            mean, log_scale = self.token_gaussians(h_align, text_mask)  # once: MAS and the KL's prior
         if durations is None:
             attn = self._mas_durations(mean.detach(), log_scale.detach(), text_mask, z_p, spec_mask)
             if self.alignment_prior == "head":
-                align_nll = self._align_nll(h, text_mask, z_p, spec_mask, attn)
+                align_nll = self._align_nll(h_align, text_mask, z_p, spec_mask, attn)
             durations = attn.sum(-1)
         else:
             if durations.shape != tokens.shape:
@@ -675,6 +695,6 @@ class NaturalSpeech(TextToWaveform):
 
     def inference_parameters(self) -> int:
         """Parameters used at synthesis (everything but the posterior encoder and the
-        alignment head): the number the paper reports (28.7 M)."""
-        skip = ("posterior_encoder.", "align_proj.")
+        alignment's projection and encoder): the number the paper reports (28.7 M)."""
+        skip = ("posterior_encoder.", "align_proj.", "align_encoder.")
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(skip))
