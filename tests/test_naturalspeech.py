@@ -419,10 +419,14 @@ def test_pretrained_phoneme_encoder_starts_the_model_and_its_sup_phonemes_reach_
     lm_checkpoint = sorted((tmp_path / "lm" / "checkpoints").glob("*.pt"))[-1]
     encoder_state, tokenizer, _ = load_pretrained_phoneme_encoder(lm_checkpoint)
 
+    config["model_args"]["alignment_encoder"] = True
+    untrained = NaturalSpeechRecipe(copy.deepcopy(config)).build_model()  # nothing pre-trained
+    assert untrained.generator.align_encoder is None
     config["train"]["phoneme_encoder_checkpoint"] = str(lm_checkpoint)
     recipe = NaturalSpeechRecipe(config)
     model = recipe.build_model()
     assert model.generator.encoder.sup_emb.num_embeddings == tokenizer.vocab_size
+    assert model.generator.align_encoder is not None  # MAS reads it, not the pre-trained encoder
     for key, value in encoder_state.items():  # the encoder starts from the pre-trained weights
         assert torch.equal(model.generator.encoder.state_dict()[key], value), key
 

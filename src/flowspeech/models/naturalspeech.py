@@ -341,7 +341,8 @@ class NaturalSpeech(TextToWaveform):
             only. A pre-trained ``H`` is contextual, and the sup-phoneme added at every phoneme
             of its span makes neighbours alike, so MAS on it formed the alignment 50-100 steps
             later than VITS (docs/naturalspeech.md, "Phoneme pre-training and the alignment").
-            Off without pre-training: a fresh encoder already is VITS's.
+            Off without pre-training (and the recipe turns it off when no pre-trained encoder
+            is loaded): a fresh encoder already is VITS's.
     """
 
     ALIGNMENT_PRIORS = ("token", "head")

@@ -150,6 +150,10 @@ class NaturalSpeechRecipe(Recipe):
         checkpoint = self.train.phoneme_encoder_checkpoint
         if checkpoint and args.get("phoneme_pretraining", True):
             self._load_pretrained(checkpoint)
+        elif args.get("alignment_encoder"):
+            # No pre-trained encoder: the model's own starts as fresh as the alignment encoder
+            # would (VITS's), so a second one would only cost time.
+            self.config["model_args"]["alignment_encoder"] = False
 
     # --- pre-trained phoneme encoder ---------------------------------------------------------
     def _load_pretrained(self, path: str) -> None:
