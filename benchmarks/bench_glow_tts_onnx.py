@@ -5,12 +5,12 @@
 
 Builds the authors' ``FlowGenerator`` with their ``configs/base.json``, gives its couplings and
 ActNorms random non-trivial weights, imports them into flowspeech (``import_glow_tts``), exports
-the two graphs, and times one sentence of 100 tokens, 2 threads, three ways: the authors' code
-as their inference notebook runs it (``store_inverse()``, ``gen=True``), flowspeech's PyTorch
-``infer``, and the ONNX graphs on onnxruntime (with the numpy step between them) three ways:
-with plain ``Conv`` operators (``flowspeech export --onnx``), with the decoder's input
-convolutions by Winograd's F(4, 5) (``export --onnx --winograd``), and with the encoder's
-convolutions by Winograd too.
+the two graphs, and times one sentence of 100 tokens, 2 threads: the authors' code as their
+inference notebook runs it (``store_inverse()``, ``gen=True``), flowspeech's PyTorch ``infer``,
+and the ONNX graphs on onnxruntime (with the numpy step between them) four ways: plain ``Conv``
+operators or the decoder's input convolutions by Winograd's F(4, 5) (``export --onnx
+--winograd``), each with the decoder folded (what the export does,
+``flowspeech.inference.folding``) and without.
 The systems are timed in turn, round by round. With the noise scale at 0 all must make the
 same mel; the largest differences are printed.
 Their ``monotonic_align`` (a Cython extension used only in training) is replaced by an empty
@@ -20,7 +20,6 @@ module, since synthesis never calls it.
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import json
 import statistics
@@ -34,13 +33,18 @@ import numpy as np
 import torch
 
 from flowspeech.inference.loading import load_model
-from flowspeech.inference.onnx_export import GlowTTSDecoderGraph, GlowTTSEncoderGraph, _trace
-from flowspeech.inference.winograd import use_winograd_convolutions, use_winograd_input_convolutions
+from flowspeech.inference.onnx_export import (
+    GlowTTSDecoderGraph,
+    GlowTTSEncoderGraph,
+    _trace,
+    glow_tts_for_export,
+)
 from flowspeech.models.glow_tts_import import import_glow_tts
 
-VARIANTS = {"plain": "plain Conv",
-            "winograd": "decoder input convolutions by Winograd, export --winograd",
-            "winograd, encoder too": "and the encoder's convolutions by Winograd"}
+VARIANTS = {"plain": "plain Conv, decoder not folded",
+            "winograd": "decoder input convolutions by Winograd, not folded",
+            "folded": "decoder folded, plain Conv (export --onnx)",
+            "folded, winograd": "decoder folded, input convolutions by Winograd (export --onnx --winograd)"}
 
 
 def authors_model(repo: Path):
@@ -102,11 +106,7 @@ def main() -> None:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         graphs = {}
         for variant in VARIANTS:
-            model = copy.deepcopy(ours)
-            if variant != "plain":
-                use_winograd_input_convolutions(model.decoder)
-            if variant == "winograd, encoder too":
-                use_winograd_convolutions(model.encoder)
+            model, _ = glow_tts_for_export(ours, fold=variant.startswith("folded"), winograd="winograd" in variant)
             encoder, decoder = GlowTTSEncoderGraph(model).eval(), GlowTTSDecoderGraph(model).eval()
             _trace(encoder, (tokens[:, :50], torch.tensor([50])), tmp / "encoder.onnx", 17,
                    ["tokens", "token_lengths"], ["mean", "log_scale", "log_durations", "text_mask"],

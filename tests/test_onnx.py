@@ -32,6 +32,7 @@ from flowspeech.inference.onnx_export import (
     export_onnx,
 )
 from flowspeech.inference.synthesizer import Synthesizer
+from flowspeech.inference.folding import ChannelAffineFlow
 from flowspeech.inference.winograd import WinogradConv1d
 from flowspeech.runtime import OnnxVoice
 from flowspeech.runtime.griffin_lim import GriffinLim, mel_to_magnitude
@@ -121,7 +122,9 @@ def test_a_winograd_decoder_graph_gives_the_models_mel(griffin_lim_voice, tmp_pa
     config = export_onnx(tts, tmp_path / "winograd", winograd=True)
     assert config["graphs"]["decoder"]["input_convolutions"].startswith("winograd F(4, k): ")
     assert int(config["graphs"]["decoder"]["input_convolutions"].split(": ")[1]) > 0
-    assert not any(isinstance(m, WinogradConv1d) for m in tts.model.modules())  # the export used a copy
+    assert config["graphs"]["decoder"]["folded"] is True
+    # The export folded and replaced on a copy: the Synthesizer's model is as it was.
+    assert not any(isinstance(m, (WinogradConv1d, ChannelAffineFlow)) for m in tts.model.modules())
     ops = {node.op_type for node in onnx.load(str(tmp_path / "winograd" / "decoder.onnx")).graph.node}
     assert "MatMul" in ops
     tokens, lengths = _tokens(tts, SENTENCE, "Short one.")

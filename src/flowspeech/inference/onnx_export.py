@@ -50,6 +50,7 @@ from flowspeech import __version__
 from flowspeech.align.durations import path_from_durations
 from flowspeech.audio.features import mel_basis
 from flowspeech.errors import ConfigError, OutputError
+from flowspeech.inference.folding import fold_flow_decoder
 from flowspeech.inference.synthesizer import Synthesizer
 from flowspeech.inference.vocoders import GriffinLimVocoder, NeuralVocoder
 from flowspeech.inference.winograd import use_winograd_input_convolutions
@@ -201,10 +202,7 @@ def _export(tts: Synthesizer, folder: Path, opset: int, winograd: bool) -> dict[
     durations = torch.ceil(torch.exp(log_durations) * text_mask).squeeze(1)
     mel_lengths = torch.clamp_min((durations.sum(1).long() // model.n_sqz) * model.n_sqz, model.n_sqz)
     noise = torch.randn(2, model.n_mels, int(mel_lengths.max()))
-    decoder_model = model
-    if winograd:  # on a copy: the Synthesizer's model keeps PyTorch's convolutions
-        decoder_model = copy.deepcopy(model)
-        replaced = use_winograd_input_convolutions(decoder_model.decoder)
+    decoder_model, replaced = glow_tts_for_export(model, winograd=winograd)
     decoder = GlowTTSDecoderGraph(decoder_model).eval()
     dec_inputs = (mean, log_scale, durations, mel_lengths, noise, torch.tensor(0.667)) + ((speakers,) if multi else ())
     _trace(decoder, dec_inputs, folder / "decoder.onnx", opset,
@@ -213,7 +211,7 @@ def _export(tts: Synthesizer, folder: Path, opset: int, winograd: bool) -> dict[
            {"mean": {0: "batch", 2: "tokens"}, "log_scale": {0: "batch", 2: "tokens"},
             "durations": {0: "batch", 1: "tokens"}, "mel_lengths": {0: "batch"},
             "noise": {0: "batch", 2: "frames"}, "speakers": {0: "batch"}, "mels": {0: "batch", 2: "frames"}})
-    graphs["decoder"] = {"file": "decoder.onnx",
+    graphs["decoder"] = {"file": "decoder.onnx", "folded": True,
                          "input_convolutions": f"winograd F(4, k): {replaced}" if winograd else "direct"}
     with torch.no_grad():
         mels = decoder(*dec_inputs)
@@ -239,6 +237,18 @@ def _export(tts: Synthesizer, folder: Path, opset: int, winograd: bool) -> dict[
                    "noise_channels": int(v_noise.size(1)) if v_noise.dim() == 3 else 0}
 
     return _config(tts, folder, opset, graphs, vocoder, n_sqz=model.n_sqz, n_speakers=model.n_speakers)
+
+
+def glow_tts_for_export(model: GlowTTS, *, fold: bool = True, winograd: bool = False) -> tuple[GlowTTS, int]:
+    """A copy of ``model`` whose decoder is computed as its exported graph computes it (the
+    model itself is left as it is): the flows folded (:func:`fold_flow_decoder`, exact to float
+    rounding) and, with ``winograd``, the couplings' input convolutions by Winograd's F(4, k).
+    Returns the copy and how many convolutions became Winograd's."""
+    model = copy.deepcopy(model).eval()
+    if fold:
+        model.decoder.flows = fold_flow_decoder(model.decoder.flows)
+    replaced = use_winograd_input_convolutions(model.decoder) if winograd else 0
+    return model, replaced
 
 
 def _export_naturalspeech(tts: Synthesizer, folder: Path, opset: int) -> dict[str, Any]:

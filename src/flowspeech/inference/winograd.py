@@ -99,10 +99,13 @@ def winograd_applies(conv: nn.Module) -> bool:
 
 
 def use_winograd_input_convolutions(module: nn.Module, m: int = 4) -> int:
-    """Replace, in place, every :class:`WaveNet` input convolution (``in_layers``) under ``module``
+    """Replace, in place, every WaveNet input convolution (``in_layers`` of a :class:`WaveNet`
+    or a :class:`~flowspeech.inference.folding.FoldedWaveNetCouplingNet`) under ``module``
     that :func:`winograd_applies` to by its :class:`WinogradConv1d`; returns how many."""
+    from flowspeech.inference.folding import FoldedWaveNetCouplingNet
+
     replaced = 0
-    for wavenet in [sub for sub in module.modules() if isinstance(sub, WaveNet)]:
+    for wavenet in [sub for sub in module.modules() if isinstance(sub, (WaveNet, FoldedWaveNetCouplingNet))]:
         for i, conv in enumerate(wavenet.in_layers):
             if winograd_applies(conv):
                 wavenet.in_layers[i] = WinogradConv1d(conv, m)
