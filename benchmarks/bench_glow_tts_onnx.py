@@ -7,10 +7,11 @@ Builds the authors' ``FlowGenerator`` with their ``configs/base.json``, gives it
 ActNorms random non-trivial weights, imports them into flowspeech (``import_glow_tts``), exports
 the two graphs, and times one sentence of 100 tokens, 2 threads: the authors' code as their
 inference notebook runs it (``store_inverse()``, ``gen=True``), flowspeech's PyTorch ``infer``,
-and the ONNX graphs on onnxruntime (with the numpy step between them) four ways: plain ``Conv``
-operators or the decoder's input convolutions by Winograd's F(4, 5) (``export --onnx
---winograd``), each with the decoder folded (what the export does,
-``flowspeech.inference.folding``) and without.
+and the ONNX graphs on onnxruntime (with the numpy step between them) five ways: plain ``Conv``
+operators or the decoder's input convolutions by Winograd's F(4, 5), each with the decoder
+folded (what the export does, ``flowspeech.inference.folding``) and without, and the folded
+Winograd decoder with its frames in phase order (``export --onnx --winograd``,
+``flowspeech.inference.phase_order``).
 The systems are timed in turn, round by round. With the noise scale at 0 all must make the
 same mel; the largest differences are printed.
 Their ``monotonic_align`` (a Cython extension used only in training) is replaced by an empty
@@ -44,7 +45,8 @@ from flowspeech.models.glow_tts_import import import_glow_tts
 VARIANTS = {"plain": "plain Conv, decoder not folded",
             "winograd": "decoder input convolutions by Winograd, not folded",
             "folded": "decoder folded, plain Conv (export --onnx)",
-            "folded, winograd": "decoder folded, input convolutions by Winograd (export --onnx --winograd)"}
+            "folded, winograd, natural order": "decoder folded, input convolutions by Winograd, frames in natural order",
+            "folded, winograd": "decoder folded, Winograd, frames in phase order (export --onnx --winograd)"}
 
 
 def authors_model(repo: Path):
@@ -106,7 +108,8 @@ def main() -> None:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         graphs = {}
         for variant in VARIANTS:
-            model, _ = glow_tts_for_export(ours, fold=variant.startswith("folded"), winograd="winograd" in variant)
+            model, _ = glow_tts_for_export(ours, fold=variant.startswith("folded"), winograd="winograd" in variant,
+                                           phase_order="natural" not in variant)
             encoder, decoder = GlowTTSEncoderGraph(model).eval(), GlowTTSDecoderGraph(model).eval()
             _trace(encoder, (tokens[:, :50], torch.tensor([50])), tmp / "encoder.onnx", 17,
                    ["tokens", "token_lengths"], ["mean", "log_scale", "log_durations", "text_mask"],

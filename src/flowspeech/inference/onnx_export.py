@@ -51,6 +51,11 @@ from flowspeech.align.durations import path_from_durations
 from flowspeech.audio.features import mel_basis
 from flowspeech.errors import ConfigError, OutputError
 from flowspeech.inference.folding import fold_flow_decoder
+from flowspeech.inference.phase_order import (
+    PhaseOrderDecoder,
+    PhaseWinogradConv,
+    phase_order_applies,
+)
 from flowspeech.inference.synthesizer import Synthesizer
 from flowspeech.inference.vocoders import GriffinLimVocoder, NeuralVocoder
 from flowspeech.inference.winograd import use_winograd_input_convolutions
@@ -203,6 +208,7 @@ def _export(tts: Synthesizer, folder: Path, opset: int, winograd: bool) -> dict[
     mel_lengths = torch.clamp_min((durations.sum(1).long() // model.n_sqz) * model.n_sqz, model.n_sqz)
     noise = torch.randn(2, model.n_mels, int(mel_lengths.max()))
     decoder_model, replaced = glow_tts_for_export(model, winograd=winograd)
+    phase_order = isinstance(decoder_model.decoder, PhaseOrderDecoder)
     decoder = GlowTTSDecoderGraph(decoder_model).eval()
     dec_inputs = (mean, log_scale, durations, mel_lengths, noise, torch.tensor(0.667)) + ((speakers,) if multi else ())
     _trace(decoder, dec_inputs, folder / "decoder.onnx", opset,
@@ -212,7 +218,8 @@ def _export(tts: Synthesizer, folder: Path, opset: int, winograd: bool) -> dict[
             "durations": {0: "batch", 1: "tokens"}, "mel_lengths": {0: "batch"},
             "noise": {0: "batch", 2: "frames"}, "speakers": {0: "batch"}, "mels": {0: "batch", 2: "frames"}})
     graphs["decoder"] = {"file": "decoder.onnx", "folded": True,
-                         "input_convolutions": f"winograd F(4, k): {replaced}" if winograd else "direct"}
+                         "input_convolutions": (f"winograd F(4, k){', phase order' if phase_order else ''}: {replaced}"
+                                                if winograd else "direct")}
     with torch.no_grad():
         mels = decoder(*dec_inputs)
 
@@ -239,12 +246,18 @@ def _export(tts: Synthesizer, folder: Path, opset: int, winograd: bool) -> dict[
     return _config(tts, folder, opset, graphs, vocoder, n_sqz=model.n_sqz, n_speakers=model.n_speakers)
 
 
-def glow_tts_for_export(model: GlowTTS, *, fold: bool = True, winograd: bool = False) -> tuple[GlowTTS, int]:
+def glow_tts_for_export(model: GlowTTS, *, fold: bool = True, winograd: bool = False,
+                        phase_order: bool = True) -> tuple[GlowTTS, int]:
     """A copy of ``model`` whose decoder is computed as its exported graph computes it (the
     model itself is left as it is): the flows folded (:func:`fold_flow_decoder`, exact to float
-    rounding) and, with ``winograd``, the couplings' input convolutions by Winograd's F(4, k).
-    Returns the copy and how many convolutions became Winograd's."""
+    rounding) and, with ``winograd``, the couplings' input convolutions by Winograd's F(4, k),
+    on frames in phase order (:class:`PhaseOrderDecoder`) where it applies (one speaker,
+    dilation 1) unless ``phase_order`` is false. Returns the copy and how many convolutions
+    became Winograd's."""
     model = copy.deepcopy(model).eval()
+    if winograd and fold and phase_order and phase_order_applies(model.decoder):
+        model.decoder = PhaseOrderDecoder(model.decoder)
+        return model, sum(isinstance(m, PhaseWinogradConv) for m in model.decoder.modules())
     if fold:
         model.decoder.flows = fold_flow_decoder(model.decoder.flows)
     replaced = use_winograd_input_convolutions(model.decoder) if winograd else 0

@@ -1,0 +1,217 @@
+"""Glow-TTS's decoder inverse with its frames in phase order, for the Winograd export.
+
+Winograd's F(4, r) (:mod:`flowspeech.inference.winograd`) computes a convolution on tiles of
+four output frames. On frames in their natural order, each layer transposes its input into
+tiles and its output back, and onnxruntime spends on these transposes, and on the shape
+arithmetic of the reshapes around them, about a third of what the convolutions take.
+
+Every operator of the flow decoder except the couplings' kernel-``r`` convolutions works frame
+by frame: the 1x1 convolutions, the gates, the affine maps, the masks. So the frames can be put
+in *phase order* once, at the decoder's input, and back once at its output. Frame
+``t = 4 q + p`` goes to ``[:, p, :, q]`` of a ``[B, 4, C, T / 4]`` tensor, and it stays there
+through all the flows. In that order a tile's inputs are contiguous slices of the four phases,
+and a tile's four outputs land where they belong with no transpose:
+
+    tile q reads frames 4q - r//2 ... 4q - r//2 + 7     (phases 2, 3 of tile q - 1, all four of
+                                                          tile q, phases 0, 1 of tile q + 1: r = 5)
+    V = B^T [X_0 ... X_7]        one MatMul over the 8 stacked slices   [B, 8, I, T/4]
+    P = (G w) * V                one grouped 1x1 Conv (8 groups)        [B, 8, O, T/4]
+    Y = A^T P                    one MatMul                             [B, 4, O, T/4]
+
+The 1x1 convolutions run on the four phases as a batch (``[4 B, C, T/4]``). Each
+convolution's bias rides in the products' bias (a vector ``c`` with ``A^T c = 1`` puts it on
+all four outputs). The squeeze by two and the phase order are one transpose at the input and
+one at the output.
+
+The decoder is first folded (:func:`~flowspeech.inference.folding.fold_flow_decoder`). The
+result is the decoder's inverse to float rounding (Glow-TTS base: about 2e-6 on a mel of
+magnitude 3). Export only; the numbers are in ``docs/onnx.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowspeech.flows.coupling import AffineCoupling
+from flowspeech.inference.folding import (
+    ChannelAffineFlow,
+    FoldedWaveNetCouplingNet,
+    fold_flow_decoder,
+)
+from flowspeech.inference.winograd import winograd_matrices
+from flowspeech.models.glow_tts import FlowDecoder
+
+__all__ = ["PhaseOrderDecoder", "phase_order_applies"]
+
+PHASES = 4  # F(4, r): the tile's output frames, and the number of phases
+
+
+def phase_order_applies(decoder: nn.Module) -> bool:
+    """Whether :class:`PhaseOrderDecoder` computes this Glow-TTS ``FlowDecoder``: every coupling
+    unconditioned (one speaker), affine in Glow's parameterisation, with WaveNet layers of
+    kernel 3 or 5 and dilation 1."""
+    if not isinstance(decoder, FlowDecoder):
+        return False
+    for layer in decoder.flows:
+        if isinstance(layer, AffineCoupling):
+            net = getattr(layer, "net", None)
+            wn = getattr(net, "wn", None)
+            if (wn is None or wn.cond_channels or layer.mean_only or layer.parameterization != "glow"
+                    or wn.kernel_size not in (3, 5) or wn.dilation_rate != 1):
+                return False
+    return True
+
+
+def _phase_conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution (``weight`` ``[O, I, 1]``) on phase-ordered ``[B, 4, I, n]``."""
+    b, phases, channels, n = x.shape
+    return F.conv1d(x.reshape(b * phases, channels, n), weight, bias).reshape(b, phases, weight.size(0), n)
+
+
+class PhaseWinogradConv(nn.Module):
+    """A kernel-``r`` convolution (dilation 1, "same" padding, ``r`` of 3 or 5) on
+    phase-ordered frames by F(4, r). ``[B, 4, I, n] -> [B, 4, O, n]``; frames beyond the
+    sequence must be zero (they are masked)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        weight = weight.detach().double()
+        out_ch, in_ch, r = weight.shape
+        at, g, bt = winograd_matrices(PHASES, r)
+        a = PHASES + r - 1
+        self.r, self.a, self.in_ch, self.out_ch = r, a, in_ch, out_ch
+        u = torch.einsum("ar,oir->aoi", torch.from_numpy(g), weight)                      # [a, O, I]
+        self.register_buffer("u", u.float().reshape(a * out_ch, in_ch, 1).contiguous())
+        # A^T c = 1: the bias added to every product group j as c_j b reaches every output once.
+        c = np.linalg.lstsq(at, np.ones(PHASES), rcond=None)[0]                            # [a]
+        products_bias = torch.from_numpy(c).view(a, 1) * bias.detach().double().view(1, out_ch)
+        self.register_buffer("products_bias", products_bias.reshape(-1).float())
+        self.register_buffer("bt", torch.from_numpy(bt).float())
+        self.register_buffer("at", torch.from_numpy(at).float())
+        # Tile q reads frames 4q - r//2 + k, k = 0 .. a-1: phase (k - r//2) mod 4 of tile
+        # q + (k - r//2) // 4. Runs of k in the same tile are one slice of the phases.
+        runs: list[tuple[int, int, int]] = []                                             # (tile offset, p0, p1)
+        for k in range(a):
+            offset, phase = divmod(k - r // 2, PHASES)
+            if runs and runs[-1][0] == offset and runs[-1][2] == phase:
+                runs[-1] = (offset, runs[-1][1], phase + 1)
+            else:
+                runs.append((offset, phase, phase + 1))
+        self.runs = runs
+        self.pad = (-min(o for o, _, _ in runs), max(o for o, _, _ in runs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, in_ch, n = x.shape
+        left, right = self.pad
+        padded = F.pad(x, (left, right))
+        tiles = torch.cat([padded[:, p0:p1, :, left + offset:left + offset + n] for offset, p0, p1 in self.runs],
+                          dim=1)                                                          # [B, a, I, n]
+        v = torch.matmul(self.bt, tiles.reshape(b, self.a, in_ch * n))                   # [B, a, I*n]
+        products = F.conv1d(v.reshape(b, self.a * in_ch, n), self.u, self.products_bias, groups=self.a)
+        y = torch.matmul(self.at, products.reshape(b, self.a, self.out_ch * n))         # [B, 4, O*n]
+        return y.reshape(b, PHASES, self.out_ch, n)
+
+
+class PhaseOrderCoupling(nn.Module):
+    """The inverse of an :class:`AffineCoupling` whose network is a
+    :class:`FoldedWaveNetCouplingNet`, on phase-ordered frames ``[B, 4, C, n]``."""
+
+    def __init__(self, coupling: AffineCoupling) -> None:
+        super().__init__()
+        net: FoldedWaveNetCouplingNet = coupling.net
+        self.sigmoid_scale = coupling.sigmoid_scale
+        self.hidden_channels, self.n_layers = net.hidden_channels, net.n_layers
+        self.start = net.start
+        first = net.in_layers[0]
+        # The first layer reads the coupling channels and the mask (its start bias's term).
+        self.in_layers = nn.ModuleList(
+            [PhaseWinogradConv(torch.cat([first.weight, net.mask_layer.weight], dim=1), first.bias)]
+            + [PhaseWinogradConv(conv.weight, conv.bias) for conv in list(net.in_layers)[1:]])
+        self.res_skip_layers = net.res_skip_layers
+
+    def forward(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        c_a = y.size(2) // 2
+        y_a, y_b = y[:, :, :c_a], y[:, :, c_a:]
+        hidden, last = self.hidden_channels, self.n_layers - 1
+        h = _phase_conv1x1(y_a, self.start.weight, self.start.bias) * mask
+        output = None
+        for i in range(self.n_layers):
+            a = self.in_layers[i](torch.cat([y_a, mask], dim=2) if i == 0 else h)
+            acts = torch.tanh(a[:, :, :hidden]) * torch.sigmoid(a[:, :, hidden:])
+            layer = self.res_skip_layers[i]
+            res_skip = _phase_conv1x1(acts, layer.weight, layer.bias)
+            if i < last:
+                h = (h + res_skip[:, :, :hidden]) * mask
+                skip = res_skip[:, :, hidden:]
+            else:
+                skip = res_skip
+            output = skip if output is None else output + skip
+        c_b = y.size(2) - c_a
+        shift, log_s = output[:, :, :c_b], output[:, :, c_b:]
+        if self.sigmoid_scale:
+            log_s = torch.log(1e-6 + torch.sigmoid(log_s + 2))
+        x_b = (y_b - shift) * torch.exp(-log_s)
+        return torch.cat([y_a, x_b], dim=2) * mask
+
+
+class PhaseOrderChannelAffine(nn.Module):
+    """The inverse of a :class:`ChannelAffineFlow` on phase-ordered frames."""
+
+    def __init__(self, layer: ChannelAffineFlow) -> None:
+        super().__init__()
+        self.register_buffer("weight", layer.inverse_weight.clone())
+        self.register_buffer("bias", layer.inverse_bias.clone())
+
+    def forward(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return _phase_conv1x1(y, self.weight, self.bias) * mask
+
+
+class PhaseOrderDecoder(nn.Module):
+    """A Glow-TTS ``FlowDecoder``'s inverse (``z -> mel``), folded, its kernel-``r``
+    convolutions by F(4, r) and its frames in phase order between the input and the output
+    (see the module's docstring). Export only: it has no forward direction.
+
+    Shapes: ``inverse(z [B, C, T], mask [B, 1, T]) -> [B, C, T]``, ``T`` a multiple of
+    ``n_sqz`` (Glow-TTS trims lengths so).
+    """
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        if not phase_order_applies(decoder):
+            raise ValueError("PhaseOrderDecoder takes a one-speaker Glow-TTS decoder whose couplings' "
+                             "WaveNets have kernel 3 or 5 and dilation 1")
+        self.n_sqz = decoder.n_sqz
+        layers: list[nn.Module] = []
+        for layer in reversed(list(fold_flow_decoder(decoder.flows))):
+            if isinstance(layer, AffineCoupling):
+                layers.append(PhaseOrderCoupling(layer))
+            elif isinstance(layer, ChannelAffineFlow):
+                layers.append(PhaseOrderChannelAffine(layer))
+            else:
+                raise TypeError(f"PhaseOrderDecoder: no phase-order inverse for {type(layer).__name__}")
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("PhaseOrderDecoder computes the inverse only (mel from z)")
+
+    def inverse(self, z: torch.Tensor, mask: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        if g is not None:
+            raise ValueError("PhaseOrderDecoder: built for one speaker")
+        b, channels, frames = z.shape
+        f = self.n_sqz
+        n = (frames + f * PHASES - 1) // (f * PHASES)                # tiles of 4 squeezed frames
+        # Constant pads, then a slice: the traced graph keeps the length dynamic.
+        z = F.pad(z * mask, (0, f * PHASES - 1))[:, :, :n * f * PHASES]
+        # The squeeze keeps the mask of each group's last frame (flowspeech.flows.squeeze).
+        squeezed_mask = F.pad(mask[:, :, f - 1::f], (0, PHASES))[:, :, :n * PHASES]
+        # Input frame 8q + 2p + k (f = 2) is squeezed frame 4q + p, channel k C + c: phase p, tile q.
+        x = z.reshape(b, channels, n, PHASES, f).permute(0, 3, 4, 1, 2).reshape(b, PHASES, f * channels, n)
+        phase_mask = squeezed_mask.reshape(b, 1, n, PHASES).permute(0, 3, 1, 2)        # [B, 4, 1, n]
+        x = x * phase_mask
+        for layer in self.layers:
+            x = layer(x, phase_mask)
+        y = x.reshape(b, PHASES, f, channels, n).permute(0, 3, 4, 1, 2).reshape(b, channels, n * f * PHASES)
+        return y[:, :, :frames] * mask
