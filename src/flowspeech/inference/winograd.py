@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowspeech.flows.wavenet import WaveNet
+from flowspeech.inference.folding import FoldedWaveNetCouplingNet
 
 # Interpolation points, in the order that keeps the transforms best conditioned.
 POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2), Fraction(-1, 2))
@@ -102,8 +103,6 @@ def use_winograd_input_convolutions(module: nn.Module, m: int = 4) -> int:
     """Replace, in place, every WaveNet input convolution (``in_layers`` of a :class:`WaveNet`
     or a :class:`~flowspeech.inference.folding.FoldedWaveNetCouplingNet`) under ``module``
     that :func:`winograd_applies` to by its :class:`WinogradConv1d`; returns how many."""
-    from flowspeech.inference.folding import FoldedWaveNetCouplingNet
-
     replaced = 0
     for wavenet in [sub for sub in module.modules() if isinstance(sub, (WaveNet, FoldedWaveNetCouplingNet))]:
         for i, conv in enumerate(wavenet.in_layers):
