@@ -39,6 +39,7 @@ from flowspeech.inference.onnx_export import (
     VocoderGraph,
     _trace,
     export_onnx,
+    glow_tts_for_export,
 )
 from flowspeech.inference.synthesizer import Synthesizer
 from flowspeech.models.durator import predicted_frame_lengths
@@ -219,16 +220,18 @@ def paper_parity() -> None:
         durations = torch.ceil(torch.exp(log_durations) * mask).squeeze(1)
         n = max(2, int(durations.sum()) // 2 * 2)
         noise = torch.randn(1, 80, n)
-        decoder = GlowTTSDecoderGraph(model).eval()
         inputs = (mean, log_scale, durations, torch.tensor([n]), noise, torch.tensor(0.667))
-        _trace(decoder, inputs, tmp / "dec.onnx", 17, ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"],
-               ["mels"], {"mean": {0: "b", 2: "t"}, "log_scale": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"},
-                          "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}})
         with torch.no_grad():
-            mels = decoder(*inputs)
-        (got,) = ort.InferenceSession(str(tmp / "dec.onnx")).run(None, dict(zip(
-            ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"], [x.numpy() for x in inputs])))
-        print(f"| glow-tts-base | | decoder | {np.abs(got - mels.numpy()).max():.2e} | {mels.abs().max():.2f} |")
+            mels = GlowTTSDecoderGraph(model).eval()(*inputs)
+        for graph, winograd in (("decoder (folded)", False), ("decoder (`--winograd`: phase order)", True)):
+            exported, _ = glow_tts_for_export(model, winograd=winograd)  # as `export --onnx` traces it
+            _trace(GlowTTSDecoderGraph(exported).eval(), inputs, tmp / "dec.onnx", 17,
+                   ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"], ["mels"],
+                   {"mean": {0: "b", 2: "t"}, "log_scale": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"},
+                    "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}})
+            (got,) = ort.InferenceSession(str(tmp / "dec.onnx")).run(None, dict(zip(
+                ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"], [x.numpy() for x in inputs])))
+            print(f"| glow-tts-base | | {graph} | {np.abs(got - mels.numpy()).max():.2e} | {mels.abs().max():.2f} |")
         config = load_config("naturalspeech-base")
         ns = build_model(config).eval()
         count = ns.inference_parameters()  # the synthesis path's, as the paper counts (28.7 M)
