@@ -9,6 +9,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from flowspeech.flows.actnorm import ActNorm
+from flowspeech.models.glow_tts import FlowDecoder
+
 SENTENCES = [
     "The cat sat on the mat.",
     "A quick brown fox jumps.",
@@ -131,3 +134,25 @@ class PlainStepContext:
 @pytest.fixture
 def plain_step_context():
     return PlainStepContext
+
+
+@pytest.fixture
+def trained_looking_flow_decoder():
+    """A factory of small Glow-TTS ``FlowDecoder``s (6 mel channels, 3 blocks of 3 WaveNet
+    layers, 16 hidden) whose weights look trained: every parameter moved off its
+    initialisation, so that no coupling is the identity (their end convolutions start at
+    zero), and the ActNorms marked initialised. Keyword arguments go to ``FlowDecoder``."""
+    def make(**kwargs):
+        torch.manual_seed(0)
+        settings = {"in_channels": 6, "hidden_channels": 16, "kernel_size": 5, "dilation_rate": 1,
+                    "n_blocks": 3, "n_layers": 3}
+        decoder = FlowDecoder(**{**settings, **kwargs}).eval()
+        with torch.no_grad():
+            for p in decoder.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        for layer in decoder.flows:
+            if isinstance(layer, ActNorm):
+                layer.mark_initialized()
+        return decoder
+
+    return make

@@ -16,20 +16,6 @@ from flowspeech.inference.folding import (
     fold_flow_decoder,
 )
 from flowspeech.inference.winograd import WinogradConv1d, use_winograd_input_convolutions
-from flowspeech.models.glow_tts import FlowDecoder
-
-
-def _decoder(dilation_rate: int = 1) -> FlowDecoder:
-    torch.manual_seed(0)
-    decoder = FlowDecoder(in_channels=6, hidden_channels=16, kernel_size=5, dilation_rate=dilation_rate,
-                          n_blocks=3, n_layers=3, n_split=4, n_sqz=2).eval()
-    with torch.no_grad():  # trained-looking weights: the end convolutions start at zero
-        for p in decoder.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    for layer in decoder.flows:
-        if isinstance(layer, ActNorm):
-            layer.mark_initialized()
-    return decoder
 
 
 def _batch(channels: int = 12, frames: int = 41):
@@ -40,8 +26,8 @@ def _batch(channels: int = 12, frames: int = 41):
 
 
 @pytest.mark.parametrize("dilation_rate", [1, 2])
-def test_the_folded_decoder_flows_are_the_decoders_both_ways_with_padding(dilation_rate):
-    decoder = _decoder(dilation_rate)
+def test_the_folded_decoder_flows_are_the_decoders_both_ways_with_padding(dilation_rate, trained_looking_flow_decoder):
+    decoder = trained_looking_flow_decoder(dilation_rate=dilation_rate, n_split=4, n_sqz=2)
     folded = fold_flow_decoder(decoder.flows)
     assert [type(layer).__name__ for layer in folded] == ["ChannelAffineFlow", "AffineCoupling"] * 3
     assert all(isinstance(layer.net, FoldedWaveNetCouplingNet) for layer in folded[1::2])

@@ -8,28 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from flowspeech.flows.actnorm import ActNorm
 from flowspeech.inference.onnx_export import _trace
 from flowspeech.inference.phase_order import (
     PhaseOrderDecoder,
     PhaseWinogradConv,
     phase_order_applies,
 )
-from flowspeech.models.glow_tts import FlowDecoder
-
-
-def _decoder(kernel_size: int = 5, dilation_rate: int = 1, sigmoid_scale: bool = False,
-             gin_channels: int = 0) -> FlowDecoder:
-    torch.manual_seed(0)
-    decoder = FlowDecoder(in_channels=6, hidden_channels=16, kernel_size=kernel_size, dilation_rate=dilation_rate,
-                          n_blocks=3, n_layers=3, sigmoid_scale=sigmoid_scale, gin_channels=gin_channels).eval()
-    with torch.no_grad():  # trained-looking weights: the end convolutions start at zero
-        for p in decoder.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    for layer in decoder.flows:
-        if isinstance(layer, ActNorm):
-            layer.mark_initialized()
-    return decoder
 
 
 def _z(frames: int, short: int = 6):
@@ -41,8 +25,9 @@ def _z(frames: int, short: int = 6):
 
 @pytest.mark.parametrize("kernel_size, sigmoid_scale", [(5, False), (3, False), (5, True)])
 @pytest.mark.parametrize("frames", [2, 8, 30, 46])
-def test_the_phase_order_inverse_is_the_decoders_at_every_length(kernel_size, sigmoid_scale, frames):
-    decoder = _decoder(kernel_size, sigmoid_scale=sigmoid_scale)
+def test_the_phase_order_inverse_is_the_decoders_at_every_length(kernel_size, sigmoid_scale, frames,
+                                                                 trained_looking_flow_decoder):
+    decoder = trained_looking_flow_decoder(kernel_size=kernel_size, sigmoid_scale=sigmoid_scale)
     phased = PhaseOrderDecoder(decoder)
     assert sum(isinstance(m, PhaseWinogradConv) for m in phased.modules()) == 9
     z, mask = _z(frames, short=0 if frames == 2 else 6)
@@ -54,16 +39,16 @@ def test_the_phase_order_inverse_is_the_decoders_at_every_length(kernel_size, si
     assert (got * (1 - mask)).abs().max() == 0
 
 
-def test_decoders_it_does_not_compute_are_refused():
-    assert not phase_order_applies(_decoder(dilation_rate=2))
-    assert not phase_order_applies(_decoder(gin_channels=4))
+def test_decoders_it_does_not_compute_are_refused(trained_looking_flow_decoder):
+    assert not phase_order_applies(trained_looking_flow_decoder(dilation_rate=2))
+    assert not phase_order_applies(trained_looking_flow_decoder(gin_channels=4))
     with pytest.raises(ValueError, match="one-speaker Glow-TTS decoder"):
-        PhaseOrderDecoder(_decoder(dilation_rate=2))
+        PhaseOrderDecoder(trained_looking_flow_decoder(dilation_rate=2))
 
 
-def test_its_onnx_graph_keeps_the_length_dynamic(tmp_path):
+def test_its_onnx_graph_keeps_the_length_dynamic(tmp_path, trained_looking_flow_decoder):
     ort = pytest.importorskip("onnxruntime")
-    decoder = _decoder()
+    decoder = trained_looking_flow_decoder()
 
     class Graph(torch.nn.Module):
         def __init__(self):
