@@ -23,7 +23,13 @@ from flowspeech.flows.base import (
 )
 from flowspeech.flows.wavenet import WaveNet
 
-__all__ = ["AffineCoupling", "CouplingNet", "WaveNetCouplingNet", "set_coupling_dtype"]
+__all__ = ["AffineCoupling", "CouplingNet", "WaveNetCouplingNet", "set_coupling_dtype", "sigmoid_log_scale"]
+
+
+def sigmoid_log_scale(raw: torch.Tensor) -> torch.Tensor:
+    """Glow-TTS's bounded coupling log-scale ``log(1e-6 + sigmoid(raw + 2))`` (its
+    ``sigmoid_scale`` option): the scale stays below 1 and starts near ``sigmoid(2) = 0.88``."""
+    return torch.log(1e-6 + torch.sigmoid(raw + 2))
 
 
 class CouplingNet(Protocol):
@@ -117,7 +123,7 @@ class AffineCoupling(Flow):
         if self.parameterization == "glow":
             shift, log_s = out[:, :c_b], out[:, c_b:]
             if self.sigmoid_scale:
-                log_s = torch.log(1e-6 + torch.sigmoid(log_s + 2))
+                log_s = sigmoid_log_scale(log_s)
         else:
             log_s, shift = out[:, :c_b], out[:, c_b:]
         return shift, log_s

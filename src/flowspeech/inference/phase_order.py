@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowspeech.flows.coupling import AffineCoupling
+from flowspeech.flows.coupling import AffineCoupling, sigmoid_log_scale
 from flowspeech.inference.folding import (
     ChannelAffineFlow,
     FoldedWaveNetCouplingNet,
@@ -152,7 +152,7 @@ class PhaseOrderCoupling(nn.Module):
         c_b = y.size(2) - c_a
         shift, log_s = output[:, :, :c_b], output[:, :, c_b:]
         if self.sigmoid_scale:
-            log_s = torch.log(1e-6 + torch.sigmoid(log_s + 2))
+            log_s = sigmoid_log_scale(log_s)
         x_b = (y_b - shift) * torch.exp(-log_s)
         return torch.cat([y_a, x_b], dim=2) * mask
 
