@@ -213,10 +213,11 @@ def fold_flow_decoder(flows: FlowSequence) -> FlowSequence:
             folded.append(ChannelAffineFlow.from_actnorm_invconv(layer, layers[i + 1]))
             i += 2
             continue
-        layer = copy.deepcopy(layer)
         if (isinstance(layer, AffineCoupling) and isinstance(layer.net, WaveNetCouplingNet)
                 and not layer.net.wn.cond_channels):
-            layer.net = FoldedWaveNetCouplingNet(layer.net)
-        folded.append(layer)
+            folded.append(AffineCoupling(FoldedWaveNetCouplingNet(layer.net), mean_only=layer.mean_only,
+                                         sigmoid_scale=layer.sigmoid_scale, parameterization=layer.parameterization))
+        else:
+            folded.append(copy.deepcopy(layer))
         i += 1
     return FlowSequence(folded).eval()
