@@ -13,8 +13,9 @@ An ONNX voice is a folder, like Piper's ``.onnx`` + ``.onnx.json``:
   count ``F`` is the noise's: the durations are rounded between the two graphs, where
   ``length_scale`` applies. Asked to (``winograd=True``, ``export --onnx --winograd``), the
   couplings' WaveNet input convolutions are computed by Winograd's F(4, k)
-  (:mod:`flowspeech.inference.winograd`: 40 % of their multiplications; Glow-TTS base 1.2x
-  faster on onnxruntime, the small preset 4 %, for a larger file that loads 0.1 s slower);
+  (:mod:`flowspeech.inference.winograd`: 40 % of their multiplications) on frames in phase
+  order (:mod:`flowspeech.inference.phase_order`): Glow-TTS base 1.1-1.35x faster on
+  onnxruntime, the shipped voice's decoder 12 %, for a file a third larger;
 - ``vocoder.onnx`` (WaveGlow, FloWaveNet): ``mels [B, n_mels, F], noise, sigma []`` ->
   ``audio [B, F * hop]``, the flow's inverse on the latent ``noise * sigma`` (noise in the
   model's :meth:`sample_noise` layout);
@@ -27,8 +28,10 @@ An ONNX voice is a folder, like Piper's ``.onnx`` + ``.onnx.json``:
   recovers the linear magnitude as :func:`~flowspeech.audio.griffin_lim.griffin_lim` does
   (non-negative least squares) before the phase iterations, in numpy.
 
-Noise is always an input, so the same noise gives the PyTorch model's output (tests: max abs
-difference under 1e-4 on mels and 1e-3 on audio). The invertible 1x1 convolutions' inverses
+Every graph's 1-D convolutions are written as 2-D ones after tracing
+(:func:`~flowspeech.inference.onnx_graph.convolutions_as_2d`), which onnxruntime runs with its
+faster blocked kernels. Noise is always an input, so the same noise gives the PyTorch model's
+output (tests: max abs difference under 1e-4 on mels and 1e-3 on audio). The invertible 1x1 convolutions' inverses
 are computed once, in float64, and stored as constants: ONNX has no matrix inverse.
 """
 
@@ -51,6 +54,7 @@ from flowspeech.align.durations import path_from_durations
 from flowspeech.audio.features import mel_basis
 from flowspeech.errors import ConfigError, OutputError
 from flowspeech.inference.folding import fold_flow_decoder
+from flowspeech.inference.onnx_graph import convolutions_as_2d
 from flowspeech.inference.phase_order import (
     PhaseOrderDecoder,
     PhaseWinogradConv,
@@ -316,7 +320,10 @@ def _config(tts: Synthesizer, folder: Path, opset: int, graphs: dict, vocoder: d
 
 
 def _trace(module: nn.Module, inputs: tuple, path: Path, opset: int, input_names: list[str],
-           output_names: list[str], dynamic_axes: dict[str, dict[int, str]]) -> None:
+           output_names: list[str], dynamic_axes: dict[str, dict[int, str]], *, conv_2d: bool = True) -> None:
+    """Export ``module`` run on ``inputs`` to ``path``; with ``conv_2d`` (what the export
+    does) its 1-D convolutions are then written as 2-D ones, which onnxruntime runs faster
+    (:func:`~flowspeech.inference.onnx_graph.convolutions_as_2d`)."""
     axes = {k: v for k, v in dynamic_axes.items() if k in input_names + output_names}
     with torch.no_grad():
         # One run first fills the invertible convolutions' cached inverses, which the trace
@@ -329,5 +336,7 @@ def _trace(module: nn.Module, inputs: tuple, path: Path, opset: int, input_names
         torch.onnx.export(module, inputs, str(path), input_names=input_names, output_names=output_names,
                           dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
     module.eval()  # the exporter restores the mode it found; keep inference mode
+    if conv_2d:
+        convolutions_as_2d(path)
 
 

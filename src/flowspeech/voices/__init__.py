@@ -92,14 +92,19 @@ def voice_names() -> list[str]:
     return [v.name for v in list_voices()]
 
 
+# Raised when the ONNX export writes different graphs for the same voice (2: convolutions
+# written as 2-D ones), so that a voice exported into the cache earlier is exported again.
+ONNX_EXPORT_REVISION = 2
+
+
 def onnx_cache_folder(voice: Voice) -> Path:
     """Where ``flowspeech export --onnx NAME`` writes the voice's ONNX form and ``flowspeech
-    synthesize --backend onnx --voice NAME`` reads it: under the cache, named by the voice and
-    the size and time of its files (its settings in ``voice.json`` too), so that a changed
-    voice gets a new export."""
+    synthesize --backend onnx --voice NAME`` reads it: under the cache, named by the voice, the
+    size and time of its files (its settings in ``voice.json`` too) and the export's revision,
+    so that a changed voice, or a changed export, gets a new export."""
     files = (voice.acoustic, voice.vocoder, voice.folder / "voice.json")
     stamp = "-".join(f"{p.stat().st_size:x}{p.stat().st_mtime_ns:x}" for p in files if p and p.exists())
-    return cache_dir() / "onnx" / voice.name / stamp
+    return cache_dir() / "onnx" / voice.name / f"{stamp}-e{ONNX_EXPORT_REVISION}"
 
 
 def default_voice() -> Voice:
