@@ -125,8 +125,15 @@ def test_a_winograd_decoder_graph_gives_the_models_mel(griffin_lim_voice, tmp_pa
     assert config["graphs"]["decoder"]["folded"] is True
     # The export folded and replaced on a copy: the Synthesizer's model is as it was.
     assert not any(isinstance(m, (WinogradConv1d, ChannelAffineFlow)) for m in tts.model.modules())
-    ops = {node.op_type for node in onnx.load(str(tmp_path / "winograd" / "decoder.onnx")).graph.node}
-    assert "MatMul" in ops
+    graph = onnx.load(str(tmp_path / "winograd" / "decoder.onnx")).graph
+    assert "MatMul" in {node.op_type for node in graph.node}
+    # No shape arithmetic in the flows: every reshape's shape there is a constant.
+    flow_ops = [node.op_type for node in graph.node if node.name.startswith("/layers.")]
+    assert "Conv" in flow_ops and not {"Shape", "Gather"} & set(flow_ops)
+    for name in ("encoder.onnx", "decoder.onnx"):  # every convolution 2-D, for onnxruntime's blocked kernels
+        graph = onnx.load(str(folder / name)).graph
+        ranks = {t.name: len(t.dims) for t in graph.initializer}
+        assert all(ranks[n.input[1]] == 4 for n in graph.node if n.op_type == "Conv"), name
     tokens, lengths = _tokens(tts, SENTENCE, "Short one.")
     with torch.no_grad():
         encoded = GlowTTSEncoderGraph(tts.model).eval()(tokens, lengths)
@@ -438,6 +445,11 @@ def test_a_registered_voice_is_exported_once_into_the_cache(monkeypatch, tmp_pat
     assert "exporting voice 'slt-glow-tts-small' to ONNX, once" in capsys.readouterr().err
     assert main(speak) == 0
     assert "exporting" not in capsys.readouterr().err
+    import flowspeech.voices
+
+    monkeypatch.setattr(flowspeech.voices, "ONNX_EXPORT_REVISION", flowspeech.voices.ONNX_EXPORT_REVISION + 1)
+    assert main(speak) == 0  # a changed export makes the voice again
+    assert "exporting voice 'slt-glow-tts-small' to ONNX, once" in capsys.readouterr().err
     exports = tmp_path / "onnx" / "slt-glow-tts-small"
     (exports / "of-an-earlier-install").mkdir()  # a stale export: replaced by the next one
     assert main(["export", "--onnx", "slt-glow-tts-small"]) == 0

@@ -9,19 +9,24 @@ Every operator of the flow decoder except the couplings' kernel-``r`` convolutio
 by frame: the 1x1 convolutions, the gates, the affine maps, the masks. So the frames can be put
 in *phase order* once, at the decoder's input, and back once at its output. Frame
 ``t = 4 q + p`` goes to ``[:, p, :, q]`` of a ``[B, 4, C, T / 4]`` tensor, and it stays there
-through all the flows. In that order a tile's inputs are contiguous slices of the four phases,
-and a tile's four outputs land where they belong with no transpose:
+through all the flows. In that order a tile's inputs are the four phases of three neighbouring
+tiles, and a tile's four outputs land where they belong with no transpose:
 
     tile q reads frames 4q - r//2 ... 4q - r//2 + 7     (phases 2, 3 of tile q - 1, all four of
                                                           tile q, phases 0, 1 of tile q + 1: r = 5)
-    V = B^T [X_0 ... X_7]        one MatMul over the 8 stacked slices   [B, 8, I, T/4]
-    P = (G w) * V                one grouped 1x1 Conv (8 groups)        [B, 8, O, T/4]
-    Y = A^T P                    one MatMul                             [B, 4, O, T/4]
+    V = B^T [X_0 ... X_7]        one Conv, 4 -> 8 channels, kernel 3 over the tiles   [B, 8, I, T/4]
+    P = (G w) * V                one grouped 1x1 Conv (8 groups)                      [B, 8, O, T/4]
+    Y = A^T P                    one MatMul                                           [B, 4, O, T/4]
 
-The 1x1 convolutions run on the four phases as a batch (``[4 B, C, T/4]``). Each
+The 1x1 convolutions run on the four phases as a batch (``[4 B, C, 1, T/4]``). Each
 convolution's bias rides in the products' bias (a vector ``c`` with ``A^T c = 1`` puts it on
 all four outputs). The squeeze by two and the phase order are one transpose at the input and
 one at the output.
+
+Every convolution is 2-D (height 1 where the model's is 1-D), which onnxruntime runs with its
+blocked kernels, and every reshape has a constant shape (ONNX's ``0`` for a dimension kept,
+``-1`` for the one inferred), so the graph holds no shape arithmetic: onnxruntime runs such
+small nodes one at a time, and they took as long as a third of the convolutions.
 
 The decoder is first folded (:func:`~flowspeech.inference.folding.fold_flow_decoder`). The
 result is the decoder's inverse to float rounding (Glow-TTS base: about 2e-6 on a mel of
@@ -65,10 +70,37 @@ def phase_order_applies(decoder: nn.Module) -> bool:
     return True
 
 
-def _phase_conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """A 1x1 convolution (``weight`` ``[O, I, 1]``) on phase-ordered ``[B, 4, I, n]``."""
-    b, phases, channels, n = x.shape
-    return F.conv1d(x.reshape(b * phases, channels, n), weight, bias).reshape(b, phases, weight.size(0), n)
+class _ConstantReshape(torch.autograd.Function):
+    """``Reshape`` to a shape written with ONNX's conventions (``0`` keeps that dimension of
+    the input, ``-1`` is inferred), exported with the shape as a constant: the graph then has
+    no shape arithmetic for it, which onnxruntime runs node by node on one thread."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return x.reshape([x.size(i) if s == 0 else s for i, s in enumerate(shape)])
+
+    @staticmethod
+    def symbolic(g, x, shape):
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
+
+
+def _reshape(x: torch.Tensor, *shape: int) -> torch.Tensor:
+    return _ConstantReshape.apply(x, shape)
+
+
+class _PhaseConv1x1(nn.Module):
+    """A 1x1 convolution on phase-ordered ``[B, 4, I, n] -> [B, 4, O, n]``: a 2-D one on the
+    phases as a batch, ``[4 B, I, 1, n]``, a view whose shape needs no arithmetic."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().reshape(weight.size(0), -1, 1, 1).clone())
+        self.register_buffer("bias", bias.detach().clone())
+        self.out_ch, self.in_ch = self.weight.shape[:2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv2d(_reshape(x, -1, self.in_ch, 1, 0), self.weight, self.bias)
+        return _reshape(y, -1, PHASES, self.out_ch, 0)
 
 
 class PhaseWinogradConv(nn.Module):
@@ -84,35 +116,29 @@ class PhaseWinogradConv(nn.Module):
         a = PHASES + r - 1
         self.r, self.a, self.in_ch, self.out_ch = r, a, in_ch, out_ch
         u = torch.einsum("ar,oir->aoi", torch.from_numpy(g), weight)                      # [a, O, I]
-        self.register_buffer("u", u.float().reshape(a * out_ch, in_ch, 1).contiguous())
+        self.register_buffer("u", u.float().reshape(a * out_ch, in_ch, 1, 1).contiguous())
         # A^T c = 1: the bias added to every product group j as c_j b reaches every output once.
         c = np.linalg.lstsq(at, np.ones(PHASES), rcond=None)[0]                            # [a]
         products_bias = torch.from_numpy(c).view(a, 1) * bias.detach().double().view(1, out_ch)
         self.register_buffer("products_bias", products_bias.reshape(-1).float())
-        self.register_buffer("bt", torch.from_numpy(bt).float())
-        self.register_buffer("at", torch.from_numpy(at).float())
-        # Tile q reads frames 4q - r//2 + k, k = 0 .. a-1: phase (k - r//2) mod 4 of tile
-        # q + (k - r//2) // 4. Runs of k in the same tile are one slice of the phases.
-        runs: list[tuple[int, int, int]] = []                                             # (tile offset, p0, p1)
-        for k in range(a):
-            offset, phase = divmod(k - r // 2, PHASES)
-            if runs and runs[-1][0] == offset and runs[-1][2] == phase:
-                runs[-1] = (offset, runs[-1][1], phase + 1)
-            else:
-                runs.append((offset, phase, phase + 1))
-        self.runs = runs
-        self.pad = (-min(o for o, _, _ in runs), max(o for o, _, _ in runs))
+        # The input transform B^T as a convolution over the tiles, the phases its channels:
+        # tile q reads frames 4 q - r // 2 + k, k = 0 .. a - 1, and frame 4 (q + d - 1) + p is
+        # phase p of tile q + d - 1, kernel tap d (0, 1, 2: r <= 5 reaches one tile each way).
+        transform = torch.zeros(a, PHASES, 1, 3, dtype=torch.float64)
+        for p in range(PHASES):
+            for d in range(3):
+                k = PHASES * (d - 1) + p + r // 2
+                if 0 <= k < a:
+                    transform[:, p, 0, d] = torch.from_numpy(bt[:, k])
+        self.register_buffer("input_transform", transform.float())                      # [a, 4, 1, 3]
+        self.register_buffer("at", torch.from_numpy(at).float())                         # [4, a]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, in_ch, n = x.shape
-        left, right = self.pad
-        padded = F.pad(x, (left, right))
-        tiles = torch.cat([padded[:, p0:p1, :, left + offset:left + offset + n] for offset, p0, p1 in self.runs],
-                          dim=1)                                                          # [B, a, I, n]
-        v = torch.matmul(self.bt, tiles.reshape(b, self.a, in_ch * n))                   # [B, a, I*n]
-        products = F.conv1d(v.reshape(b, self.a * in_ch, n), self.u, self.products_bias, groups=self.a)
-        y = torch.matmul(self.at, products.reshape(b, self.a, self.out_ch * n))         # [B, 4, O*n]
-        return y.reshape(b, PHASES, self.out_ch, n)
+        v = F.conv2d(x, self.input_transform, padding=(0, 1))                            # [B, a, I, n]
+        products = F.conv2d(_reshape(v, 0, self.a * self.in_ch, 1, -1), self.u, self.products_bias,
+                            groups=self.a)                                                # [B, a*O, 1, n]
+        y = torch.matmul(self.at, _reshape(products, 0, self.a, -1))                    # [B, 4, O*n]
+        return _reshape(y, 0, PHASES, self.out_ch, -1)
 
 
 class PhaseOrderCoupling(nn.Module):
@@ -124,32 +150,33 @@ class PhaseOrderCoupling(nn.Module):
         net: FoldedWaveNetCouplingNet = coupling.net
         self.sigmoid_scale = coupling.sigmoid_scale
         self.hidden_channels, self.n_layers = net.hidden_channels, net.n_layers
-        self.start = net.start
+        self.c_a = net.start.weight.size(1)  # the channels that condition the others
+        self.start = _PhaseConv1x1(net.start.weight, net.start.bias)
         first = net.in_layers[0]
         # The first layer reads the coupling channels and the mask (its start bias's term).
         self.in_layers = nn.ModuleList(
             [PhaseWinogradConv(torch.cat([first.weight, net.mask_layer.weight], dim=1), first.bias)]
             + [PhaseWinogradConv(conv.weight, conv.bias) for conv in list(net.in_layers)[1:]])
-        self.res_skip_layers = net.res_skip_layers
+        self.res_skip_layers = nn.ModuleList([_PhaseConv1x1(conv.weight, conv.bias) for conv in net.res_skip_layers])
+        self.c_b = self.res_skip_layers[-1].out_ch // 2  # the channels transformed: shift and log-scale each
 
     def forward(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        c_a = y.size(2) // 2
+        c_a = self.c_a
         y_a, y_b = y[:, :, :c_a], y[:, :, c_a:]
         hidden, last = self.hidden_channels, self.n_layers - 1
-        h = _phase_conv1x1(y_a, self.start.weight, self.start.bias) * mask
+        h = self.start(y_a) * mask
         output = None
         for i in range(self.n_layers):
             a = self.in_layers[i](torch.cat([y_a, mask], dim=2) if i == 0 else h)
             acts = torch.tanh(a[:, :, :hidden]) * torch.sigmoid(a[:, :, hidden:])
-            layer = self.res_skip_layers[i]
-            res_skip = _phase_conv1x1(acts, layer.weight, layer.bias)
+            res_skip = self.res_skip_layers[i](acts)
             if i < last:
                 h = (h + res_skip[:, :, :hidden]) * mask
                 skip = res_skip[:, :, hidden:]
             else:
                 skip = res_skip
             output = skip if output is None else output + skip
-        c_b = y.size(2) - c_a
+        c_b = self.c_b
         shift, log_s = output[:, :, :c_b], output[:, :, c_b:]
         if self.sigmoid_scale:
             log_s = sigmoid_log_scale(log_s)
@@ -162,11 +189,10 @@ class PhaseOrderChannelAffine(nn.Module):
 
     def __init__(self, layer: ChannelAffineFlow) -> None:
         super().__init__()
-        self.register_buffer("weight", layer.inverse_weight.clone())
-        self.register_buffer("bias", layer.inverse_bias.clone())
+        self.conv = _PhaseConv1x1(layer.inverse_weight, layer.inverse_bias)
 
     def forward(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return _phase_conv1x1(y, self.weight, self.bias) * mask
+        return self.conv(y) * mask
 
 
 class PhaseOrderDecoder(nn.Module):
