@@ -7,11 +7,12 @@ Builds the authors' ``FlowGenerator`` with their ``configs/base.json``, gives it
 ActNorms random non-trivial weights, imports them into flowspeech (``import_glow_tts``), exports
 the two graphs, and times one sentence of 100 tokens, 2 threads: the authors' code as their
 inference notebook runs it (``store_inverse()``, ``gen=True``), flowspeech's PyTorch ``infer``,
-and the ONNX graphs on onnxruntime (with the numpy step between them) five ways: plain ``Conv``
+and the ONNX graphs on onnxruntime (with the numpy step between them) six ways: plain ``Conv``
 operators or the decoder's input convolutions by Winograd's F(4, 5), each with the decoder
-folded (what the export does, ``flowspeech.inference.folding``) and without, and the folded
-Winograd decoder with its frames in phase order (``export --onnx --winograd``,
-``flowspeech.inference.phase_order``).
+folded (what the export does, ``flowspeech.inference.folding``) and without; the folded plain
+graphs also with their convolutions left 1-D (the export writes them 2-D,
+``flowspeech.inference.onnx_graph``); and the folded Winograd decoder with its frames in phase
+order (``export --onnx --winograd``, ``flowspeech.inference.phase_order``).
 The systems are timed in turn, round by round. With the noise scale at 0 all must make the
 same mel; the largest differences are printed.
 Their ``monotonic_align`` (a Cython extension used only in training) is replaced by an empty
@@ -44,6 +45,7 @@ from flowspeech.models.glow_tts_import import import_glow_tts
 
 VARIANTS = {"plain": "plain Conv, decoder not folded",
             "winograd": "decoder input convolutions by Winograd, not folded",
+            "folded, 1-D": "decoder folded, plain Conv, 1-D convolutions left 1-D",
             "folded": "decoder folded, plain Conv (export --onnx)",
             "folded, winograd, natural order": "decoder folded, input convolutions by Winograd, frames in natural order",
             "folded, winograd": "decoder folded, Winograd, frames in phase order (export --onnx --winograd)"}
@@ -111,9 +113,10 @@ def main() -> None:
             model, _ = glow_tts_for_export(ours, fold=variant.startswith("folded"), winograd="winograd" in variant,
                                            phase_order="natural" not in variant)
             encoder, decoder = GlowTTSEncoderGraph(model).eval(), GlowTTSDecoderGraph(model).eval()
+            conv_2d = "1-D" not in variant  # the export writes 1-D convolutions as 2-D ones
             _trace(encoder, (tokens[:, :50], torch.tensor([50])), tmp / "encoder.onnx", 17,
                    ["tokens", "token_lengths"], ["mean", "log_scale", "log_durations", "text_mask"],
-                   {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}})
+                   {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}}, conv_2d=conv_2d)
             with torch.no_grad():
                 m, s, w, k = encoder(tokens, lengths)
             d = torch.ceil(torch.exp(w) * k).squeeze(1)
@@ -121,7 +124,7 @@ def main() -> None:
             _trace(decoder, (m, s, d, torch.tensor([n]), torch.zeros(1, 80, n), torch.tensor(0.0)),
                    tmp / "decoder.onnx", 17, ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"],
                    ["mels"], {"mean": {0: "b", 2: "t"}, "log_scale": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"},
-                              "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}})
+                              "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}}, conv_2d=conv_2d)
             graphs[variant] = tuple(ort.InferenceSession(str(tmp / f), options, providers=["CPUExecutionProvider"])
                                     for f in ("encoder.onnx", "decoder.onnx"))
 
