@@ -47,6 +47,10 @@ def test_convolutions_written_as_2d_compute_the_same_numbers(tmp_path):
     weights = {t.name: len(t.dims) for t in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert len(convs) == 4 and all(weights[n.input[1]] == 4 for n in convs)
+    # The shared weight is reshaped once, in place: three 2-D weights, none left unread.
+    assert sorted(weights.values()).count(4) == 3
+    read = {name for n in graph.node for name in n.input}
+    assert all(t.name in read for t in graph.initializer)
     assert any(n.op_type == "ConvTranspose" for n in graph.node)
     assert convolutions_as_2d(paths[True]) == 0  # nothing left to rewrite
 

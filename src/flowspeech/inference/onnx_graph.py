@@ -12,6 +12,7 @@ CPUs, channel counts they do not take) onnxruntime runs the 2-D ``Conv`` as it r
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +31,30 @@ def convolutions_as_2d(path: str | Path) -> int:
     model = onnx.load(str(path))
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
+
+    def conv_weight(node) -> str | None:  # the name of a 1-D Conv's constant weight
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in initializers:
+            return node.input[1] if len(initializers[node.input[1]].dims) == 3 else None
+        return None
+
+    names = [conv_weight(node) for node in graph.node]  # before any weight is reshaped
+    readers = Counter(name for node in graph.node for name in node.input)
+    conv_readers = Counter(names)
+    weights_2d: dict[str, str] = {}  # a 1-D weight's name -> its 2-D form's, made once
     nodes, rewritten = [], 0
-    for node in graph.node:
-        weight = initializers.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        if weight is None or len(weight.dims) != 3:
+    for node, name in zip(graph.node, names):
+        if name is None:
             nodes.append(node)
             continue
-        weight_2d = numpy_helper.to_array(weight)[:, :, None, :]
-        if consumers[weight.name] > 1:  # a weight that other nodes read too: this node gets its own
-            graph.initializer.append(numpy_helper.from_array(weight_2d, f"{weight.name}_2d_{rewritten}"))
-            weight = graph.initializer[-1]
-        else:
-            weight.CopyFrom(numpy_helper.from_array(weight_2d, weight.name))
+        if name not in weights_2d:
+            weight = initializers[name]
+            weight_2d = numpy_helper.to_array(weight)[:, :, None, :]
+            if readers[name] == conv_readers[name]:  # read by 1-D convolutions alone: reshaped in place
+                weight.CopyFrom(numpy_helper.from_array(weight_2d, name))
+                weights_2d[name] = name
+            else:  # other nodes read it too: the convolutions get a 2-D copy
+                weights_2d[name] = f"{name}_2d"
+                graph.initializer.append(numpy_helper.from_array(weight_2d, weights_2d[name]))
         attributes = {}
         for attribute in node.attribute:
             value = helper.get_attribute_value(attribute)
@@ -56,7 +65,8 @@ def convolutions_as_2d(path: str | Path) -> int:
             attributes[attribute.name] = value
         x, y = f"{node.output[0]}_2d_input", f"{node.output[0]}_2d"
         nodes.append(helper.make_node("Unsqueeze", [node.input[0], _AXES], [x]))
-        nodes.append(helper.make_node("Conv", [x, weight.name, *node.input[2:]], [y], name=node.name, **attributes))
+        nodes.append(helper.make_node("Conv", [x, weights_2d[name], *node.input[2:]], [y], name=node.name,
+                                      **attributes))
         nodes.append(helper.make_node("Squeeze", [y, _AXES], [node.output[0]]))
         rewritten += 1
     if rewritten:
