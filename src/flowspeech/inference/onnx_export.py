@@ -31,8 +31,9 @@ An ONNX voice is a folder, like Piper's ``.onnx`` + ``.onnx.json``:
 Every graph's 1-D convolutions are written as 2-D ones after tracing
 (:func:`~flowspeech.inference.onnx_graph.convolutions_as_2d`), which onnxruntime runs with its
 faster blocked kernels. Noise is always an input, so the same noise gives the PyTorch model's
-output (tests: max abs difference under 1e-4 on mels and 1e-3 on audio). The invertible 1x1 convolutions' inverses
-are computed once, in float64, and stored as constants: ONNX has no matrix inverse.
+output (tests: max abs difference under 1e-4 on mels and 1e-3 on audio). The invertible 1x1
+convolutions' inverses are computed once, in float64, and stored as constants: ONNX has no
+matrix inverse.
 """
 
 from __future__ import annotations

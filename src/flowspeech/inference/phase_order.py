@@ -114,7 +114,7 @@ class PhaseWinogradConv(nn.Module):
         out_ch, in_ch, r = weight.shape
         at, g, bt = winograd_matrices(PHASES, r)
         a = PHASES + r - 1
-        self.r, self.a, self.in_ch, self.out_ch = r, a, in_ch, out_ch
+        self.a, self.in_ch, self.out_ch = a, in_ch, out_ch
         u = torch.einsum("ar,oir->aoi", torch.from_numpy(g), weight)                      # [a, O, I]
         self.register_buffer("u", u.float().reshape(a * out_ch, in_ch, 1, 1).contiguous())
         # A^T c = 1: the bias added to every product group j as c_j b reaches every output once.
