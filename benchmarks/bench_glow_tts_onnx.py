@@ -12,9 +12,10 @@ operators or the decoder's input convolutions by Winograd's F(4, 5), each with t
 folded (what the export does, ``flowspeech.inference.folding``) and without; the folded plain
 graphs also with their convolutions left 1-D (the export writes them 2-D,
 ``flowspeech.inference.onnx_graph``); and the folded Winograd decoder with its frames in phase
-order (``export --onnx --winograd``, ``flowspeech.inference.phase_order``).
-The systems are timed in turn, round by round. With the noise scale at 0 all must make the
-same mel; the largest differences are printed.
+order (``export --onnx --winograd``, ``flowspeech.inference.phase_order``), this one also with
+onnxruntime's threads spinning between operators within a run (the runtime lets them sleep).
+The systems are timed in turn, round by round, a quarter second apart. With the noise scale at 0
+all must make the same mel; the largest differences are printed.
 Their ``monotonic_align`` (a Cython extension used only in training) is replaced by an empty
 module, since synthesis never calls it.
 """
@@ -50,6 +51,14 @@ VARIANTS = {"plain": "plain Conv, decoder not folded",
             "folded, winograd, natural order": "decoder folded, input convolutions by Winograd, frames in natural order",
             "folded, winograd": "decoder folded, Winograd, frames in phase order (export --onnx --winograd)"}
 
+SPINNING = "folded, winograd"  # also timed with onnxruntime's threads spinning within a run
+
+
+def label(variant: str) -> str:
+    if variant.endswith(", spinning"):
+        return VARIANTS[variant.removesuffix(", spinning")] + "; threads spinning within a run"
+    return VARIANTS[variant]
+
 
 def authors_model(repo: Path):
     sys.path.insert(0, str(repo))
@@ -73,14 +82,17 @@ def authors_model(repo: Path):
     return model
 
 
-def interleaved_medians(systems: dict, repeats: int) -> dict[str, float]:
+def interleaved_medians(systems: dict, repeats: int, pause: float = 0.25) -> dict[str, float]:
     """Median seconds of each system, timed in turn round by round (a shared machine's speed
-    drifts; interleaving gives every system the same drift)."""
+    drifts; interleaving gives every system the same drift). Each run starts ``pause`` seconds
+    after the one before: PyTorch's OpenMP threads spin a while after a run, and a system timed
+    at once after it loses a core to them (onnxruntime measured 10-13 % slower without it)."""
     for fn in systems.values():
         fn()
     runs: dict[str, list[float]] = {name: [] for name in systems}
     for _ in range(repeats):
         for name, fn in systems.items():
+            time.sleep(pause)
             t = time.perf_counter()
             fn()
             runs[name].append(time.perf_counter() - t)
@@ -93,6 +105,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument("--pause", type=float, default=0.25, help="seconds between two timed runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import onnxruntime as ort
@@ -107,7 +120,11 @@ def main() -> None:
         ours, _ = load_model(tmp / "ours.pt")
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # the runtime's setting
+        spinning = ort.SessionOptions()  # threads that spin between operators, stopped when a run ends
+        spinning.intra_op_num_threads = args.threads
+        spinning.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        spinning.add_session_config_entry("session.force_spinning_stop", "1")
         graphs = {}
         for variant in VARIANTS:
             model, _ = glow_tts_for_export(ours, fold=variant.startswith("folded"), winograd="winograd" in variant,
@@ -127,6 +144,10 @@ def main() -> None:
                               "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}}, conv_2d=conv_2d)
             graphs[variant] = tuple(ort.InferenceSession(str(tmp / f), options, providers=["CPUExecutionProvider"])
                                     for f in ("encoder.onnx", "decoder.onnx"))
+            if variant == SPINNING:
+                graphs[variant + ", spinning"] = tuple(
+                    ort.InferenceSession(str(tmp / f), spinning, providers=["CPUExecutionProvider"])
+                    for f in ("encoder.onnx", "decoder.onnx"))
 
     def run_onnx(variant: str, noise_scale: float = 0.667):
         enc, dec = graphs[variant]
@@ -142,7 +163,7 @@ def main() -> None:
     with torch.no_grad():
         authors_mel = theirs(tokens, lengths, gen=True, noise_scale=0.0)[0][0]
     ours_mel = ours.infer(tokens, lengths, noise_scale=0.0).mels
-    onnx_mels = {variant: run_onnx(variant, 0.0) for variant in VARIANTS}
+    onnx_mels = {variant: run_onnx(variant, 0.0) for variant in graphs}
     frames = onnx_mels["plain"].shape[2]
 
     def run_authors():
@@ -151,14 +172,14 @@ def main() -> None:
 
     systems = {"the authors' code (PyTorch)": run_authors,
                "flowspeech, PyTorch": lambda: ours.infer(tokens, lengths, noise_scale=0.667)}
-    systems.update({f"flowspeech, ONNX runtime ({VARIANTS[v]})": functools.partial(run_onnx, v) for v in VARIANTS})
-    times = interleaved_medians(systems, args.repeats)
+    systems.update({f"flowspeech, ONNX runtime ({label(v)})": functools.partial(run_onnx, v) for v in graphs})
+    times = interleaved_medians(systems, args.repeats, args.pause)
     print(f"# Glow-TTS base, {sum(p.numel() for p in theirs.parameters()):,} parameters (the authors' model); one sentence of "
           f"{args.tokens} tokens -> {frames} frames; {args.threads} threads; torch {torch.__version__}, "
-          f"onnxruntime {ort.__version__}; median of {args.repeats}, the systems timed in turn\n")
+          f"onnxruntime {ort.__version__}; median of {args.repeats}, the systems timed in turn, {args.pause} s apart\n")
     print(f"Same mel at noise scale 0 (largest value {authors_mel.abs().max():.2f}), max abs difference to the "
           f"authors': flowspeech PyTorch {(ours_mel - authors_mel).abs().max():.2e}, ONNX " +
-          ", ".join(f"{VARIANTS[v]} {np.abs(mel - authors_mel.numpy()).max():.2e}" for v, mel in onnx_mels.items()) + "\n")
+          ", ".join(f"{label(v)} {np.abs(mel - authors_mel.numpy()).max():.2e}" for v, mel in onnx_mels.items()) + "\n")
     print("| system | time (s) | mel frames/s | vs the authors' code |")
     print("|---|---:|---:|---:|")
     base = times["the authors' code (PyTorch)"]
