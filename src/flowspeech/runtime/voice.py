@@ -97,7 +97,10 @@ class OnnxVoice:
         self.threads = threads or cores
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        # Idle threads sleep rather than spin: between graph runs the cores go to Griffin-Lim.
+        # Idle threads sleep rather than spin: between graph runs the cores go to Griffin-Lim,
+        # and sentences made side by side share the cores. Spinning within a run (stopped at its
+        # end, "session.force_spinning_stop") makes Glow-TTS base 4-7 % faster alone, but three
+        # sentences 7-9 % slower (docs/onnx.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {}
         for role, entry in graphs.items():
