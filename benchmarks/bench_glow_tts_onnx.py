@@ -118,13 +118,18 @@ def main() -> None:
         torch.save({"model": theirs.state_dict(), "iteration": 0}, tmp / "authors.pth")
         import_glow_tts(tmp / "authors.pth", tmp / "ours.pt")
         ours, _ = load_model(tmp / "ours.pt")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # the runtime's setting
-        spinning = ort.SessionOptions()  # threads that spin between operators, stopped when a run ends
-        spinning.intra_op_num_threads = args.threads
-        spinning.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        spinning.add_session_config_entry("session.force_spinning_stop", "1")
+
+        def sessions(spinning: bool) -> tuple:
+            """The two graphs' sessions; threads sleeping (the runtime's setting) or spinning
+            between operators and stopped when a run ends."""
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+            if spinning:
+                options.add_session_config_entry("session.force_spinning_stop", "1")
+            return tuple(ort.InferenceSession(str(tmp / f), options, providers=["CPUExecutionProvider"])
+                         for f in ("encoder.onnx", "decoder.onnx"))
+
         graphs = {}
         for variant in VARIANTS:
             model, _ = glow_tts_for_export(ours, fold=variant.startswith("folded"), winograd="winograd" in variant,
@@ -142,12 +147,9 @@ def main() -> None:
                    tmp / "decoder.onnx", 17, ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"],
                    ["mels"], {"mean": {0: "b", 2: "t"}, "log_scale": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"},
                               "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}}, conv_2d=conv_2d)
-            graphs[variant] = tuple(ort.InferenceSession(str(tmp / f), options, providers=["CPUExecutionProvider"])
-                                    for f in ("encoder.onnx", "decoder.onnx"))
+            graphs[variant] = sessions(spinning=False)
             if variant == SPINNING:
-                graphs[variant + ", spinning"] = tuple(
-                    ort.InferenceSession(str(tmp / f), spinning, providers=["CPUExecutionProvider"])
-                    for f in ("encoder.onnx", "decoder.onnx"))
+                graphs[variant + ", spinning"] = sessions(spinning=True)
 
     def run_onnx(variant: str, noise_scale: float = 0.667):
         enc, dec = graphs[variant]

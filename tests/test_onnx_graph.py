@@ -42,8 +42,9 @@ def test_convolutions_written_as_2d_compute_the_same_numbers(tmp_path):
         paths[conv_2d] = tmp_path / f"graph_{conv_2d}.onnx"
         _trace(module, (torch.randn(2, 8, 40),), paths[conv_2d], 17, ["x"], ["y"],
                {"x": {0: "b", 2: "t"}, "y": {0: "b", 2: "t"}}, conv_2d=conv_2d)
-    graph = onnx.load(str(paths[True])).graph
-    onnx.checker.check_model(onnx.load(str(paths[True])))
+    model = onnx.load(str(paths[True]))
+    onnx.checker.check_model(model)
+    graph = model.graph
     weights = {t.name: len(t.dims) for t in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert len(convs) == 4 and all(weights[n.input[1]] == 4 for n in convs)
