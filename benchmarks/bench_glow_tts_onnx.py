@@ -1,15 +1,17 @@
 """Glow-TTS base on onnxruntime against the authors' PyTorch code, at equal weights.
 
     git clone https://github.com/jaywalnut310/glow-tts /tmp/glow-tts   # outside this repository
-    python benchmarks/bench_glow_tts_onnx.py --authors /tmp/glow-tts [--repeats 5] [--threads 2]
+    python benchmarks/bench_glow_tts_onnx.py --authors /tmp/glow-tts [--repeats 5] [--threads 2] [--encoder-tokens 30,100,300]
 
 Builds the authors' ``FlowGenerator`` with their ``configs/base.json``, gives its couplings and
 ActNorms random non-trivial weights, imports them into flowspeech (``import_glow_tts``), exports
 the two graphs, and times one sentence of 100 tokens, 2 threads: the authors' code as their
 inference notebook runs it (``store_inverse()``, ``gen=True``), flowspeech's PyTorch ``infer``,
 and the ONNX graphs on onnxruntime (with the numpy step between them) six ways: plain ``Conv``
-operators or the decoder's input convolutions by Winograd's F(4, 5), each with the decoder
-folded (what the export does, ``flowspeech.inference.folding``) and without; the folded plain
+operators or the decoder's input convolutions by Winograd's F(4, 5) (and then the text encoder's
+and duration predictor's kernel-3 and kernel-5 convolutions by F(4, k) as well, as ``--winograd``
+exports them), each with the decoder folded (what the export does,
+``flowspeech.inference.folding``) and without; the folded plain
 graphs also with their convolutions left 1-D (the export writes them 2-D,
 ``flowspeech.inference.onnx_graph``); and the folded Winograd decoder with its frames in phase
 order (``export --onnx --winograd``, ``flowspeech.inference.phase_order``), this one also with
@@ -44,6 +46,7 @@ from flowspeech.inference.onnx_export import (
 )
 from flowspeech.models.glow_tts_import import import_glow_tts
 
+# "Winograd": the decoder's input convolutions and the encoder graph's kernel-3 and kernel-5 ones.
 VARIANTS = {"plain": "plain Conv, decoder not folded",
             "winograd": "decoder input convolutions by Winograd, not folded",
             "folded, 1-D": "decoder folded, plain Conv, 1-D convolutions left 1-D",
@@ -106,6 +109,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--pause", type=float, default=0.25, help="seconds between two timed runs")
+    parser.add_argument("--encoder-tokens", default="",
+                        help="also time the encoder graph alone, plain and by Winograd, at these token "
+                             "counts (comma-separated, e.g. 30,100,300)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import onnxruntime as ort
@@ -187,6 +193,16 @@ def main() -> None:
     base = times["the authors' code (PyTorch)"]
     for name, t in times.items():
         print(f"| {name} | {t:.3f} | {frames / t:,.0f} | {base / t:.2f}x |")
+    if args.encoder_tokens:
+        print("\nThe encoder graph alone (text encoder and duration predictor), the two timed in turn:\n")
+        print("| tokens | plain Conv (`export --onnx`) | by Winograd (`export --onnx --winograd`) |")
+        print("|---:|---:|---:|")
+        for count in (int(n) for n in args.encoder_tokens.split(",")):
+            feed = {"tokens": torch.randint(1, 148, (1, count), generator=torch.Generator().manual_seed(2)).numpy(),
+                    "token_lengths": np.asarray([count])}
+            encoders = {v: functools.partial(graphs[v][0].run, None, feed) for v in ("folded", "folded, winograd")}
+            t = interleaved_medians(encoders, args.repeats, args.pause)
+            print(f"| {count} | {t['folded'] * 1e3:.1f} ms | {t['folded, winograd'] * 1e3:.1f} ms |")
 
 
 if __name__ == "__main__":

@@ -118,7 +118,8 @@ def _decoder_mels(tts, decoder, encoded, stretch: float, seed: int, noise_scale:
 
 def test_a_winograd_decoder_graph_gives_the_models_mel(griffin_lim_voice, tmp_path):
     tts, folder = griffin_lim_voice
-    assert json.loads((folder / "voice.onnx.json").read_text())["graphs"]["decoder"]["input_convolutions"] == "direct"
+    graphs = json.loads((folder / "voice.onnx.json").read_text())["graphs"]
+    assert graphs["decoder"]["input_convolutions"] == "direct" and graphs["encoder"]["convolutions"] == "direct"
     config = export_onnx(tts, tmp_path / "winograd", winograd=True)
     assert config["graphs"]["decoder"]["input_convolutions"].startswith("winograd F(4, k), phase order: ")
     assert int(config["graphs"]["decoder"]["input_convolutions"].split(": ")[1]) > 0
@@ -140,6 +141,14 @@ def test_a_winograd_decoder_graph_gives_the_models_mel(griffin_lim_voice, tmp_pa
     decoder = ort.InferenceSession(str(tmp_path / "winograd" / "decoder.onnx"))
     mels, onnx_mels = _decoder_mels(tts, decoder, encoded, stretch=1.1, seed=1, noise_scale=0.667)
     assert onnx_mels.shape == mels.shape and np.abs(mels.numpy() - onnx_mels).max() < MEL_TOLERANCE
+    # The text encoder's and duration predictor's convolutions by Winograd too: the same
+    # outputs for a batch of two lengths (the padded tokens' zeros are the tiles' padding).
+    assert config["graphs"]["encoder"]["convolutions"].startswith("winograd F(4, k): ")
+    assert int(config["graphs"]["encoder"]["convolutions"].split(": ")[1]) > 0
+    encoder = ort.InferenceSession(str(tmp_path / "winograd" / "encoder.onnx"))
+    onnx_encoded = encoder.run(None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy()})
+    for name, ours, theirs in zip(("mean", "log_scale", "log_durations", "text_mask"), encoded, onnx_encoded):
+        assert np.abs(ours.numpy() - theirs).max() < MEL_TOLERANCE, name
 
 
 def test_the_graph_modules_are_glow_tts_infer_with_its_noise(griffin_lim_voice):

@@ -46,7 +46,7 @@ from flowspeech.inference.folding import (
     FoldedWaveNetCouplingNet,
     fold_flow_decoder,
 )
-from flowspeech.inference.winograd import winograd_matrices
+from flowspeech.inference.winograd import _reshape, winograd_matrices
 from flowspeech.models.glow_tts import FlowDecoder
 
 __all__ = ["PhaseOrderDecoder", "phase_order_applies"]
@@ -68,24 +68,6 @@ def phase_order_applies(decoder: nn.Module) -> bool:
                     or wn.kernel_size not in (3, 5) or wn.dilation_rate != 1):
                 return False
     return True
-
-
-class _ConstantReshape(torch.autograd.Function):
-    """``Reshape`` to a shape written with ONNX's conventions (``0`` keeps that dimension of
-    the input, ``-1`` is inferred), exported with the shape as a constant: the graph then has
-    no shape arithmetic for it, which onnxruntime runs node by node on one thread."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        return x.reshape([x.size(i) if s == 0 else s for i, s in enumerate(shape)])
-
-    @staticmethod
-    def symbolic(g, x, shape):
-        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
-
-
-def _reshape(x: torch.Tensor, *shape: int) -> torch.Tensor:
-    return _ConstantReshape.apply(x, shape)
 
 
 class _PhaseConv1x1(nn.Module):

@@ -1,4 +1,4 @@
-"""Winograd's minimal filtering for the ONNX export of Glow-TTS's decoder.
+"""Winograd's minimal filtering for the ONNX export of Glow-TTS's decoder and text encoder.
 
 Nearly all of the decoder's time is its couplings' WaveNet input convolutions (kernel 5,
 dilation 1: 81 % of its arithmetic in Glow-TTS base), and onnxruntime already runs a plain
@@ -17,6 +17,10 @@ rounded to float32 once; the result differs from the plain convolution by float 
 (about 1e-5 on outputs of magnitude 7, against 2e-6 for the plain one; the exported decoder's
 mel moves by about 3e-6). Measured in ``docs/onnx.md`` (``benchmarks/winograd_conv.py``).
 
+The text encoder's feed-forward convolutions (kernel 3, 192 -> 768 -> 192 in Glow-TTS base:
+80 % of its arithmetic) take it too, in frame order (:class:`WinogradConv1d`); the decoder's run
+on frames in phase order (:mod:`flowspeech.inference.phase_order`).
+
 Only the export uses it: the PyTorch path keeps PyTorch's own convolutions.
 """
 
@@ -34,6 +38,24 @@ from flowspeech.inference.folding import FoldedWaveNetCouplingNet
 
 # Interpolation points, in the order that keeps the transforms best conditioned.
 POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2), Fraction(-1, 2))
+
+
+class _ConstantReshape(torch.autograd.Function):
+    """``Reshape`` to a shape written with ONNX's conventions (``0`` keeps that dimension of
+    the input, ``-1`` is inferred), exported with the shape as a constant: the graph then has
+    no shape arithmetic for it, which onnxruntime runs node by node on one thread."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return x.reshape([x.size(i) if s == 0 else s for i, s in enumerate(shape)])
+
+    @staticmethod
+    def symbolic(g, x, shape):
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
+
+
+def _reshape(x: torch.Tensor, *shape: int) -> torch.Tensor:
+    return _ConstantReshape.apply(x, shape)
 
 
 def winograd_matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,16 +102,15 @@ class WinogradConv1d(nn.Module):
         self.register_buffer("bias", bias.float().view(1, out_ch, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, frames = x.shape
-        # A constant padding (m - 1 more on the right gives ceil(T / m) tiles): no shape
-        # arithmetic in the graph for it.
+        frames = x.shape[2]
+        # A constant padding (m - 1 more on the right gives ceil(T / m) tiles) and reshapes to
+        # constant shapes: the graph holds no shape arithmetic but the final slice's.
         x = F.pad(x, (self.r // 2, self.r // 2 + self.m - 1))
         v = F.conv1d(x, self.bt, stride=self.m, groups=self.in_ch)                       # [B, I*a, n]
-        n = v.shape[2]
-        v = v.view(batch, self.in_ch, self.a, n).transpose(1, 2).reshape(batch, self.a * self.in_ch, n)
+        v = _reshape(_reshape(v, 0, self.in_ch, self.a, -1).transpose(1, 2), 0, self.a * self.in_ch, -1)
         products = F.conv1d(v, self.u, groups=self.a)                                    # [B, a*O, n]
-        y = torch.matmul(self.at, products.view(batch, self.a, -1))                     # [B, m, O*n]
-        y = y.view(batch, self.m, self.out_ch, n).permute(0, 2, 3, 1).reshape(batch, self.out_ch, n * self.m)
+        y = torch.matmul(self.at, _reshape(products, 0, self.a, -1))                    # [B, m, O*n]
+        y = _reshape(_reshape(y, 0, self.m, self.out_ch, -1).permute(0, 2, 3, 1), 0, self.out_ch, -1)
         return y[:, :, :frames] + self.bias
 
 
