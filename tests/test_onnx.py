@@ -151,6 +151,54 @@ def test_a_winograd_decoder_graph_gives_the_models_mel(griffin_lim_voice, tmp_pa
         assert np.abs(ours.numpy() - theirs).max() < MEL_TOLERANCE, name
 
 
+@pytest.mark.parametrize("winograd", [False, True])
+def test_a_multi_speaker_voice_exports_with_speaker_inputs_and_the_models_numbers(glow_tts_checkpoint, tmp_path,
+                                                                                  winograd):
+    from flowspeech.checkpoints import load_checkpoint, save_checkpoint
+    from flowspeech.models.glow_tts import GlowTTS
+
+    # The tiny voice made multi-speaker (3 speakers), every weight nudged so that no flow is
+    # the identity and the speaker embedding reaches the encoder, the duration predictor and
+    # the decoder's couplings.
+    payload = load_checkpoint(glow_tts_checkpoint)
+    payload["config"]["model_args"].update(n_speakers=3, gin_channels=8)
+    model = GlowTTS.from_config(payload["config"])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=generator))
+    payload["model"] = model.state_dict()
+    path = tmp_path / "multi.pt"
+    save_checkpoint(path, {k: v for k, v in payload.items() if k not in ("format", "version")})
+    tts = Synthesizer(path)
+    config = export_onnx(tts, tmp_path / "voice", winograd=winograd)
+    assert config["n_speakers"] == 3
+    tokens, lengths = _tokens(tts, SENTENCE, "Short one.")
+    speakers = torch.tensor([2, 0])
+    with torch.no_grad():
+        encoded = GlowTTSEncoderGraph(tts.model).eval()(tokens, lengths, speakers)
+    encoder = ort.InferenceSession(str(tmp_path / "voice" / "encoder.onnx"))
+    got = encoder.run(None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy(), "speakers": speakers.numpy()})
+    for name, ours, theirs in zip(("mean", "log_scale", "log_durations", "text_mask"), encoded, got):
+        assert np.abs(ours.numpy() - theirs).max() < MEL_TOLERANCE, name
+    mean, log_scale, log_durations, mask = encoded
+    durations = torch.ceil(torch.exp(log_durations) * mask).squeeze(1)
+    mel_lengths = torch.clamp_min((durations.sum(1).long() // 2) * 2, 2)
+    noise = torch.randn(2, mean.size(1), int(mel_lengths.max()), generator=generator)
+    inputs = (mean, log_scale, durations, mel_lengths, noise, torch.tensor(0.667), speakers)
+    with torch.no_grad():
+        mels = GlowTTSDecoderGraph(tts.model).eval()(*inputs)
+    decoder = ort.InferenceSession(str(tmp_path / "voice" / "decoder.onnx"))
+    names = ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale", "speakers"]
+    (onnx_mels,) = decoder.run(None, {n: (x.numpy() if n != "noise_scale" else np.array(0.667, np.float32))
+                                      for n, x in zip(names, inputs)})
+    assert np.abs(mels.numpy() - onnx_mels).max() < MEL_TOLERANCE
+    # Another speaker, another voice: the speaker input is read.
+    other = decoder.run(None, {n: (x.numpy() if n != "noise_scale" else np.array(0.667, np.float32))
+                               for n, x in zip(names, inputs[:-1] + (torch.tensor([1, 1]),))})[0]
+    assert np.abs(other - onnx_mels).max() > 1e-3
+
+
 def test_the_graph_modules_are_glow_tts_infer_with_its_noise(griffin_lim_voice):
     tts, _ = griffin_lim_voice
     tokens, lengths = _tokens(tts, SENTENCE)
