@@ -46,7 +46,7 @@ from flowspeech.inference.folding import (
     FoldedWaveNetCouplingNet,
     fold_flow_decoder,
 )
-from flowspeech.inference.winograd import _reshape, winograd_matrices
+from flowspeech.inference.winograd import constant_reshape, winograd_matrices
 from flowspeech.models.glow_tts import FlowDecoder
 
 __all__ = ["PhaseOrderDecoder", "phase_order_applies"]
@@ -81,8 +81,8 @@ class _PhaseConv1x1(nn.Module):
         self.out_ch, self.in_ch = self.weight.shape[:2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv2d(_reshape(x, -1, self.in_ch, 1, 0), self.weight, self.bias)
-        return _reshape(y, -1, PHASES, self.out_ch, 0)
+        y = F.conv2d(constant_reshape(x, -1, self.in_ch, 1, 0), self.weight, self.bias)
+        return constant_reshape(y, -1, PHASES, self.out_ch, 0)
 
 
 class PhaseWinogradConv(nn.Module):
@@ -117,10 +117,10 @@ class PhaseWinogradConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = F.conv2d(x, self.input_transform, padding=(0, 1))                            # [B, a, I, n]
-        products = F.conv2d(_reshape(v, 0, self.a * self.in_ch, 1, -1), self.u, self.products_bias,
+        products = F.conv2d(constant_reshape(v, 0, self.a * self.in_ch, 1, -1), self.u, self.products_bias,
                             groups=self.a)                                                # [B, a*O, 1, n]
-        y = torch.matmul(self.at, _reshape(products, 0, self.a, -1))                    # [B, 4, O*n]
-        return _reshape(y, 0, PHASES, self.out_ch, -1)
+        y = torch.matmul(self.at, constant_reshape(products, 0, self.a, -1))             # [B, 4, O*n]
+        return constant_reshape(y, 0, PHASES, self.out_ch, -1)
 
 
 class PhaseOrderCoupling(nn.Module):

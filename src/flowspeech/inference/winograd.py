@@ -54,7 +54,9 @@ class _ConstantReshape(torch.autograd.Function):
         return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
 
 
-def _reshape(x: torch.Tensor, *shape: int) -> torch.Tensor:
+def constant_reshape(x: torch.Tensor, *shape: int) -> torch.Tensor:
+    """``x`` reshaped to ``shape`` in ONNX's conventions (``0``: this dimension of ``x``, ``-1``:
+    inferred), traced as one ``Reshape`` with a constant shape."""
     return _ConstantReshape.apply(x, shape)
 
 
@@ -107,10 +109,12 @@ class WinogradConv1d(nn.Module):
         # constant shapes: the graph holds no shape arithmetic but the final slice's.
         x = F.pad(x, (self.r // 2, self.r // 2 + self.m - 1))
         v = F.conv1d(x, self.bt, stride=self.m, groups=self.in_ch)                       # [B, I*a, n]
-        v = _reshape(_reshape(v, 0, self.in_ch, self.a, -1).transpose(1, 2), 0, self.a * self.in_ch, -1)
+        v = constant_reshape(v, 0, self.in_ch, self.a, -1).transpose(1, 2)               # [B, a, I, n]
+        v = constant_reshape(v, 0, self.a * self.in_ch, -1)
         products = F.conv1d(v, self.u, groups=self.a)                                    # [B, a*O, n]
-        y = torch.matmul(self.at, _reshape(products, 0, self.a, -1))                    # [B, m, O*n]
-        y = _reshape(_reshape(y, 0, self.m, self.out_ch, -1).permute(0, 2, 3, 1), 0, self.out_ch, -1)
+        y = torch.matmul(self.at, constant_reshape(products, 0, self.a, -1))             # [B, m, O*n]
+        y = constant_reshape(y, 0, self.m, self.out_ch, -1).permute(0, 2, 3, 1)          # [B, O, n, m]
+        y = constant_reshape(y, 0, self.out_ch, -1)
         return y[:, :, :frames] + self.bias
 
 
