@@ -98,21 +98,25 @@ def test_the_glow_tts_graphs_give_the_models_numbers_at_new_lengths(griffin_lim_
     assert onnx_mels.shape == mels.shape and np.abs(mels.numpy() - onnx_mels).max() < MEL_TOLERANCE
 
 
-def _decoder_mels(tts, decoder, encoded, stretch: float, seed: int, noise_scale: float):
+def _decoder_mels(tts, decoder, encoded, stretch: float, seed: int, noise_scale: float, speakers=None):
     """The PyTorch decoder graph's mels and the ONNX ``decoder``'s, for the encoder outputs
-    ``encoded`` with durations stretched by ``stretch`` (lengths other than the traced ones)
-    and the same seeded noise."""
+    ``encoded`` with durations stretched by ``stretch`` (lengths other than the traced ones),
+    the same seeded noise and, for a multi-speaker voice, the ``speakers``."""
     mean, log_scale, log_durations, mask = encoded
     durations = torch.ceil(torch.exp(log_durations) * mask * stretch).squeeze(1)
     mel_lengths = torch.clamp_min((durations.sum(1).long() // 2) * 2, 2)
     noise = torch.randn(mean.size(0), mean.size(1), int(mel_lengths.max()),
                         generator=torch.Generator().manual_seed(seed))
+    extra = () if speakers is None else (speakers,)
     with torch.no_grad():
         mels = GlowTTSDecoderGraph(tts.model).eval()(mean, log_scale, durations, mel_lengths, noise,
-                                                     torch.tensor(noise_scale))
-    (onnx_mels,) = decoder.run(None, {"mean": mean.numpy(), "log_scale": log_scale.numpy(),
-                                      "durations": durations.numpy(), "mel_lengths": mel_lengths.numpy(),
-                                      "noise": noise.numpy(), "noise_scale": np.array(noise_scale, np.float32)})
+                                                     torch.tensor(noise_scale), *extra)
+    feed = {"mean": mean.numpy(), "log_scale": log_scale.numpy(), "durations": durations.numpy(),
+            "mel_lengths": mel_lengths.numpy(), "noise": noise.numpy(),
+            "noise_scale": np.array(noise_scale, np.float32)}
+    if speakers is not None:
+        feed["speakers"] = speakers.numpy()
+    (onnx_mels,) = decoder.run(None, feed)
     return mels, onnx_mels
 
 
@@ -181,21 +185,12 @@ def test_a_multi_speaker_voice_exports_with_speaker_inputs_and_the_models_number
     got = encoder.run(None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy(), "speakers": speakers.numpy()})
     for name, ours, theirs in zip(("mean", "log_scale", "log_durations", "text_mask"), encoded, got):
         assert np.abs(ours.numpy() - theirs).max() < MEL_TOLERANCE, name
-    mean, log_scale, log_durations, mask = encoded
-    durations = torch.ceil(torch.exp(log_durations) * mask).squeeze(1)
-    mel_lengths = torch.clamp_min((durations.sum(1).long() // 2) * 2, 2)
-    noise = torch.randn(2, mean.size(1), int(mel_lengths.max()), generator=generator)
-    inputs = (mean, log_scale, durations, mel_lengths, noise, torch.tensor(0.667), speakers)
-    with torch.no_grad():
-        mels = GlowTTSDecoderGraph(tts.model).eval()(*inputs)
     decoder = ort.InferenceSession(str(tmp_path / "voice" / "decoder.onnx"))
-    names = ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale", "speakers"]
-    (onnx_mels,) = decoder.run(None, {n: (x.numpy() if n != "noise_scale" else np.array(0.667, np.float32))
-                                      for n, x in zip(names, inputs)})
-    assert np.abs(mels.numpy() - onnx_mels).max() < MEL_TOLERANCE
+    mels, onnx_mels = _decoder_mels(tts, decoder, encoded, stretch=1.0, seed=3, noise_scale=0.667, speakers=speakers)
+    assert onnx_mels.shape == mels.shape and np.abs(mels.numpy() - onnx_mels).max() < MEL_TOLERANCE
     # Another speaker, another voice: the speaker input is read.
-    other = decoder.run(None, {n: (x.numpy() if n != "noise_scale" else np.array(0.667, np.float32))
-                               for n, x in zip(names, inputs[:-1] + (torch.tensor([1, 1]),))})[0]
+    _, other = _decoder_mels(tts, decoder, encoded, stretch=1.0, seed=3, noise_scale=0.667,
+                             speakers=torch.tensor([1, 1]))
     assert np.abs(other - onnx_mels).max() > 1e-3
 
 
