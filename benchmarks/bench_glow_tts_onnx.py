@@ -14,8 +14,10 @@ exports them), each with the decoder folded (what the export does,
 ``flowspeech.inference.folding``) and without; the folded plain
 graphs also with their convolutions left 1-D (the export writes them 2-D,
 ``flowspeech.inference.onnx_graph``); and the folded Winograd decoder with its frames in phase
-order (``export --onnx --winograd``, ``flowspeech.inference.phase_order``), this one also with
-onnxruntime's threads spinning between operators within a run (the runtime lets them sleep).
+order (``export --onnx --winograd``, ``flowspeech.inference.phase_order``). Every session has the
+runtime's options (``flowspeech.runtime.voice.session_options``: the threads spin between
+operators within a run and stop at its end); the phase-order graphs are also timed with the
+threads sleeping between operators instead (the runtime's setting before).
 The systems are timed in turn, round by round, a quarter second apart. With the noise scale at 0
 all must make the same mel; the largest differences are printed.
 Their ``monotonic_align`` (a Cython extension used only in training) is replaced by an empty
@@ -45,6 +47,7 @@ from flowspeech.inference.onnx_export import (
     glow_tts_for_export,
 )
 from flowspeech.models.glow_tts_import import import_glow_tts
+from flowspeech.runtime.voice import session_options
 
 # "Winograd": the decoder's input convolutions and the encoder graph's kernel-3 and kernel-5 ones.
 VARIANTS = {"plain": "plain Conv, decoder not folded",
@@ -54,12 +57,12 @@ VARIANTS = {"plain": "plain Conv, decoder not folded",
             "folded, winograd, natural order": "decoder folded, input convolutions by Winograd, frames in natural order",
             "folded, winograd": "decoder folded, Winograd, frames in phase order (export --onnx --winograd)"}
 
-SPINNING = "folded, winograd"  # also timed with onnxruntime's threads spinning within a run
+SLEEPING = "folded, winograd"  # also timed with onnxruntime's threads sleeping between operators
 
 
 def label(variant: str) -> str:
-    if variant.endswith(", spinning"):
-        return VARIANTS[variant.removesuffix(", spinning")] + "; threads spinning within a run"
+    if variant.endswith(", sleeping"):
+        return VARIANTS[variant.removesuffix(", sleeping")] + "; threads sleeping between operators"
     return VARIANTS[variant]
 
 
@@ -126,13 +129,9 @@ def main() -> None:
         ours, _ = load_model(tmp / "ours.pt")
 
         def sessions(spinning: bool) -> tuple:
-            """The two graphs' sessions; threads sleeping (the runtime's setting) or spinning
-            between operators and stopped when a run ends."""
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = args.threads
-            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-            if spinning:
-                options.add_session_config_entry("session.force_spinning_stop", "1")
+            """The two graphs' sessions with the runtime's options: threads spinning between
+            operators within a run (stopped when it ends) or sleeping."""
+            options = session_options(args.threads, spinning)
             return tuple(ort.InferenceSession(str(tmp / f), options, providers=["CPUExecutionProvider"])
                          for f in ("encoder.onnx", "decoder.onnx"))
 
@@ -153,9 +152,9 @@ def main() -> None:
                    tmp / "decoder.onnx", 17, ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"],
                    ["mels"], {"mean": {0: "b", 2: "t"}, "log_scale": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"},
                               "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}}, conv_2d=conv_2d)
-            graphs[variant] = sessions(spinning=False)
-            if variant == SPINNING:
-                graphs[variant + ", spinning"] = sessions(spinning=True)
+            graphs[variant] = sessions(spinning=True)
+            if variant == SLEEPING:
+                graphs[variant + ", sleeping"] = sessions(spinning=False)
 
     def run_onnx(variant: str, noise_scale: float = 0.667):
         enc, dec = graphs[variant]

@@ -36,6 +36,7 @@ from flowspeech.inference.folding import ChannelAffineFlow
 from flowspeech.inference.winograd import WinogradConv1d
 from flowspeech.runtime import OnnxVoice
 from flowspeech.runtime.griffin_lim import GriffinLim, mel_to_magnitude
+from flowspeech.runtime.voice import session_options
 from flowspeech.training.checkpoint import CheckpointManager
 
 ort = pytest.importorskip("onnxruntime")
@@ -306,7 +307,11 @@ def test_sentences_made_side_by_side_are_the_ones_made_in_turn(griffin_lim_voice
     _, folder = griffin_lim_voice
     voice = OnnxVoice(folder, threads=2)  # two cores: the three sentences are made two at a time
     text = "The first sentence is here. A second one, longer than the first, follows it. A third."
+    list(voice.stream("One sentence takes both threads.", seed=3))
+    assert voice._one_thread_sessions is None  # loaded by the first text of several sentences
     chunks = list(voice.stream(text, seed=3))
+    assert set(voice._one_thread_sessions) == set(voice.sessions)
+    assert voice._one_thread_sessions["decoder"] is not voice.sessions["decoder"]
     pause = int(voice.sentence_pause * voice.sample_rate)
     for i, (sentence, chunk) in enumerate(zip(voice.split(text), chunks)):
         rng = np.random.default_rng([3, i])
@@ -316,6 +321,14 @@ def test_sentences_made_side_by_side_are_the_ones_made_in_turn(griffin_lim_voice
     first = next(stream)
     stream.close()  # a reader that stops after the first sentence: nothing hangs
     assert np.array_equal(first.samples, chunks[0].samples)
+
+
+def test_graph_threads_spin_within_a_run_and_stop_at_its_end():
+    options = session_options(2)
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert session_options(2, spinning=False).get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_the_runtime_never_imports_torch(griffin_lim_voice, tmp_path):

@@ -50,6 +50,29 @@ class RuntimeChunk:
     timestamps: Timestamps | None = None  # the sentence's words and phonemes
 
 
+def session_options(threads: int, spinning: bool = True):
+    """onnxruntime's session options for a voice's graphs on ``threads`` intra-op threads
+    (``spinning`` False: the threads sleep between operators, for comparison).
+
+    With several threads, they spin between operators within a run and stop at its end
+    (``session.force_spinning_stop``): waking a sleeping thread for each of a flow decoder's
+    hundreds of small parallel operators costs more than many of them take (Glow-TTS base's
+    decoder graph, two cores: 38.9 ms spinning, 44.0 ms sleeping), and a thread that went on
+    spinning after the run would take a core from Griffin-Lim. Spinning threads do compete
+    with other work during a run, so sentences made side by side run on one-thread sessions
+    instead (:meth:`OnnxVoice._side_by_side_sessions`; docs/onnx.md)."""
+    import onnxruntime as ort  # lazy: is_onnx_voice and the package import run without it
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    return options
+
+
 class OnnxVoice:
     """A Glow-TTS voice (with Griffin-Lim, WaveGlow or FloWaveNet) or a NaturalSpeech model on
     onnxruntime.
@@ -57,7 +80,10 @@ class OnnxVoice:
     Args:
         folder: the voice folder.
         threads: onnxruntime's intra-op threads and Griffin-Lim's FFT workers (None: all
-            cores).
+            cores). A text of one sentence takes them all; with several, the sentences are
+            made side by side, one thread each, on one-thread copies of the graphs' sessions
+            that the first such text loads (about 0.15 s for the shipped voice, 0.5 s for
+            Glow-TTS base).
         verify: check each file's SHA-256 against the config (a second or so for a large
             voice; off when the folder is trusted).
 
@@ -91,21 +117,11 @@ class OnnxVoice:
         self._warming.start()
         import onnxruntime as ort  # lazy: is_onnx_voice and the package import run without it
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         cores = os.cpu_count() or 1
         self.threads = threads or cores
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        # Idle threads sleep rather than spin: between graph runs the cores go to Griffin-Lim,
-        # and sentences made side by side share the cores. Spinning within a run (stopped at its
-        # end, "session.force_spinning_stop") makes Glow-TTS base 4-7 % faster alone, but three
-        # sentences 7-9 % slower (docs/onnx.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sessions = {}
-        for role, entry in graphs.items():
-            if entry["file"].endswith(".onnx"):
-                self.sessions[role] = self._session(ort, self.folder / entry["file"], options)
+        self.sessions = self._sessions(ort, self.threads)
+        self._one_thread_sessions = self.sessions if self.threads == 1 else None
+        self._one_thread_lock = threading.Lock()
         for needed in ("encoder", "decoder"):
             if needed not in self.sessions:
                 raise CheckpointError(f"{config_path} names no {needed} graph")
@@ -154,6 +170,22 @@ class OnnxVoice:
                 raise CheckpointError(f"{path} does not match {CONFIG_NAME} (its SHA-256 differs): the "
                                       f"folder mixes files of different exports; export the voice again")
 
+    def _sessions(self, ort, threads: int) -> dict:
+        """A session for each graph of the folder, with :func:`session_options`."""
+        options = session_options(threads)
+        return {role: self._session(ort, self.folder / entry["file"], options)
+                for role, entry in self.config.get("graphs", {}).items() if entry["file"].endswith(".onnx")}
+
+    def _side_by_side_sessions(self) -> dict:
+        """One-thread sessions of the graphs, for sentences made side by side (a core each);
+        loaded on the first text of several sentences."""
+        with self._one_thread_lock:
+            if self._one_thread_sessions is None:
+                import onnxruntime as ort
+
+                self._one_thread_sessions = self._sessions(ort, 1)
+        return self._one_thread_sessions
+
     def _session(self, ort, path: Path, options):
         try:
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -195,15 +227,17 @@ class OnnxVoice:
 
         def make(i: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
             rng = np.random.default_rng([seed, i])  # each sentence its own stream
+            sessions = self.sessions if workers == self.threads else self._side_by_side_sessions()
             if self.vocoder["type"] == "end-to-end":
-                return self._waveform(sentences[i], noise_scale, length_scale, rng)
-            mel, durations = self._mel(sentences[i], noise_scale, length_scale, rng, speaker)
+                return self._waveform(sentences[i], noise_scale, length_scale, rng, sessions)
+            mel, durations = self._mel(sentences[i], noise_scale, length_scale, rng, speaker, sessions)
             return self.vocode(mel, rng, sigma, workers), durations
 
-        # One sentence takes every core (Griffin-Lim in frame slices); several are made side
-        # by side, a core each, which spends nothing on joining slices (Griffin-Lim makes
-        # about 1.4x the audio per second that way on two cores). Each sentence is then what
-        # it would be made alone on one core; the first arrives a little later.
+        # One sentence takes every core (the graphs' threads, Griffin-Lim in frame slices);
+        # several are made side by side, a core each (one-thread graph sessions), which spends
+        # nothing on joining slices or waking threads (Griffin-Lim makes about 1.4x the audio
+        # per second that way on two cores). Each sentence is then what it would be made alone
+        # on one core; the first arrives a little later.
         parallel = len(sentences) > 1 and self.threads > 1
         pool = ThreadPoolExecutor(max_workers=self.threads) if parallel else None
         try:
@@ -230,12 +264,13 @@ class OnnxVoice:
         return self._mel(sentence, noise_scale, length_scale, rng, speaker)[0]
 
     def _mel(self, sentence: str, noise_scale: float, length_scale: float, rng: np.random.Generator,
-             speaker: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+             speaker: int | None = None, sessions: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One sentence's mel and the frames each token got (the durations cut where the
-        frames end, as the decoder's path cuts them)."""
+        frames end, as the decoder's path cuts them), on ``sessions`` (None: the voice's)."""
+        sessions = self.sessions if sessions is None else sessions
         ids = np.asarray([self.frontend.encode(sentence)], dtype=np.int64)
         speakers = self._speakers(speaker)
-        mean, log_scale, log_durations, text_mask = self.sessions["encoder"].run(
+        mean, log_scale, log_durations, text_mask = sessions["encoder"].run(
             None, {"tokens": ids, "token_lengths": np.asarray([ids.shape[1]], np.int64), **speakers})
         durations = self.duration_rounding.frames(log_durations, text_mask, length_scale, np)[:, 0]
         durations = durations.astype(np.float32)
@@ -244,7 +279,7 @@ class OnnxVoice:
             raise FlowspeechError(f"synthesis would produce {n_frames} frames, over the limit of "
                                   f"{self.max_frames}: split the text into shorter sentences")
         noise = rng.standard_normal((1, self.n_mels, n_frames), dtype=np.float32)
-        (mels,) = self.sessions["decoder"].run(None, {
+        (mels,) = sessions["decoder"].run(None, {
             "mean": mean, "log_scale": log_scale, "durations": durations,
             "mel_lengths": np.asarray([n_frames], np.int64), "noise": noise,
             "noise_scale": np.asarray(noise_scale, np.float32), **speakers})
@@ -252,20 +287,22 @@ class OnnxVoice:
         return mels[0], np.diff(ends, prepend=0.0)
 
     def _waveform(self, sentence: str, noise_scale: float, length_scale: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """NaturalSpeech: one sentence's waveform and its (fractional) durations in frames."""
+                  rng: np.random.Generator, sessions: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """NaturalSpeech: one sentence's waveform and its (fractional) durations in frames, on
+        ``sessions`` (None: the voice's)."""
+        sessions = self.sessions if sessions is None else sessions
         ids = self.frontend.encode(sentence)
         feeds = {"tokens": np.asarray([ids], np.int64), "token_lengths": np.asarray([len(ids)], np.int64)}
         if self.sup_tokenizer is not None:
             feeds["sup_tokens"] = np.asarray([self.sup_tokenizer.sup_ids(ids)], np.int64)
-        h, text_mask, log_durations = self.sessions["encoder"].run(None, feeds)
+        h, text_mask, log_durations = sessions["encoder"].run(None, feeds)
         durations = (np.exp(log_durations) * text_mask[:, 0] * np.float32(length_scale)).astype(np.float32)
         n_frames = max(1, int(np.round(durations.sum(dtype=np.float32))))
         if n_frames > self.max_frames:
             raise FlowspeechError(f"synthesis would produce {n_frames} frames, over the limit of "
                                   f"{self.max_frames}: split the text into shorter sentences")
         noise = rng.standard_normal((1, int(self.vocoder["latent_channels"]), n_frames), dtype=np.float32)
-        (audio,) = self.sessions["decoder"].run(None, {
+        (audio,) = sessions["decoder"].run(None, {
             "h": h, "durations": durations, "text_mask": text_mask,
             "frame_lengths": np.asarray([n_frames], np.int64), "noise": noise,
             "noise_scale": np.asarray(noise_scale, np.float32)})
@@ -274,7 +311,7 @@ class OnnxVoice:
     def vocode(self, mel: np.ndarray, rng: np.random.Generator, sigma: float | None = None,
                workers: int | None = None) -> np.ndarray:
         """Waveform of one mel ``[n_mels, F]``; ``workers``: Griffin-Lim's threads (None: the
-        voice's)."""
+        voice's); a vocoder graph runs on the voice's threads, or on one for any other number."""
         if self.vocoder["type"] == "griffin-lim":
             workers = self.threads if workers is None else workers
             magnitude = mel_to_magnitude(mel, self.basis, self.vocoder["compression"],
@@ -287,7 +324,8 @@ class OnnxVoice:
         shape = (1, channels, samples // channels) if channels else (1, samples)
         noise = rng.standard_normal(shape, dtype=np.float32)
         sigma = self.vocoder["sigma"] if sigma is None else check_scale("sigma", sigma)
-        (audio,) = self.sessions["vocoder"].run(None, {"mels": mel[None].astype(np.float32), "noise": noise,
+        sessions = self.sessions if workers in (None, self.threads) else self._side_by_side_sessions()
+        (audio,) = sessions["vocoder"].run(None, {"mels": mel[None].astype(np.float32), "noise": noise,
                                                        "sigma": np.asarray(sigma, np.float32)})
         return audio[0]
 
