@@ -181,7 +181,7 @@ class OnnxVoice:
         loaded on the first text of several sentences."""
         with self._one_thread_lock:
             if self._one_thread_sessions is None:
-                import onnxruntime as ort
+                import onnxruntime as ort  # lazy: as in __init__
 
                 self._one_thread_sessions = self._sessions(ort, 1)
         return self._one_thread_sessions
