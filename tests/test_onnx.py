@@ -503,6 +503,37 @@ def test_a_naturalspeech_voice_exports_and_runs_to_the_models_numbers(phoneme_pr
         voice.synthesize("Hi.", sigma=0.5)
 
 
+def test_a_naturalspeech_duration_scale_lengthens_its_speech_in_pytorch_and_onnx_alike(tmp_path):
+    from test_naturalspeech import tiny_config
+
+    from flowspeech.checkpoints import save_checkpoint
+    from flowspeech.models.naturalspeech import NaturalSpeech
+
+    config = tiny_config(phoneme_pretraining=False)
+    torch.manual_seed(0)
+    model = NaturalSpeech.from_config(config)
+    for name, scale in (("plain", None), ("scaled", 1.5)):
+        extras = {} if scale is None else {"duration_scale": scale}
+        save_checkpoint(tmp_path / f"{name}.pt", {"model_type": "naturalspeech", "config": config,
+                                                  "model": model.state_dict(), "step": 0, "inference": extras})
+    plain, scaled = Synthesizer(tmp_path / "plain.pt"), Synthesizer(tmp_path / "scaled.pt")
+    assert plain.model.duration_scale == 1.0 and scaled.model.duration_scale == 1.5
+    tokens, lengths = _tokens(plain, "the cat ran on the mat")
+    with torch.no_grad():
+        d_plain = plain.model.infer(tokens, lengths, noise_scale=0.0).durations
+        d_scaled = scaled.model.infer(tokens, lengths, noise_scale=0.0, length_scale=0.5).durations
+    assert torch.allclose(d_scaled, d_plain * 0.75, rtol=1e-5)  # the scale and length_scale multiply
+    export_onnx(scaled, tmp_path / "voice")
+    assert json.loads((tmp_path / "voice" / "voice.onnx.json").read_text())["inference"]["duration_scale"] == 1.5
+    voice = OnnxVoice(tmp_path / "voice", threads=1)
+    _, durations = voice._waveform("the cat ran on the mat", 0.0, 0.5, np.random.default_rng(0))
+    assert np.allclose(durations, d_scaled[0].numpy(), rtol=1e-5)
+    save_checkpoint(tmp_path / "bad.pt", {"model_type": "naturalspeech", "config": config, "model": model.state_dict(),
+                                          "step": 0, "inference": {"duration_scale": 10}})
+    with pytest.raises(ConfigError, match="duration_scale"):
+        Synthesizer(tmp_path / "bad.pt")
+
+
 def test_a_registered_voice_is_exported_once_into_the_cache(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FLOWSPEECH_CACHE", str(tmp_path))
     speak = ["synthesize", "--backend", "onnx", "--text", "Hi there.", "--out", str(tmp_path / "a.wav")]

@@ -330,7 +330,9 @@ def _config(tts: Synthesizer, folder: Path, opset: int, graphs: dict, vocoder: d
         "inference": {"noise_scale": tts.noise_scale, "length_scale": tts.length_scale,
                       "sentence_pause": tts.sentence_pause, "max_frames": tts.max_frames,
                       **({"duration_rounding": tts.duration_rounding.to_dict()}
-                         if tts.duration_rounding is not None else {})},
+                         if tts.duration_rounding is not None else {}),
+                      **({"duration_scale": tts.model.duration_scale}
+                         if isinstance(tts.model, NaturalSpeech) else {})},
         "graphs": graphs, "vocoder": vocoder, **extra,
     }
 

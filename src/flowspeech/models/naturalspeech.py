@@ -278,6 +278,14 @@ def random_segments(x: torch.Tensor, lengths: torch.Tensor, size: int,
     return segments * valid, starts
 
 
+def check_duration_scale(value: Any) -> float:
+    """A duration scale from a checkpoint or voice config: a number in [0.25, 4]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.25 <= value <= 4.0:
+        raise ConfigError(f"duration_scale must be a number in [0.25, 4], got {value!r}")
+    return float(value)
+
+
 def alignment_stats(durations: torch.Tensor, text_mask: torch.Tensor) -> dict[str, float]:
     """How sane an alignment's durations ``[B, T_text]`` (frames, whole numbers) are, over
     the tokens of ``text_mask [B, 1, T_text]``:
@@ -371,6 +379,12 @@ class NaturalSpeech(TextToWaveform):
         # Maps phoneme ids to sup-phoneme ids at synthesis (pre-training on); from the
         # checkpoint (attach_inference_extras) or the training recipe. Not a weight.
         self.sup_tokenizer = None
+        # Predicted durations are multiplied by this at synthesis (1: none). The durator is
+        # trained by squared error on log-durations, so exp of its prediction estimates a
+        # geometric mean, below the arithmetic one by exp(-var / 2) of its residual: a scale
+        # fitted on held-out alignments (benchmarks/naturalspeech_duration_scale.py) undoes
+        # that. From the checkpoint's inference entry ("duration_scale"). Not a weight.
+        self.duration_scale = 1.0
         self.bidirectional_flow, self.memory_vae = bidirectional_flow, memory_vae
         self.end_to_end_loss = end_to_end_loss
         enc = dict(phoneme_encoder or {})
@@ -416,10 +430,12 @@ class NaturalSpeech(TextToWaveform):
         return call_in_own_dtype(self.decoder, z)  # see set_waveform_dtype
 
     def attach_inference_extras(self, extras: dict[str, Any]) -> None:
-        """The sup-phoneme tokenizer of a model trained with phoneme pre-training."""
+        """The sup-phoneme tokenizer of a model trained with phoneme pre-training, and the
+        duration scale a checkpoint was calibrated with (``duration_scale``)."""
         tokenizer_json = extras.get("sup_phoneme_tokenizer")
         if tokenizer_json and self.phoneme_pretraining:
             self.sup_tokenizer = SupPhonemeTokenizer.from_json(tokenizer_json)
+        self.duration_scale = check_duration_scale(extras.get("duration_scale", 1.0))
 
     def set_waveform_dtype(self, dtype: torch.dtype) -> NaturalSpeech:
         """Run the waveform decoder, nine tenths of the synthesis time, in ``dtype`` (e.g.
@@ -658,7 +674,7 @@ class NaturalSpeech(TextToWaveform):
             sup_tokens = self.sup_tokenizer.sup_ids_padded(tokens.cpu(), token_lengths.cpu()).to(tokens.device)
         h, text_mask = self._encode_text(tokens, token_lengths, sup_tokens)
         durations = torch.exp(self.durator.predict_log_durations(h, text_mask)) * text_mask.squeeze(1)
-        durations = durations * length_scale
+        durations = durations * (self.duration_scale * length_scale)
         lengths = predicted_frame_lengths(durations, text_mask)
         n_frames = int(lengths.max())
         if max_frames is not None and n_frames > max_frames:

@@ -131,6 +131,7 @@ class OnnxVoice:
         self.sentence_pause = float(inference.get("sentence_pause", 0.2))
         self.max_frames = int(inference.get("max_frames", 2584))
         self.duration_rounding = DurationRounding.from_dict(inference.get("duration_rounding"))
+        self.duration_scale = float(inference.get("duration_scale", 1.0))  # NaturalSpeech's calibration
         self.sample_rate = int(self.config["sample_rate"])
         self.hop_length = int(self.config["hop_length"])
         self.n_mels, self.n_sqz = int(self.config["n_mels"]), int(self.config.get("n_sqz", 2))
@@ -296,7 +297,8 @@ class OnnxVoice:
         if self.sup_tokenizer is not None:
             feeds["sup_tokens"] = np.asarray([self.sup_tokenizer.sup_ids(ids)], np.int64)
         h, text_mask, log_durations = sessions["encoder"].run(None, feeds)
-        durations = (np.exp(log_durations) * text_mask[:, 0] * np.float32(length_scale)).astype(np.float32)
+        durations = (np.exp(log_durations) * text_mask[:, 0]
+                     * np.float32(self.duration_scale * length_scale)).astype(np.float32)
         n_frames = max(1, int(np.round(durations.sum(dtype=np.float32))))
         if n_frames > self.max_frames:
             raise FlowspeechError(f"synthesis would produce {n_frames} frames, over the limit of "
