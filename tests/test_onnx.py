@@ -528,6 +528,12 @@ def test_a_naturalspeech_duration_scale_lengthens_its_speech_in_pytorch_and_onnx
     voice = OnnxVoice(tmp_path / "voice", threads=1)
     _, durations = voice._waveform("the cat ran on the mat", 0.0, 0.5, np.random.default_rng(0))
     assert np.allclose(durations, d_scaled[0].numpy(), rtol=1e-5)
+    voice_config = json.loads((tmp_path / "voice" / "voice.onnx.json").read_text())
+    for bad in ("NaN", 10, "fast"):
+        voice_config["inference"]["duration_scale"] = float("nan") if bad == "NaN" else bad
+        (tmp_path / "voice" / "voice.onnx.json").write_text(json.dumps(voice_config))
+        with pytest.raises(CheckpointError, match="duration_scale"):
+            OnnxVoice(tmp_path / "voice", threads=1)
     save_checkpoint(tmp_path / "bad.pt", {"model_type": "naturalspeech", "config": config, "model": model.state_dict(),
                                           "step": 0, "inference": {"duration_scale": 10}})
     with pytest.raises(ConfigError, match="duration_scale"):

@@ -73,6 +73,19 @@ def session_options(threads: int, spinning: bool = True):
     return options
 
 
+def _duration_scale(value: Any, config_path: Path) -> float:
+    """NaturalSpeech's duration calibration from a voice config: a number in [0.25, 4] (the
+    model's own check, without importing it)."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if isinstance(value, bool) or not 0.25 <= scale <= 4.0:  # NaN fails the comparison too
+        raise CheckpointError(f"{config_path}: inference.duration_scale must be a number in [0.25, 4], "
+                              f"got {value!r}")
+    return scale
+
+
 class OnnxVoice:
     """A Glow-TTS voice (with Griffin-Lim, WaveGlow or FloWaveNet) or a NaturalSpeech model on
     onnxruntime.
@@ -131,7 +144,7 @@ class OnnxVoice:
         self.sentence_pause = float(inference.get("sentence_pause", 0.2))
         self.max_frames = int(inference.get("max_frames", 2584))
         self.duration_rounding = DurationRounding.from_dict(inference.get("duration_rounding"))
-        self.duration_scale = float(inference.get("duration_scale", 1.0))  # NaturalSpeech's calibration
+        self.duration_scale = _duration_scale(inference.get("duration_scale", 1.0), config_path)
         self.sample_rate = int(self.config["sample_rate"])
         self.hop_length = int(self.config["hop_length"])
         self.n_mels, self.n_sqz = int(self.config["n_mels"]), int(self.config.get("n_sqz", 2))
