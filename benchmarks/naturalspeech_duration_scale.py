@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from flowspeech.checkpoints import load_checkpoint, save_checkpoint
-from flowspeech.models.naturalspeech import check_duration_scale
 from flowspeech.training.recipes.naturalspeech import NaturalSpeechRecipe
+from flowspeech.utils.durations import check_duration_scale
 
 
 def main() -> None:

@@ -75,6 +75,7 @@ from flowspeech.models.roles import TextToWaveform, WaveformStream, WaveformSynt
 from flowspeech.text import TextFrontend
 from flowspeech.text.sup_phonemes import SupPhonemeTokenizer
 from flowspeech.utils.chunks import chunk_spans
+from flowspeech.utils.durations import check_duration_scale
 from flowspeech.utils.masks import length_mask
 from flowspeech.utils.noise import Generators, per_utterance, randn, randn_padded
 
@@ -276,14 +277,6 @@ def random_segments(x: torch.Tensor, lengths: torch.Tensor, size: int,
     valid = (torch.arange(size, device=x.device).view(1, 1, -1)
              < (lengths - starts).view(-1, 1, 1)).to(x.dtype)
     return segments * valid, starts
-
-
-def check_duration_scale(value: Any) -> float:
-    """A duration scale from a checkpoint or voice config: a number in [0.25, 4]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0.25 <= value <= 4.0:
-        raise ConfigError(f"duration_scale must be a number in [0.25, 4], got {value!r}")
-    return float(value)
 
 
 def alignment_stats(durations: torch.Tensor, text_mask: torch.Tensor) -> dict[str, float]:

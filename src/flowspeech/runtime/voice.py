@@ -26,7 +26,7 @@ from flowspeech.inference.controls import check_scale
 from flowspeech.inference.timestamps import Timestamps, sentence_timestamps
 from flowspeech.runtime.griffin_lim import GriffinLim, fft, mel_to_magnitude, sparse
 from flowspeech.text import TextFrontend, split_sentences
-from flowspeech.utils.durations import DurationRounding
+from flowspeech.utils.durations import DurationRounding, check_duration_scale
 from flowspeech.utils.files import sha256_file
 
 FORMAT, FORMAT_VERSION, CONFIG_NAME = "flowspeech-onnx", 1, "voice.onnx.json"
@@ -71,19 +71,6 @@ def session_options(threads: int, spinning: bool = True):
     if spinning:
         options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
-
-
-def _duration_scale(value: Any, config_path: Path) -> float:
-    """NaturalSpeech's duration calibration from a voice config: a number in [0.25, 4] (the
-    model's own check, without importing it)."""
-    try:
-        scale = float(value)
-    except (TypeError, ValueError):
-        scale = float("nan")
-    if isinstance(value, bool) or not 0.25 <= scale <= 4.0:  # NaN fails the comparison too
-        raise CheckpointError(f"{config_path}: inference.duration_scale must be a number in [0.25, 4], "
-                              f"got {value!r}")
-    return scale
 
 
 class OnnxVoice:
@@ -144,7 +131,10 @@ class OnnxVoice:
         self.sentence_pause = float(inference.get("sentence_pause", 0.2))
         self.max_frames = int(inference.get("max_frames", 2584))
         self.duration_rounding = DurationRounding.from_dict(inference.get("duration_rounding"))
-        self.duration_scale = _duration_scale(inference.get("duration_scale", 1.0), config_path)
+        try:
+            self.duration_scale = check_duration_scale(inference.get("duration_scale", 1.0))
+        except ConfigError as err:
+            raise CheckpointError(f"{config_path}: inference.{err}") from None
         self.sample_rate = int(self.config["sample_rate"])
         self.hop_length = int(self.config["hop_length"])
         self.n_mels, self.n_sqz = int(self.config["n_mels"]), int(self.config.get("n_sqz", 2))

@@ -28,6 +28,16 @@ from flowspeech.errors import ConfigError
 ROUNDING_RULES = ("ceil", "round")
 
 
+def check_duration_scale(value: Any) -> float:
+    """NaturalSpeech's duration calibration (``duration_scale`` in a checkpoint's or an ONNX
+    voice's ``inference`` entry; its durations stay fractional, so it has no rounding rule):
+    a number in [0.25, 4]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.25 <= value <= 4.0:
+        raise ConfigError(f"duration_scale must be a number in [0.25, 4], got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class DurationRounding:
     """``frames = max(1, rule(exp(log_d) * scale * length_scale))`` for every real token.
