@@ -209,20 +209,17 @@ def paper_parity() -> None:
         model.prepare_for_inference()
         tokens = torch.randint(1, model.n_vocab, (1, 60))
         lengths = torch.tensor([60])
-        encoder = GlowTTSEncoderGraph(model).eval()
-        _trace(encoder, (tokens[:, :40], torch.tensor([40])), tmp / "enc.onnx", 17, ["tokens", "token_lengths"],
-               ["mean", "log_scale", "log_durations", "text_mask"],
-               {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}})
         with torch.no_grad():
-            mean, log_scale, log_durations, mask = encoder(tokens, lengths)
-        got = ort.InferenceSession(str(tmp / "enc.onnx")).run(None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy()})
-        print(f"| glow-tts-base | {count:,} | encoder | {np.abs(got[0] - mean.numpy()).max():.2e} | {mean.abs().max():.2f} |")
-        exported, _ = glow_tts_for_export(model, winograd=True)  # its convolutions by F(4, k)
-        _trace(GlowTTSEncoderGraph(exported).eval(), (tokens[:, :40], torch.tensor([40])), tmp / "enc.onnx", 17,
-               ["tokens", "token_lengths"], ["mean", "log_scale", "log_durations", "text_mask"],
-               {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}})
-        got = ort.InferenceSession(str(tmp / "enc.onnx")).run(None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy()})
-        print(f"| glow-tts-base | | encoder (`--winograd`) | {np.abs(got[0] - mean.numpy()).max():.2e} | {mean.abs().max():.2f} |")
+            mean, log_scale, log_durations, mask = GlowTTSEncoderGraph(model).eval()(tokens, lengths)
+        for graph, winograd in (("encoder", False), ("encoder (`--winograd`)", True)):
+            exported, _ = glow_tts_for_export(model, winograd=winograd)  # as `export --onnx` traces it
+            _trace(GlowTTSEncoderGraph(exported).eval(), (tokens[:, :40], torch.tensor([40])), tmp / "enc.onnx", 17,
+                   ["tokens", "token_lengths"], ["mean", "log_scale", "log_durations", "text_mask"],
+                   {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}})
+            got = ort.InferenceSession(str(tmp / "enc.onnx")).run(
+                None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy()})
+            print(f"| glow-tts-base | {'' if winograd else f'{count:,}'} | {graph} | "
+                  f"{np.abs(got[0] - mean.numpy()).max():.2e} | {mean.abs().max():.2f} |")
         durations = torch.ceil(torch.exp(log_durations) * mask).squeeze(1)
         n = max(2, int(durations.sum()) // 2 * 2)
         noise = torch.randn(1, 80, n)
