@@ -88,6 +88,39 @@ def authors_model(repo: Path):
     return model
 
 
+def export_graphs(ours, variant: str, tokens: torch.Tensor, folder: Path) -> None:
+    """Writes ``encoder.onnx`` and ``decoder.onnx`` of one of :data:`VARIANTS` into ``folder``
+    (the decoder traced on the frames that ``tokens`` get)."""
+    model, _ = glow_tts_for_export(ours, fold=variant.startswith("folded"), winograd="winograd" in variant,
+                                   phase_order="natural" not in variant)
+    encoder, decoder = GlowTTSEncoderGraph(model).eval(), GlowTTSDecoderGraph(model).eval()
+    conv_2d = "1-D" not in variant  # the export writes 1-D convolutions as 2-D ones
+    _trace(encoder, (tokens[:, :50], torch.tensor([50])), folder / "encoder.onnx", 17,
+           ["tokens", "token_lengths"], ["mean", "log_scale", "log_durations", "text_mask"],
+           {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}}, conv_2d=conv_2d)
+    with torch.no_grad():
+        m, s, w, k = encoder(tokens, torch.tensor([tokens.size(1)]))
+    d = torch.ceil(torch.exp(w) * k).squeeze(1)
+    n = max(2, int(d.sum()) // 2 * 2)
+    _trace(decoder, (m, s, d, torch.tensor([n]), torch.zeros(1, 80, n), torch.tensor(0.0)),
+           folder / "decoder.onnx", 17, ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"],
+           ["mels"], {"mean": {0: "b", 2: "t"}, "log_scale": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"},
+                      "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}}, conv_2d=conv_2d)
+
+
+def run_graphs(encoder, decoder, tokens: np.ndarray, noise_scale: float = 0.667) -> np.ndarray:
+    """One sentence through the two graphs' sessions and the numpy step between them, as the
+    runtime makes it (the authors' ceiling on durations; seeded noise)."""
+    mean, log_scale, log_durations, mask = encoder.run(
+        None, {"tokens": tokens, "token_lengths": np.asarray([tokens.shape[1]])})
+    durations = np.ceil(np.exp(log_durations) * mask)[:, 0].astype(np.float32)
+    frames = max(2, int(durations.sum()) // 2 * 2)
+    noise = np.random.default_rng(0).standard_normal((1, 80, frames), dtype=np.float32)
+    return decoder.run(None, {"mean": mean, "log_scale": log_scale, "durations": durations,
+                              "mel_lengths": np.asarray([frames]), "noise": noise,
+                              "noise_scale": np.asarray(noise_scale, np.float32)})[0]
+
+
 def interleaved_medians(systems: dict, repeats: int, pause: float = 0.25) -> dict[str, float]:
     """Median seconds of each system, timed in turn round by round (a shared machine's speed
     drifts; interleaving gives every system the same drift). Each run starts ``pause`` seconds
@@ -137,34 +170,13 @@ def main() -> None:
 
         graphs = {}
         for variant in VARIANTS:
-            model, _ = glow_tts_for_export(ours, fold=variant.startswith("folded"), winograd="winograd" in variant,
-                                           phase_order="natural" not in variant)
-            encoder, decoder = GlowTTSEncoderGraph(model).eval(), GlowTTSDecoderGraph(model).eval()
-            conv_2d = "1-D" not in variant  # the export writes 1-D convolutions as 2-D ones
-            _trace(encoder, (tokens[:, :50], torch.tensor([50])), tmp / "encoder.onnx", 17,
-                   ["tokens", "token_lengths"], ["mean", "log_scale", "log_durations", "text_mask"],
-                   {"tokens": {0: "b", 1: "t"}, "token_lengths": {0: "b"}}, conv_2d=conv_2d)
-            with torch.no_grad():
-                m, s, w, k = encoder(tokens, lengths)
-            d = torch.ceil(torch.exp(w) * k).squeeze(1)
-            n = max(2, int(d.sum()) // 2 * 2)
-            _trace(decoder, (m, s, d, torch.tensor([n]), torch.zeros(1, 80, n), torch.tensor(0.0)),
-                   tmp / "decoder.onnx", 17, ["mean", "log_scale", "durations", "mel_lengths", "noise", "noise_scale"],
-                   ["mels"], {"mean": {0: "b", 2: "t"}, "log_scale": {0: "b", 2: "t"}, "durations": {0: "b", 1: "t"},
-                              "mel_lengths": {0: "b"}, "noise": {0: "b", 2: "f"}}, conv_2d=conv_2d)
+            export_graphs(ours, variant, tokens, tmp)
             graphs[variant] = sessions(spinning=True)
             if variant == SLEEPING:
                 graphs[variant + ", sleeping"] = sessions(spinning=False)
 
     def run_onnx(variant: str, noise_scale: float = 0.667):
-        enc, dec = graphs[variant]
-        mean, log_scale, log_durations, mask = enc.run(None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy()})
-        durations = np.ceil(np.exp(log_durations) * mask)[:, 0].astype(np.float32)
-        frames = max(2, int(durations.sum()) // 2 * 2)
-        noise = np.random.default_rng(0).standard_normal((1, 80, frames), dtype=np.float32)
-        return dec.run(None, {"mean": mean, "log_scale": log_scale, "durations": durations,
-                              "mel_lengths": np.asarray([frames]), "noise": noise,
-                              "noise_scale": np.asarray(noise_scale, np.float32)})[0]
+        return run_graphs(*graphs[variant], tokens.numpy(), noise_scale)
 
     theirs.store_inverse()
     with torch.no_grad():
