@@ -126,7 +126,7 @@ def test_a_winograd_decoder_graph_gives_the_models_mel(griffin_lim_voice, tmp_pa
     graphs = json.loads((folder / "voice.onnx.json").read_text())["graphs"]
     assert graphs["decoder"]["input_convolutions"] == "direct" and graphs["encoder"]["convolutions"] == "direct"
     config = export_onnx(tts, tmp_path / "winograd", winograd=True)
-    assert config["graphs"]["decoder"]["input_convolutions"].startswith("winograd F(4, k), phase order: ")
+    assert config["graphs"]["decoder"]["input_convolutions"].startswith("winograd F(6, k), phase order: ")
     assert int(config["graphs"]["decoder"]["input_convolutions"].split(": ")[1]) > 0
     assert config["graphs"]["decoder"]["folded"] is True
     # The export folded and replaced on a copy: the Synthesizer's model is as it was.

@@ -20,7 +20,7 @@ from flowspeech.inference.winograd import (
 )
 
 
-@pytest.mark.parametrize("m, r", [(2, 3), (4, 3), (2, 5), (4, 5)])
+@pytest.mark.parametrize("m, r", [(2, 3), (4, 3), (6, 3), (2, 5), (4, 5), (6, 5)])
 def test_the_transforms_compute_the_correlation_of_a_tile(m, r):
     at, g, bt = winograd_matrices(m, r)
     assert at.shape == (m, m + r - 1) and g.shape == (m + r - 1, r) and bt.shape == (m + r - 1, m + r - 1)
@@ -33,7 +33,7 @@ def test_the_transforms_compute_the_correlation_of_a_tile(m, r):
 
 def test_too_large_a_tile_is_refused_with_the_points_it_lacks():
     with pytest.raises(ValueError, match="interpolation points"):
-        winograd_matrices(6, 5)
+        winograd_matrices(8, 5)
 
 
 @pytest.mark.parametrize("kernel", [3, 5])

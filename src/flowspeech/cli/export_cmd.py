@@ -24,8 +24,9 @@ def register(subparsers) -> None:
                    "voice's own vocoder, else griffin-lim)")
     p.add_argument("--winograd", action="store_true",
                    help="with --onnx: compute the Glow-TTS decoder's WaveNet input convolutions by "
-                   "Winograd's F(4, k), the same mel to float rounding: Glow-TTS base 1.1-1.35x faster "
-                   "end to end, the shipped voice's decoder 12 %%, the file a third larger (docs/onnx.md)")
+                   "Winograd's F(6, k), the same mel to float rounding: Glow-TTS base 1.1-1.35x faster "
+                   "end to end, the shipped voice's decoder 12 %%, the file about half as large again "
+                   "(docs/onnx.md)")
     p.set_defaults(run=run)
 
 

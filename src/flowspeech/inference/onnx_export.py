@@ -12,12 +12,12 @@ An ONNX voice is a folder, like Piper's ``.onnx`` + ``.onnx.json``:
   the expansion by durations, the prior sample and the flow decoder's inverse. The frame
   count ``F`` is the noise's: the durations are rounded between the two graphs, where
   ``length_scale`` applies. Asked to (``winograd=True``, ``export --onnx --winograd``), the
-  couplings' WaveNet input convolutions are computed by Winograd's F(4, k)
-  (:mod:`flowspeech.inference.winograd`: 40 % of their multiplications) on frames in phase
+  couplings' WaveNet input convolutions are computed by Winograd's F(6, k)
+  (:mod:`flowspeech.inference.winograd`: a third of their multiplications) on frames in phase
   order (:mod:`flowspeech.inference.phase_order`): Glow-TTS base 1.1-1.35x faster on
-  onnxruntime, the shipped voice's decoder 12 %, for a file a third larger. The encoder graph's
-  kernel-3 and kernel-5 convolutions (pre-net, feed-forward, duration predictor) are then
-  Winograd's too, in frame order: Glow-TTS base's encoder 10 % faster on a sentence of 100
+  onnxruntime, the shipped voice's decoder 12 %, for a file about half as large again. The
+  encoder graph's kernel-3 and kernel-5 convolutions (pre-net, feed-forward, duration
+  predictor) are then Winograd's F(4, k), in frame order: Glow-TTS base's encoder 10 % faster on a sentence of 100
   tokens;
 - ``vocoder.onnx`` (WaveGlow, FloWaveNet): ``mels [B, n_mels, F], noise, sigma []`` ->
   ``audio [B, F * hop]``, the flow's inverse on the latent ``noise * sigma`` (noise in the
@@ -60,6 +60,7 @@ from flowspeech.errors import ConfigError, OutputError
 from flowspeech.inference.folding import fold_flow_decoder
 from flowspeech.inference.onnx_graph import convolutions_as_2d
 from flowspeech.inference.phase_order import (
+    PHASES,
     PhaseOrderDecoder,
     PhaseWinogradConv,
     phase_order_applies,
@@ -155,7 +156,7 @@ def export_onnx(tts: Synthesizer, out: str | Path, *, opset: int = OPSET, winogr
     """Write ``tts``'s acoustic model and vocoder as an ONNX voice folder ``out`` (which must
     not exist, or be empty) and return its config. The folder appears whole or not at all.
     ``winograd``: Glow-TTS's decoder graph computes its WaveNet input convolutions by
-    Winograd's F(4, k) (the same mel to float rounding; worth it for wide decoders such as
+    Winograd's F(6, k) (the same mel to float rounding; worth it for wide decoders such as
     Glow-TTS base's, see docs/onnx.md); False keeps plain ``Conv``."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -204,7 +205,7 @@ def _export(tts: Synthesizer, folder: Path, opset: int, winograd: bool) -> dict[
     speakers = torch.zeros(2, dtype=torch.long) if multi else None
     graphs: dict[str, dict[str, str]] = {}
     # Both graphs are traced from the copy the export computes with (folded, and with
-    # `winograd` its convolutions by F(4, k)).
+    # `winograd` its convolutions by Winograd's).
     export_model, replaced = glow_tts_for_export(model, winograd=winograd)
 
     encoder = GlowTTSEncoderGraph(export_model).eval()
@@ -234,7 +235,8 @@ def _export(tts: Synthesizer, folder: Path, opset: int, winograd: bool) -> dict[
             "durations": {0: "batch", 1: "tokens"}, "mel_lengths": {0: "batch"},
             "noise": {0: "batch", 2: "frames"}, "speakers": {0: "batch"}, "mels": {0: "batch", 2: "frames"}})
     graphs["decoder"] = {"file": "decoder.onnx", "folded": True,
-                         "input_convolutions": (f"winograd F(4, k){', phase order' if phase_order else ''}: {replaced}"
+                         "input_convolutions": (f"winograd F({PHASES if phase_order else 4}, k)"
+                                                f"{', phase order' if phase_order else ''}: {replaced}"
                                                 if winograd else "direct")}
     with torch.no_grad():
         mels = decoder(*dec_inputs)

@@ -11,15 +11,16 @@ F(m, r) (Lavin and Gray, 2016, "Fast Algorithms for Convolutional Neural Network
 
 Over channels, the element-wise product becomes ``m + r - 1`` matrix products of the
 transformed weights ``G w [O, I]`` with the transformed tiles, so F(4, 5) does 8 products
-where a direct convolution does 20: 40 % of the multiplications. The transforms come from
-Toom-Cook interpolation at 0, +-1, +-2, +-1/2 and infinity, computed exactly in rationals and
-rounded to float32 once; the result differs from the plain convolution by float rounding
-(about 1e-5 on outputs of magnitude 7, against 2e-6 for the plain one; the exported decoder's
-mel moves by about 3e-6). Measured in ``docs/onnx.md`` (``benchmarks/winograd_conv.py``).
+where a direct convolution does 20 (40 % of the multiplications), and F(6, 5) 10 where it does
+30 (a third). The transforms come from Toom-Cook interpolation at 0, +-1, +-2, +-1/2 (+-3/2
+for F(6, 5)) and infinity, computed exactly in rationals and rounded to float32 once; the
+result differs from the plain convolution by float rounding (F(4, 5): about 1e-5 on outputs of
+magnitude 7, against 2e-6 for the plain one; the exported decoder's mel moves by about 3e-6, by
+5e-6 with F(6, 5)). Measured in ``docs/onnx.md`` (``benchmarks/winograd_conv.py``).
 
 The text encoder's feed-forward convolutions (kernel 3, 192 -> 768 -> 192 in Glow-TTS base:
-80 % of its arithmetic) take it too, in frame order (:class:`WinogradConv1d`); the decoder's run
-on frames in phase order (:mod:`flowspeech.inference.phase_order`).
+80 % of its arithmetic) take F(4, 3) in frame order (:class:`WinogradConv1d`); the decoder's
+convolutions take F(6, r) on frames in phase order (:mod:`flowspeech.inference.phase_order`).
 
 Only the export uses it: the PyTorch path keeps PyTorch's own convolutions.
 """
@@ -37,7 +38,8 @@ from flowspeech.flows.wavenet import WaveNet
 from flowspeech.inference.folding import FoldedWaveNetCouplingNet
 
 # Interpolation points, in the order that keeps the transforms best conditioned.
-POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2), Fraction(-1, 2))
+POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2), Fraction(-1, 2),
+          Fraction(3, 2), Fraction(-3, 2))
 
 
 class _ConstantReshape(torch.autograd.Function):
