@@ -241,6 +241,37 @@ def test_the_runtimes_griffin_lim_is_the_pytorch_one(griffin_lim_voice):
             assert ours.shape == expected.shape and np.abs(ours - expected).max() < AUDIO_TOLERANCE
 
 
+@pytest.mark.parametrize("padding", ["center", "vits"])
+@pytest.mark.parametrize("frames", [4, 5, 40])
+def test_the_runtimes_griffin_lim_is_the_pytorch_one_for_either_padding_and_short_signals(padding, frames):
+    from flowspeech.audio.config import MelConfig
+
+    config = MelConfig.glow_tts() if padding == "center" else MelConfig.vits()
+    magnitude = torch.rand(1, config.n_fft // 2 + 1, frames, generator=torch.Generator().manual_seed(frames))
+    phase = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(2))
+    for n_iter in (0, 1, 4):
+        expected = _fast_griffin_lim(magnitude, config, n_iter, 0.99, 0, phase)[0].numpy()
+        ours = GriffinLim(config.n_fft, config.hop_length, config.win_length, padding=padding, pad=config.pad,
+                          n_iter=n_iter, workers=2)(magnitude[0].numpy(), phase[0].numpy())
+        assert ours.shape == expected.shape and np.abs(ours - expected).max() < AUDIO_TOLERANCE
+
+
+@pytest.mark.parametrize("padding, pad", [("center", 0), ("vits", 384)])
+def test_the_griffin_lim_signal_is_the_overlap_add_reflect_padded_as_numpy_pads(padding, pad):
+    # Two and three frames make signals no longer than the half-frame margin, which the
+    # reflection then folds more than once (PyTorch's STFT refuses them).
+    gl = GriffinLim(1024, 256, 1024, padding=padding, pad=pad)
+    rng = np.random.default_rng(0)
+    for n_frames in (2, 3, 4, 5, 9):
+        frames = rng.standard_normal((n_frames, 1024)).astype(np.float32)
+        length = 256 * (n_frames - 1) if padding == "center" else 256 * n_frames - gl.shift
+        envelope = gl._envelope(n_frames)
+        expected = np.pad((gl._overlap_add(frames) / envelope)[512:512 + length], 512, mode="reflect")
+        buffer = np.full(max((n_frames + 3) * 256, length + 1024), np.nan, np.float32)
+        got = gl._signal(frames, length, (1 / envelope[512:512 + length]).astype(np.float32), buffer)
+        np.testing.assert_allclose(got[:length + 1024], expected, rtol=1e-6, atol=1e-6)
+
+
 def test_the_vocoder_graphs_give_the_models_audio_at_new_lengths(tmp_path):
     from flowspeech.inference.loading import load_model
 
