@@ -88,6 +88,15 @@ def authors_model(repo: Path):
     return model
 
 
+def imported(theirs, folder: Path):
+    """flowspeech's model with the authors' weights, through their checkpoint format
+    (``import_glow_tts``); call before their ``store_inverse()``, which removes the weight
+    normalisation the import reads."""
+    torch.save({"model": theirs.state_dict(), "iteration": 0}, folder / "authors.pth")
+    import_glow_tts(folder / "authors.pth", folder / "ours.pt")
+    return load_model(folder / "ours.pt")[0]
+
+
 def export_graphs(ours, variant: str, tokens: torch.Tensor, folder: Path) -> None:
     """Writes ``encoder.onnx`` and ``decoder.onnx`` of one of :data:`VARIANTS` into ``folder``
     (the decoder traced on the frames that ``tokens`` get)."""
@@ -157,9 +166,7 @@ def main() -> None:
     lengths = torch.tensor([args.tokens])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        torch.save({"model": theirs.state_dict(), "iteration": 0}, tmp / "authors.pth")
-        import_glow_tts(tmp / "authors.pth", tmp / "ours.pt")
-        ours, _ = load_model(tmp / "ours.pt")
+        ours = imported(theirs, tmp)
 
         def sessions(spinning: bool) -> tuple:
             """The two graphs' sessions with the runtime's options: threads spinning between

@@ -25,10 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_glow_tts_onnx import authors_model, export_graphs, run_graphs
+from bench_glow_tts_onnx import authors_model, export_graphs, imported, run_graphs
 
-from flowspeech.inference.loading import load_model
-from flowspeech.models.glow_tts_import import import_glow_tts
 from flowspeech.runtime.voice import session_options
 
 
@@ -57,10 +55,8 @@ def main() -> None:
     lengths = torch.tensor([args.tokens])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        torch.save({"model": theirs.state_dict(), "iteration": 0}, tmp / "authors.pth")
-        import_glow_tts(tmp / "authors.pth", tmp / "ours.pt")
-        ours, _ = load_model(tmp / "ours.pt")
-        theirs.store_inverse()  # after the import: it removes the weight normalisation the import reads
+        ours = imported(theirs, tmp)
+        theirs.store_inverse()  # after the import (see imported)
         export_graphs(ours, "folded, winograd", tokens, tmp)
         sessions = {threads: [ort.InferenceSession(str(tmp / name), session_options(threads),
                                                    providers=["CPUExecutionProvider"])
