@@ -190,6 +190,66 @@ def test_export_half_precision_loads_and_speaks(tiny_checkpoint, tmp_path):
     assert len(full) == len(half)
 
 
+@pytest.fixture
+def two_checkpoints(tiny_glow_tts_config, tiny_dataset, tmp_path) -> list[Path]:
+    run = tmp_path / "run4"
+    assert main(["train", "glow-tts", "--config", str(tiny_glow_tts_config), "--data", str(tiny_dataset),
+                 "--out", str(run), "--max-steps", "4", "--no-progress", "--device", "cpu"]) == 0
+    return [path for _, path in CheckpointManager(run).list()[-2:]]
+
+
+def test_export_of_several_checkpoints_writes_the_mean_of_their_weights(two_checkpoints, tmp_path, capsys):
+    from flowspeech import Synthesizer
+    from flowspeech.checkpoints import load_checkpoint
+    from flowspeech.inference.loading import load_model
+
+    out = tmp_path / "mean.pt"
+    assert main(["export", *map(str, two_checkpoints), "--out", str(out)]) == 0
+    assert "the mean of 2 checkpoints, the newest from step 4" in capsys.readouterr().out
+    a, b = (load_checkpoint(p)["model"] for p in two_checkpoints)
+    mean = load_checkpoint(out, "glow-tts")
+    assert mean["step"] == 4 and "optimizers" not in mean
+    assert [entry["step"] for entry in mean["averaged_from"]] == [2, 4]
+    moved = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], b[k])]
+    assert moved  # two steps apart, the weights differ
+    for key, value in mean["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (a[key].double() + b[key].double()).div(2).float())
+        else:
+            assert torch.equal(value, b[key])
+    # The averaged decoder is still a flow: it inverts to float tolerance, and the model speaks.
+    model, _ = load_model(out, "glow-tts")
+    y = torch.randn(1, 80, 12)
+    mask = torch.ones(1, 1, 12)
+    z, _ = model.decoder(y, mask)
+    torch.testing.assert_close(model.decoder.inverse(z, mask), y, atol=1e-4, rtol=1e-4)
+    audio = Synthesizer(out).synthesize("Hello.", seed=0)[0]
+    assert len(audio) > 0 and np.isfinite(audio).all()
+
+
+def test_averaging_refuses_checkpoints_of_different_models_or_states(two_checkpoints, tmp_path, capsys):
+    from flowspeech.checkpoints import load_checkpoint, save_checkpoint
+
+    older, newer = map(str, two_checkpoints)
+    payload = load_checkpoint(older)
+    payload["config"]["model_args"]["hidden_channels_dec"] = 48
+    other_model = tmp_path / "other_model.pt"
+    save_checkpoint(other_model, payload)
+    payload = load_checkpoint(older)
+    payload["model"]["decoder.flows.0.initialized"] = torch.tensor(False)
+    other_state = tmp_path / "other_state.pt"
+    save_checkpoint(other_state, payload)
+    out = tmp_path / "mean.pt"
+    for sources, message in [([older, older], "named twice"),
+                             ([newer, str(other_model)], "different models (their configs' 'model_args'"),
+                             ([newer, str(other_state)], "differ in decoder.flows.0.initialized, which is not trained")]:
+        assert main(["export", *sources, "--out", str(out)]) == 1
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+    assert main(["export", "--onnx", older, newer, "--out", str(tmp_path / "onnx")]) == 1
+    assert "--onnx exports one voice or checkpoint" in capsys.readouterr().err
+
+
 def test_voices_command(capsys):
     assert main(["voices"]) == 0
     assert capsys.readouterr().out.strip()

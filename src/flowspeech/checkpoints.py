@@ -16,6 +16,7 @@ user opens a checkpoint they were sent.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,25 +174,106 @@ def load_state_dict_partial(module: torch.nn.Module, state_dict: dict[str, torch
     return kept, ignored
 
 
-def export_checkpoint(src: str | Path, out: str | Path, half: bool = False,
-                      inference_state=None) -> dict[str, Any]:
+def export_checkpoint(src: str | Path | Sequence[str | Path], out: str | Path, half: bool = False,
+                      inference_state=None, parameter_names=None) -> dict[str, Any]:
     """Write ``src``'s model weights, config and inference extras to ``out`` without optimiser
     state (what a voice or a deployment needs), optionally with floating-point weights in
     float16 (loaders convert back to float32). ``inference_state(model_type, state)`` maps the
     stored weights to those synthesis uses, e.g. a GAN checkpoint's generator
     (:func:`flowspeech.models.registry.inference_state`).
 
-    Returns ``{"parameters": values written, "step": training step}``.
+    Several sources write the mean of their weights (:func:`average_checkpoints`; it needs
+    ``parameter_names``).
+
+    Returns ``{"parameters": values written, "step": training step, "averaged": sources}``.
     """
-    payload = load_checkpoint(src)
-    state = payload["model"]
-    if inference_state is not None:
-        state = inference_state(payload["model_type"], state)
+    sources = [src] if isinstance(src, (str, Path)) else list(src)
+    if len(sources) > 1:
+        if parameter_names is None:
+            raise TypeError("averaging checkpoints needs parameter_names(config)")
+        exported = average_checkpoints(sources, parameter_names, inference_state)
+        state = exported["model"]
+    else:
+        payload = load_checkpoint(sources[0])
+        state = payload["model"]
+        if inference_state is not None:
+            state = inference_state(payload["model_type"], state)
+        exported = {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}
+        exported["exported_from"] = str(sources[0])
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    exported = {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}
     exported["model"] = state
-    exported["exported_from"] = str(src)
     save_checkpoint(out, exported)
     n = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
-    return {"parameters": n, "step": payload.get("step")}
+    return {"parameters": n, "step": exported.get("step"), "averaged": len(sources)}
+
+
+# What must agree for two checkpoints to hold one model: its type, architecture and front ends.
+_SAME_MODEL = ("model", "model_args", "audio", "text")
+
+
+def average_checkpoints(sources: Sequence[str | Path], parameter_names,
+                        inference_state=None) -> dict[str, Any]:
+    """The mean of several checkpoints' weights: checkpoint averaging, as ESPnet's and
+    fairseq's averaging scripts do for the last N checkpoints of a run, which evens out the
+    noise that the last updates leave in the weights.
+
+    Every trained parameter (``parameter_names(config)`` names them) is averaged in float64
+    and stored in its own dtype. Buffers are not trained (permutations, signs, "initialised"
+    flags, a memory bank's switch), so they must be equal in every checkpoint: checkpoints
+    that differ in one are not of one run, or straddle a change in the model's state (e.g.
+    one from before the memory bank was switched on), and their mean would be no model.
+
+    The result is an inference checkpoint (no optimiser state) with the newest source's
+    config, step and ``inference`` entry (settings fitted to one checkpoint, such as a
+    NaturalSpeech ``duration_scale``, should be fitted again), and ``averaged_from`` listing
+    the sources and their steps.
+
+    Raises:
+        CheckpointError: a source is unreadable, named twice, or holds another model
+            (type, architecture, audio or text settings), other tensors, or other buffers.
+    """
+    paths = [Path(p) for p in sources]
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise CheckpointError("a checkpoint is named twice: each source counts once in the mean")
+    payloads = [load_checkpoint(p) for p in paths]
+    first, first_path = payloads[0], paths[0]
+    for path, payload in zip(paths[1:], payloads[1:]):
+        for key in _SAME_MODEL:
+            if payload["config"].get(key) != first["config"].get(key):
+                raise CheckpointError(
+                    f"{path} and {first_path} hold different models (their configs' {key!r} "
+                    f"differ): only checkpoints of one model can be averaged")
+    states = [p["model"] if inference_state is None else inference_state(p["model_type"], p["model"])
+              for p in payloads]
+    for path, state in zip(paths[1:], states[1:]):
+        if state.keys() != states[0].keys():
+            odd = sorted(state.keys() ^ states[0].keys())
+            raise CheckpointError(f"{path} and {first_path} hold different tensors ({', '.join(odd[:5])})")
+        for name, value in state.items():
+            if value.shape != states[0][name].shape:
+                raise CheckpointError(f"{path} and {first_path} differ in {name}'s shape: "
+                                      f"{tuple(value.shape)} against {tuple(states[0][name].shape)}")
+    newest = max(range(len(paths)), key=lambda i: payloads[i].get("step") or 0)
+    trained = parameter_names(payloads[newest]["config"])
+    averaged = {}
+    for name, value in states[newest].items():
+        if name in trained and value.is_floating_point():
+            total = sum(state[name].double() for state in states)
+            averaged[name] = (total / len(states)).to(value.dtype)
+            continue
+        for path, state in zip(paths, states):
+            if not torch.equal(state[name], value):
+                raise CheckpointError(
+                    f"{path} and {paths[newest]} differ in {name}, which is not trained: they "
+                    f"are not checkpoints of one run, or one was written before a change in "
+                    f"the model's state (e.g. a flag set during training); average checkpoints "
+                    f"from after it")
+        averaged[name] = value
+    exported = {key: payloads[newest][key] for key in ("model_type", "config", "step", "inference")
+                if key in payloads[newest]}
+    exported["model"] = averaged
+    exported["exported_from"] = str(paths[newest])
+    exported["averaged_from"] = [{"checkpoint": str(p), "step": payload.get("step")}
+                                 for p, payload in zip(paths, payloads)]
+    return exported

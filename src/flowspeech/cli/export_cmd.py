@@ -8,13 +8,16 @@ def register(subparsers) -> None:
         "export", help="strip a training checkpoint to its weights (optionally float16), or "
         "export a voice to ONNX (--onnx)",
         description="Write CKPT's model weights and config without optimiser state, "
-        "optionally in float16 (half the size; loaders convert back to float32). With --onnx, "
+        "optionally in float16 (half the size; loaders convert back to float32). Given several "
+        "checkpoints of one run, write the mean of their weights (checkpoint averaging). With --onnx, "
         "write a voice (a registered voice name or a Glow-TTS checkpoint, with its vocoder) as "
         "an ONNX voice folder that `flowspeech synthesize --backend onnx` and "
         "flowspeech.runtime run without PyTorch (docs/onnx.md).",
     )
-    p.add_argument("checkpoint", metavar="SOURCE",
-                   help="flowspeech checkpoint (e.g. RUN/checkpoints/step_*.pt); with --onnx also a voice name")
+    p.add_argument("checkpoint", metavar="SOURCE", nargs="+",
+                   help="flowspeech checkpoint (e.g. RUN/checkpoints/step_*.pt); with --onnx also a voice "
+                   "name. Several checkpoints of one run: the mean of their weights (e.g. the last few; "
+                   "docs/glow-tts.md)")
     p.add_argument("--out", help="file to write; with --onnx, a new folder (default with --onnx and a "
                    "voice name: the folder `synthesize --backend onnx --voice NAME` reads)")
     p.add_argument("--half", action="store_true", help="store floating-point weights as float16")
@@ -36,17 +39,23 @@ def run(args) -> int:
     from flowspeech.checkpoints import export_checkpoint
     from flowspeech.cli.common import check_output
     from flowspeech.errors import ConfigError
-    from flowspeech.models.registry import inference_state
+    from flowspeech.models.registry import inference_state, parameter_names
 
     if args.onnx:
+        if len(args.checkpoint) > 1:
+            raise ConfigError("--onnx exports one voice or checkpoint: average checkpoints "
+                              "first (`flowspeech export A.pt B.pt --out mean.pt`), then export that")
+        args.checkpoint = args.checkpoint[0]
         return _onnx(args)
     if args.vocoder is not None or args.winograd:
         raise ConfigError("--vocoder and --winograd go with --onnx")
     if args.out is None:
         raise ConfigError("--out is needed: the file to write")
-    check_output(args.out, [args.checkpoint], "--out")
-    info = export_checkpoint(args.checkpoint, args.out, args.half, inference_state)
-    print(f"{args.out}: {info['parameters']:,} values from step {info['step']}, "
+    check_output(args.out, args.checkpoint, "--out")
+    info = export_checkpoint(args.checkpoint, args.out, args.half, inference_state, parameter_names)
+    what = (f"the mean of {info['averaged']} checkpoints, the newest from step {info['step']}"
+            if info["averaged"] > 1 else f"from step {info['step']}")
+    print(f"{args.out}: {info['parameters']:,} values {what}, "
           f"{os.path.getsize(args.out) / 1e6:.1f} MB{' (float16)' if args.half else ''}")
     return 0
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from flowspeech.errors import ConfigError
 
 __all__ = ["ModelSpec", "Role", "build_model", "count_parameters", "get_spec", "inference_state", "load_plugins", "model_class",
-           "model_specs", "register_model", "resolve", "unregister_model"]
+           "model_specs", "parameter_names", "register_model", "resolve", "unregister_model"]
 
 
 class Role(str, enum.Enum):
@@ -167,6 +167,17 @@ def inference_state(model_type: str, state: dict[str, Any]) -> dict[str, Any]:
     """The weights synthesis uses from a checkpoint's ``model`` entry
     (:meth:`~flowspeech.models.roles.SpeechModel.inference_state_dict` of the type's class)."""
     return model_class(model_type).inference_state_dict(state)
+
+
+def parameter_names(config: dict[str, Any]) -> set[str]:
+    """Names of the trained parameters (not the buffers) of the model a config describes, as
+    its inference state dict names them; built on the ``meta`` device, like
+    :func:`count_parameters`."""
+    import torch  # lazy: see count_parameters
+
+    with torch.device("meta"):
+        model = build_model(config)
+    return {name for name, _ in model.named_parameters()}
 
 
 def count_parameters(config: dict[str, Any]) -> int:
