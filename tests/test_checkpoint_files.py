@@ -102,3 +102,31 @@ def test_temporary_files_of_killed_writes_are_removed_and_live_ones_kept(tmp_pat
     stale.rename(moved)
     atomic_write(sub / "config.yaml", lambda tmp: open(tmp, "w").write("a: 1\n"))
     assert not moved.exists() and (sub / "config.yaml").read_text() == "a: 1\n"
+
+
+def test_averaging_a_gan_checkpoint_averages_the_generator_it_speaks_with(tmp_path):
+    from flowspeech.checkpoints import average_checkpoints
+
+    config = {"model": "gan-tts", "model_args": {"width": 2}, "audio": {}, "text": {}}
+    paths = []
+    for step, value in ((100, 1.0), (200, 2.0), (300, 6.0)):
+        model = {"generator.weight": torch.full((2, 2), value, dtype=torch.float16),
+                 "generator.memory_in_use": torch.tensor(True),
+                 "generator.sign": torch.tensor([1.0, -1.0]),
+                 "discriminator.weight": torch.full((3,), value)}
+        paths.append(tmp_path / f"step_{step}.pt")
+        save_checkpoint(paths[-1], {"model_type": "gan-tts", "config": config, "model": model,
+                                    "step": step, "inference": {"duration_scale": step / 100},
+                                    "optimizers": {}})
+
+    def generator(model_type, state):  # what a GAN's inference_state keeps
+        return {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
+
+    mean = average_checkpoints(list(reversed(paths)), lambda config: {"weight", "sign"}, generator)
+    assert set(mean["model"]) == {"weight", "memory_in_use", "sign"}
+    assert mean["model"]["weight"].dtype == torch.float16
+    assert torch.equal(mean["model"]["weight"], torch.full((2, 2), 3.0, dtype=torch.float16))
+    assert torch.equal(mean["model"]["sign"], torch.tensor([1.0, -1.0]))  # equal values stay exact
+    assert mean["step"] == 300 and mean["inference"] == {"duration_scale": 3.0}
+    assert "optimizers" not in mean
+    assert [e["step"] for e in mean["averaged_from"]] == [300, 200, 100]
