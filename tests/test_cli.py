@@ -307,6 +307,15 @@ def test_train_init_from_exported_weights(tiny_checkpoint, tiny_glow_tts_config,
         torch.testing.assert_close(after[key].float(), value.float(), atol=1e-3, rtol=0)
 
 
+def test_train_threads_sets_torchs_threads_and_refuses_zero(tiny_glow_tts_config, tiny_dataset, tmp_path, capsys):
+    argv = ["train", "glow-tts", "--config", str(tiny_glow_tts_config), "--data", str(tiny_dataset),
+            "--max-steps", "1", "--no-progress", "--device", "cpu"]
+    assert main([*argv, "--out", str(tmp_path / "zero"), "--threads", "0"]) == 1
+    assert "--threads 0: use 1 or more" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "two"), "--threads", "2"]) == 0
+    assert torch.get_num_threads() == 2  # the autouse fixture puts it back to what it was
+
+
 def test_train_init_partial_across_symbol_sets(tiny_checkpoint, tiny_glow_tts_config, tiny_dataset,
                                                tmp_path, capsys):
     # Without blanks the vocabulary is one symbol shorter: the token embedding cannot be

@@ -106,6 +106,25 @@ def check_file_stem(stem: str, where: str) -> str:
     return stem
 
 
+def add_threads_arg(parser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for PyTorch's operations (default: PyTorch's, one per core). Runs "
+        "that share a machine should split its cores between them: two trainings of two "
+        "threads each on two cores ran 4-5x slower than with one each (docs/benchmarks.md)")
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """``--threads``: PyTorch's intra-op threads (None: leave PyTorch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads {threads}: use 1 or more")
+    import torch  # lazy: the CLI starts without torch
+
+    torch.set_num_threads(threads)
+
+
 def resolve_device(name: str | None):
     """``torch.device(name)``, checked: an unknown name or a device this PyTorch build or
     machine lacks is a ConfigError that says what to use instead. None: the CPU."""

@@ -24,6 +24,8 @@ DEFAULT_CONFIG = {
 
 
 def register(subparsers) -> None:
+    from flowspeech.cli.common import add_threads_arg
+
     p = subparsers.add_parser(
         "pretrain-phonemes",
         help="pre-train a NaturalSpeech phoneme encoder on text (mixed-phoneme masked LM)",
@@ -51,6 +53,7 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in OUT")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_threads_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -126,9 +129,10 @@ def run(args) -> int:
     from flowspeech.training.trainer import Trainer
 
     recipe = PhonemeLMRecipe(config, run_dir=args.out)
-    if args.device is not None:
-        from flowspeech.cli.common import resolve_device
+    from flowspeech.cli.common import resolve_device, set_torch_threads
 
+    set_torch_threads(args.threads)
+    if args.device is not None:
         resolve_device(args.device)  # a typo or a missing GPU: one line now, not a traceback later
     trainer = Trainer(recipe, args.out, args.text, val_data=args.val_text, resume=args.resume,
                       max_steps=args.max_steps, device=args.device, progress=not args.no_progress)

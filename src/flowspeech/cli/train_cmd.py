@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
+    from flowspeech.cli.common import add_threads_arg
+
     p = subparsers.add_parser(
         "train", help="train a model (single process, or multi-GPU/multi-node under torchrun)",
         description="Train MODEL on DATA, writing checkpoints, config.yaml, train.log and "
@@ -36,6 +38,7 @@ def register(subparsers) -> None:
                    help="override train.precision: bf16 autocast runs on CUDA and on CPUs (fast with "
                    "AVX512-BF16 or AMX); fp16 needs CUDA (fp32 elsewhere)")
     p.add_argument("--num-workers", type=int, help="override train.num_workers")
+    add_threads_arg(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set train.learning_rate=0.5 "
                    "(value parsed as YAML; repeatable)")
@@ -127,9 +130,10 @@ def run(args) -> int:
     from flowspeech.training.recipes import recipe_for
     from flowspeech.training.trainer import Trainer
 
-    if args.device is not None:
-        from flowspeech.cli.common import resolve_device
+    from flowspeech.cli.common import resolve_device, set_torch_threads
 
+    set_torch_threads(args.threads)
+    if args.device is not None:
         resolve_device(args.device)  # a typo or a missing GPU: one line now, not a traceback later
     trainer = Trainer(recipe_for(config), args.out, args.data, val_data=args.val_data,
                       cache_dir=args.cache_dir, resume=args.resume, max_steps=args.max_steps,
