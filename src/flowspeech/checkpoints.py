@@ -236,44 +236,62 @@ def average_checkpoints(sources: Sequence[str | Path], parameter_names,
     paths = [Path(p) for p in sources]
     if len({p.resolve() for p in paths}) < len(paths):
         raise CheckpointError("a checkpoint is named twice: each source counts once in the mean")
-    payloads = [load_checkpoint(p) for p in paths]
-    first, first_path = payloads[0], paths[0]
-    for path, payload in zip(paths[1:], payloads[1:]):
-        for key in _SAME_MODEL:
-            if payload["config"].get(key) != first["config"].get(key):
-                raise CheckpointError(
-                    f"{path} and {first_path} hold different models (their configs' {key!r} "
-                    f"differ): only checkpoints of one model can be averaged")
-    states = [p["model"] if inference_state is None else inference_state(p["model_type"], p["model"])
-              for p in payloads]
-    for path, state in zip(paths[1:], states[1:]):
-        if state.keys() != states[0].keys():
-            odd = sorted(state.keys() ^ states[0].keys())
-            raise CheckpointError(f"{path} and {first_path} hold different tensors ({', '.join(odd[:5])})")
+    # One checkpoint in memory at a time (training checkpoints carry the optimiser's state):
+    # the first sets what the others must match, and float64 sums gather the parameters.
+    first_path, first_config, shapes, buffers, trained = paths[0], None, {}, {}, set()
+    sums: dict[str, torch.Tensor] = {}
+    newest: tuple[int, Path, dict[str, Any], dict[str, torch.dtype]] | None = None
+    averaged_from = []
+    for path in paths:
+        payload = load_checkpoint(path)
+        state = payload["model"]
+        if inference_state is not None:
+            state = inference_state(payload["model_type"], state)
+        if first_config is None:
+            first_config, trained = payload["config"], parameter_names(payload["config"])
+            shapes = {name: value.shape for name, value in state.items()}
+            buffers = {name: value for name, value in state.items()
+                       if name not in trained or not value.is_floating_point()}
+        else:
+            _check_same_model(path, payload["config"], state, first_path, first_config, shapes)
         for name, value in state.items():
-            if value.shape != states[0][name].shape:
-                raise CheckpointError(f"{path} and {first_path} differ in {name}'s shape: "
-                                      f"{tuple(value.shape)} against {tuple(states[0][name].shape)}")
-    newest = max(range(len(paths)), key=lambda i: payloads[i].get("step") or 0)
-    trained = parameter_names(payloads[newest]["config"])
-    averaged = {}
-    for name, value in states[newest].items():
-        if name in trained and value.is_floating_point():
-            total = sum(state[name].double() for state in states)
-            averaged[name] = (total / len(states)).to(value.dtype)
-            continue
-        for path, state in zip(paths, states):
-            if not torch.equal(state[name], value):
-                raise CheckpointError(
-                    f"{path} and {paths[newest]} differ in {name}, which is not trained: they "
-                    f"are not checkpoints of one run, or one was written before a change in "
-                    f"the model's state (e.g. a flag set during training); average checkpoints "
-                    f"from after it")
-        averaged[name] = value
-    exported = {key: payloads[newest][key] for key in ("model_type", "config", "step", "inference")
-                if key in payloads[newest]}
-    exported["model"] = averaged
-    exported["exported_from"] = str(paths[newest])
-    exported["averaged_from"] = [{"checkpoint": str(p), "step": payload.get("step")}
-                                 for p, payload in zip(paths, payloads)]
+            if name in buffers:
+                if not torch.equal(value, buffers[name]):
+                    raise CheckpointError(
+                        f"{path} and {first_path} differ in {name}, which is not trained: they "
+                        f"are not checkpoints of one run, or one was written before a change in "
+                        f"the model's state (e.g. a flag set during training); average "
+                        f"checkpoints from after it")
+            elif name in sums:
+                sums[name] += value.double()
+            else:
+                sums[name] = value.double()
+        step = payload.get("step") or 0
+        if newest is None or step > newest[0]:
+            settings = {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}
+            newest = (step, path, settings, {name: value.dtype for name, value in state.items()})
+        averaged_from.append({"checkpoint": str(path), "step": payload.get("step")})
+        del payload, state
+    _, newest_path, exported, dtypes = newest
+    exported["model"] = {name: buffers[name] if name in buffers else (sums[name] / len(paths)).to(dtypes[name])
+                         for name in shapes}
+    exported["exported_from"] = str(newest_path)
+    exported["averaged_from"] = averaged_from
     return exported
+
+
+def _check_same_model(path: Path, config: dict, state: dict, first_path: Path, first_config: dict,
+                      shapes: dict) -> None:
+    """Refuse a checkpoint that holds another model than the first of an average."""
+    for key in _SAME_MODEL:
+        if config.get(key) != first_config.get(key):
+            raise CheckpointError(
+                f"{path} and {first_path} hold different models (their configs' {key!r} "
+                f"differ): only checkpoints of one model can be averaged")
+    if state.keys() != shapes.keys():
+        odd = sorted(state.keys() ^ shapes.keys())
+        raise CheckpointError(f"{path} and {first_path} hold different tensors ({', '.join(odd[:5])})")
+    for name, value in state.items():
+        if value.shape != shapes[name]:
+            raise CheckpointError(f"{path} and {first_path} differ in {name}'s shape: "
+                                  f"{tuple(value.shape)} against {tuple(shapes[name])}")
