@@ -122,11 +122,11 @@ def test_averaging_a_gan_checkpoint_averages_the_generator_it_speaks_with(tmp_pa
     def generator(model_type, state):  # what a GAN's inference_state keeps
         return {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
 
-    mean = average_checkpoints(list(reversed(paths)), lambda config: {"weight", "sign"}, generator)
+    mean = average_checkpoints(paths, lambda config: {"weight", "sign"}, generator)
     assert set(mean["model"]) == {"weight", "memory_in_use", "sign"}
     assert mean["model"]["weight"].dtype == torch.float16
     assert torch.equal(mean["model"]["weight"], torch.full((2, 2), 3.0, dtype=torch.float16))
     assert torch.equal(mean["model"]["sign"], torch.tensor([1.0, -1.0]))  # equal values stay exact
     assert mean["step"] == 300 and mean["inference"] == {"duration_scale": 3.0}
     assert "optimizers" not in mean
-    assert [e["step"] for e in mean["averaged_from"]] == [300, 200, 100]
+    assert [e["step"] for e in mean["averaged_from"]] == [100, 200, 300]

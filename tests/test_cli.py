@@ -205,7 +205,7 @@ def test_export_of_several_checkpoints_writes_the_mean_of_their_weights(two_chec
 
     out = tmp_path / "mean.pt"
     assert main(["export", *map(str, two_checkpoints), "--out", str(out)]) == 0
-    assert "the mean of 2 checkpoints, the newest from step 4" in capsys.readouterr().out
+    assert "the mean of 2 checkpoints, the last from step 4" in capsys.readouterr().out
     a, b = (load_checkpoint(p)["model"] for p in two_checkpoints)
     mean = load_checkpoint(out, "glow-tts")
     assert mean["step"] == 4 and "optimizers" not in mean

@@ -224,10 +224,10 @@ def average_checkpoints(sources: Sequence[str | Path], parameter_names,
     that differ in one are not of one run, or straddle a change in the model's state (e.g.
     one from before the memory bank was switched on), and their mean would be no model.
 
-    The result is an inference checkpoint (no optimiser state) with the newest source's
-    config, step and ``inference`` entry (settings fitted to one checkpoint, such as a
-    NaturalSpeech ``duration_scale``, should be fitted again), and ``averaged_from`` listing
-    the sources and their steps.
+    The result is an inference checkpoint (no optimiser state) with the last source's config,
+    step and ``inference`` entry (give the newest last; settings fitted to one checkpoint,
+    such as a NaturalSpeech ``duration_scale``, should be fitted again), and
+    ``averaged_from`` listing the sources and their steps.
 
     Raises:
         CheckpointError: a source is unreadable, named twice, or holds another model
@@ -240,7 +240,6 @@ def average_checkpoints(sources: Sequence[str | Path], parameter_names,
     # the first sets what the others must match, and float64 sums gather the parameters.
     first_path, first_config, shapes, buffers, trained = paths[0], None, {}, {}, set()
     sums: dict[str, torch.Tensor] = {}
-    newest: tuple[int, Path, dict[str, Any], dict[str, torch.dtype]] | None = None
     averaged_from = []
     for path in paths:
         payload = load_checkpoint(path)
@@ -266,16 +265,13 @@ def average_checkpoints(sources: Sequence[str | Path], parameter_names,
                 sums[name] += value.double()
             else:
                 sums[name] = value.double()
-        step = payload.get("step") or 0
-        if newest is None or step > newest[0]:
-            settings = {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}
-            newest = (step, path, settings, {name: value.dtype for name, value in state.items()})
+        exported = {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}
+        dtypes = {name: value.dtype for name, value in state.items()}
         averaged_from.append({"checkpoint": str(path), "step": payload.get("step")})
         del payload, state
-    _, newest_path, exported, dtypes = newest
     exported["model"] = {name: buffers[name] if name in buffers else (sums[name] / len(paths)).to(dtypes[name])
                          for name in shapes}
-    exported["exported_from"] = str(newest_path)
+    exported["exported_from"] = str(paths[-1])
     exported["averaged_from"] = averaged_from
     return exported
 

@@ -53,7 +53,7 @@ def run(args) -> int:
         raise ConfigError("--out is needed: the file to write")
     check_output(args.out, args.checkpoint, "--out")
     info = export_checkpoint(args.checkpoint, args.out, args.half, inference_state, parameter_names)
-    what = (f"the mean of {info['averaged']} checkpoints, the newest from step {info['step']}"
+    what = (f"the mean of {info['averaged']} checkpoints, the last from step {info['step']}"
             if info["averaged"] > 1 else f"from step {info['step']}")
     print(f"{args.out}: {info['parameters']:,} values {what}, "
           f"{os.path.getsize(args.out) / 1e6:.1f} MB{' (float16)' if args.half else ''}")
