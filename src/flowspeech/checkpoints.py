@@ -194,11 +194,7 @@ def export_checkpoint(src: str | Path | Sequence[str | Path], out: str | Path, h
         exported = average_checkpoints(sources, parameter_names, inference_state)
         state = exported["model"]
     else:
-        payload = load_checkpoint(sources[0])
-        state = payload["model"]
-        if inference_state is not None:
-            state = inference_state(payload["model_type"], state)
-        exported = {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}
+        state, exported = _inference_weights(load_checkpoint(sources[0]), inference_state)
         exported["exported_from"] = str(sources[0])
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -206,6 +202,15 @@ def export_checkpoint(src: str | Path | Sequence[str | Path], out: str | Path, h
     save_checkpoint(out, exported)
     n = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
     return {"parameters": n, "step": exported.get("step"), "averaged": len(sources)}
+
+
+def _inference_weights(payload: dict[str, Any], inference_state=None) -> tuple[dict, dict[str, Any]]:
+    """A checkpoint's weights that synthesis uses, and the entries an exported checkpoint
+    keeps beside them (model type, config, step, inference settings); no optimiser state."""
+    state = payload["model"]
+    if inference_state is not None:
+        state = inference_state(payload["model_type"], state)
+    return state, {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}
 
 
 # What must agree for two checkpoints to hold one model: its type, architecture and front ends.
@@ -242,17 +247,14 @@ def average_checkpoints(sources: Sequence[str | Path], parameter_names,
     sums: dict[str, torch.Tensor] = {}
     averaged_from = []
     for path in paths:
-        payload = load_checkpoint(path)
-        state = payload["model"]
-        if inference_state is not None:
-            state = inference_state(payload["model_type"], state)
+        state, exported = _inference_weights(load_checkpoint(path), inference_state)
         if first_config is None:
-            first_config, trained = payload["config"], parameter_names(payload["config"])
+            first_config, trained = exported["config"], parameter_names(exported["config"])
             shapes = {name: value.shape for name, value in state.items()}
             buffers = {name: value for name, value in state.items()
                        if name not in trained or not value.is_floating_point()}
         else:
-            _check_same_model(path, payload["config"], state, first_path, first_config, shapes)
+            _check_same_model(path, exported["config"], state, first_path, first_config, shapes)
         for name, value in state.items():
             if name in buffers:
                 if not torch.equal(value, buffers[name]):
@@ -265,10 +267,9 @@ def average_checkpoints(sources: Sequence[str | Path], parameter_names,
                 sums[name] += value.double()
             else:
                 sums[name] = value.double()
-        exported = {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}
         dtypes = {name: value.dtype for name, value in state.items()}
-        averaged_from.append({"checkpoint": str(path), "step": payload.get("step")})
-        del payload, state
+        averaged_from.append({"checkpoint": str(path), "step": exported.get("step")})
+        del state
     exported["model"] = {name: buffers[name] if name in buffers else (sums[name] / len(paths)).to(dtypes[name])
                          for name in shapes}
     exported["exported_from"] = str(paths[-1])
