@@ -195,6 +195,33 @@ def test_a_multi_speaker_voice_exports_with_speaker_inputs_and_the_models_number
     assert np.abs(other - onnx_mels).max() > 1e-3
 
 
+def test_a_voice_with_absolute_positions_exports_to_the_models_numbers_at_new_lengths(glow_tts_checkpoint,
+                                                                                      tmp_path):
+    from flowspeech.checkpoints import load_checkpoint, save_checkpoint
+    from flowspeech.models.glow_tts import GlowTTS
+
+    payload = load_checkpoint(glow_tts_checkpoint)
+    payload["config"]["model_args"]["absolute_positions"] = True
+    model = GlowTTS.from_config(payload["config"])
+    model.load_state_dict(payload["model"], strict=False)
+    with torch.no_grad():
+        model.encoder.positions.alpha.fill_(0.7)
+    payload["model"] = model.state_dict()
+    path = tmp_path / "placed.pt"
+    save_checkpoint(path, {k: v for k, v in payload.items() if k not in ("format", "version")})
+    tts = Synthesizer(path)
+    export_onnx(tts, tmp_path / "voice")
+    tokens, lengths = _tokens(tts, SENTENCE + " " + SENTENCE, "Short one.")  # longer than traced
+    with torch.no_grad():
+        expected = GlowTTSEncoderGraph(tts.model).eval()(tokens, lengths)
+        without = GlowTTSEncoderGraph(Synthesizer(glow_tts_checkpoint).model).eval()(tokens, lengths)
+    got = ort.InferenceSession(str(tmp_path / "voice" / "encoder.onnx")).run(
+        None, {"tokens": tokens.numpy(), "token_lengths": lengths.numpy()})
+    for e, g in zip(expected, got):
+        assert np.abs(e.numpy() - g).max() < MEL_TOLERANCE
+    assert np.abs(without[0].numpy() - got[0]).max() > 1e-2  # the positions are in the graph
+
+
 def test_the_graph_modules_are_glow_tts_infer_with_its_noise(griffin_lim_voice):
     tts, _ = griffin_lim_voice
     tokens, lengths = _tokens(tts, SENTENCE)

@@ -64,6 +64,42 @@ def test_resume_is_exact(tiny_glow_tts_config, tiny_dataset, tmp_path):
         assert torch.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"])
 
 
+def test_a_voice_warm_started_with_absolute_positions_trains_only_its_text_encoder(
+        tiny_glow_tts_config, tiny_dataset, tmp_path, capsys):
+    # The recipe for teaching a trained voice sentence positions: the new scale starts fresh
+    # (at 0), the flow decoder stays exactly as it was, and the run resumes exactly.
+    from flowspeech.models.glow_tts import GlowTTS
+
+    base = tmp_path / "base"
+    assert train(tiny_glow_tts_config, tiny_dataset, base, "--max-steps", "2") == 0
+    start = latest_state(base)["model"]
+    placed = ["--set", "model_args.absolute_positions=true", "--set", "train.trainable=text-encoder",
+              "--set", "train.checkpoint_every=3", "--set", "train.learning_rate=5.0"]
+    warm = ["--init-from", str(CheckpointManager(base).list()[-1][1]), "--init-partial"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(tiny_glow_tts_config, tiny_dataset, straight, "--max-steps", "6", *placed, *warm) == 0
+    assert "kept fresh: encoder.positions.alpha" in capsys.readouterr().out
+    after = latest_state(straight)
+    for key, value in start.items():
+        if key.startswith("decoder."):
+            assert torch.equal(after["model"][key], value), key
+    assert not torch.equal(after["model"]["encoder.proj_m.weight"], start["encoder.proj_m.weight"])
+    assert float(after["model"]["encoder.positions.alpha"]) != 0.0
+    # Adam holds only the text encoder's tensors (its duration predictor's among them).
+    config = load_config(tiny_glow_tts_config)
+    config["model_args"]["absolute_positions"] = True
+    names = [n for n, _ in GlowTTS.from_config(config).named_parameters()]
+    adam = after["optimizers"]["main"]
+    assert len(adam["param_groups"][0]["params"]) == sum(n.startswith("encoder.") for n in names)
+    assert len(adam["state"]) == sum(n.startswith("encoder.") for n in names)
+    # Stopped at step 3 and resumed, the same weights at step 6.
+    assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "3", *placed, *warm) == 0
+    assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "6", "--resume", *placed) == 0
+    again = latest_state(resumed)
+    for key in after["model"]:
+        assert torch.equal(after["model"][key], again["model"][key]), key
+
+
 def test_existing_run_needs_resume(tiny_glow_tts_config, tiny_dataset, tmp_path):
     run = tmp_path / "run"
     assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "2") == 0

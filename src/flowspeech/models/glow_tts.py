@@ -47,7 +47,12 @@ from flowspeech.flows import (
     unsqueeze,
 )
 from flowspeech.models.roles import MelSynthesis, TextToMel
-from flowspeech.models.transformer import ChannelLayerNorm, ConvReluNorm, TransformerEncoder
+from flowspeech.models.transformer import (
+    ChannelLayerNorm,
+    ConvReluNorm,
+    ScaledSinusoidalPositions,
+    TransformerEncoder,
+)
 from flowspeech.text import TextFrontend
 from flowspeech.utils.durations import DurationRounding
 from flowspeech.utils.masks import length_mask
@@ -78,13 +83,15 @@ class TextEncoder(nn.Module):
 
     def __init__(self, n_vocab: int, out_channels: int, hidden_channels: int, filter_channels: int,
                  filter_channels_dp: int, n_heads: int, n_layers: int, kernel_size: int, dropout: float,
-                 window_size: int | None, mean_only: bool, prenet: bool, gin_channels: int):
+                 window_size: int | None, mean_only: bool, prenet: bool, gin_channels: int,
+                 absolute_positions: bool = False):
         super().__init__()
         self.hidden_channels = hidden_channels
         self.mean_only = mean_only
         self.emb = nn.Embedding(n_vocab, hidden_channels)
         nn.init.normal_(self.emb.weight, 0.0, hidden_channels ** -0.5)
         self.pre = ConvReluNorm(hidden_channels, hidden_channels, 5, 3, 0.5) if prenet else None
+        self.positions = ScaledSinusoidalPositions(hidden_channels) if absolute_positions else None
         self.encoder = TransformerEncoder(hidden_channels, filter_channels, n_heads, n_layers,
                                           kernel_size, dropout, window_size)
         self.proj_m = nn.Conv1d(hidden_channels, out_channels, 1)
@@ -100,6 +107,8 @@ class TextEncoder(nn.Module):
         mask = length_mask(token_lengths, x.size(2), x.dtype)
         if self.pre is not None:
             x = self.pre(x, mask)
+        if self.positions is not None:
+            x = self.positions(x, mask)
         x = self.encoder(x, mask)
         # Stop-gradient: the duration loss must not shape the text representation (Sec. 3.2).
         x_dp = x.detach()
@@ -186,6 +195,10 @@ class GlowTTS(TextToMel):
         n_sqz: squeeze factor over time (2).
         sigmoid_scale: bound the coupling scale with a sigmoid (False).
         n_speakers, gin_channels: speaker embedding table and size (0: single speaker).
+        absolute_positions: add a scaled sinusoidal position encoding after the pre-net
+            (:class:`~flowspeech.models.transformer.ScaledSinusoidalPositions`). Not in the
+            paper, whose encoder knows positions only through the relative window: off in
+            every paper preset. It lets the encoder place sentence-level intonation.
     """
 
     def __init__(self, n_vocab: int, n_mels: int = 80, hidden_channels: int = 192,
@@ -196,7 +209,7 @@ class GlowTTS(TextToMel):
                  dilation_rate: int = 1, hidden_channels_enc: int | None = None,
                  hidden_channels_dec: int | None = None, p_dropout_dec: float = 0.05,
                  n_split: int = 4, n_sqz: int = 2, sigmoid_scale: bool = False,
-                 n_speakers: int = 0, gin_channels: int = 0):
+                 n_speakers: int = 0, gin_channels: int = 0, absolute_positions: bool = False):
         super().__init__()
         if n_speakers > 1 and gin_channels <= 0:
             raise ValueError("a multi-speaker Glow-TTS needs gin_channels > 0")
@@ -209,7 +222,7 @@ class GlowTTS(TextToMel):
         self.encoder = TextEncoder(n_vocab, n_mels, hidden_channels_enc or hidden_channels,
                                    filter_channels, filter_channels_dp, n_heads, n_layers_enc,
                                    kernel_size, p_dropout, window_size, mean_only, prenet,
-                                   gin_channels if n_speakers > 1 else 0)
+                                   gin_channels if n_speakers > 1 else 0, absolute_positions)
         self.decoder = FlowDecoder(n_mels, hidden_channels_dec or hidden_channels, kernel_size_dec,
                                    dilation_rate, n_blocks_dec, n_block_layers, p_dropout_dec, n_split,
                                    n_sqz, sigmoid_scale, gin_channels if n_speakers > 1 else 0)

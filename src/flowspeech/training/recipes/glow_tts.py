@@ -4,7 +4,8 @@ authors (Kim et al., 2020, Sec. 4; their train.py and configs/base.json)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
@@ -15,11 +16,22 @@ from flowspeech.errors import ConfigError
 from flowspeech.models.glow_tts import GlowTTS
 from flowspeech.text import TextFrontend
 from flowspeech.training.plots import alignment_figure, spectrogram_figure
-from flowspeech.training.recipe import Recipe
+from flowspeech.training.recipe import Recipe, TrainConfig
+
+
+@dataclass
+class GlowTTSTrainConfig(TrainConfig):
+    #: ``text-encoder``: the flow decoder is frozen (no gradient, no optimiser state) and only
+    #: the text encoder and duration predictor learn. For teaching a trained voice something
+    #: on the text side (e.g. ``absolute_positions``, warm-started with ``--init-partial``)
+    #: without moving the spectral model; each step also costs about half as much, since
+    #: nothing flows back through the decoder.
+    trainable: Literal["all", "text-encoder"] = "all"
 
 
 class GlowTTSRecipe(Recipe):
     model_type = "glow-tts"
+    train_config_class = GlowTTSTrainConfig
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
@@ -49,7 +61,10 @@ class GlowTTSRecipe(Recipe):
 
     def build_optimizers(self, model):
         t = self.train
-        return {"main": torch.optim.Adam(model.parameters(), lr=t.learning_rate, betas=t.betas, eps=t.eps)}
+        if t.trainable == "text-encoder":
+            model.decoder.requires_grad_(False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        return {"main": torch.optim.Adam(params, lr=t.learning_rate, betas=t.betas, eps=t.eps)}
 
     @staticmethod
     def _inputs(batch):
