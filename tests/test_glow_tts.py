@@ -187,23 +187,22 @@ def test_a_repeated_token_far_from_both_ends_knows_its_place_only_with_absolute_
     placed = tiny_model(n_layers_enc=2, absolute_positions=True).eval()
     placed.load_state_dict(plain.state_dict(), strict=False)
     with torch.no_grad():
-        placed.encoder.positions.alpha.fill_(1.0)
+        placed.encoder.positions.proj.weight.copy_(torch.eye(32)[..., None])
     mean = placed.encoder(tokens, lengths)[0]
     assert (mean[..., 25] - mean[..., 35]).abs().max() > 1e-2
 
 
-def test_absolute_positions_start_at_zero_so_a_trained_model_speaks_as_before():
+def test_absolute_positions_start_from_zero_so_a_trained_model_speaks_as_before():
     plain = tiny_model().eval()
     placed = tiny_model(absolute_positions=True).eval()
     missing = placed.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert missing == ["encoder.positions.alpha"]
+    assert missing == ["encoder.positions.proj.weight", "encoder.positions.proj.bias"]
     tokens, token_lengths, _, _ = batch()
     for ours, theirs in zip(placed.encoder(tokens, token_lengths), plain.encoder(tokens, token_lengths)):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     # Padding stays zero, and the paper's presets do not have it.
     with torch.no_grad():
-        placed.encoder.positions.alpha.fill_(1.0)
-    with torch.no_grad():
+        placed.encoder.positions.proj.weight.copy_(torch.eye(32)[..., None])
         mean, _, log_durations, mask = placed.encoder(tokens, token_lengths)
     assert float((mean * (1 - mask)).abs().max()) == 0.0 and float((log_durations * (1 - mask)).abs().max()) == 0.0
     for preset in ("glow-tts-base", "glow-tts-base-blank", "glow-tts-small"):

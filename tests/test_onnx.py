@@ -205,7 +205,7 @@ def test_a_voice_with_absolute_positions_exports_to_the_models_numbers_at_new_le
     model = GlowTTS.from_config(payload["config"])
     model.load_state_dict(payload["model"], strict=False)
     with torch.no_grad():
-        model.encoder.positions.alpha.fill_(0.7)
+        model.encoder.positions.proj.weight.copy_(0.7 * torch.eye(model.hidden_channels)[..., None])
     payload["model"] = model.state_dict()
     path = tmp_path / "placed.pt"
     save_checkpoint(path, {k: v for k, v in payload.items() if k not in ("format", "version")})

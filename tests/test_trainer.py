@@ -66,8 +66,8 @@ def test_resume_is_exact(tiny_glow_tts_config, tiny_dataset, tmp_path):
 
 def test_a_voice_warm_started_with_absolute_positions_trains_only_its_text_encoder(
         tiny_glow_tts_config, tiny_dataset, tmp_path, capsys):
-    # The recipe for teaching a trained voice sentence positions: the new scale starts fresh
-    # (at 0), the flow decoder stays exactly as it was, and the run resumes exactly.
+    # The recipe for teaching a trained voice sentence positions: the new projection starts
+    # fresh (at 0), the flow decoder stays exactly as it was, and the run resumes exactly.
     from flowspeech.models.glow_tts import GlowTTS
 
     base = tmp_path / "base"
@@ -78,13 +78,13 @@ def test_a_voice_warm_started_with_absolute_positions_trains_only_its_text_encod
     warm = ["--init-from", str(CheckpointManager(base).list()[-1][1]), "--init-partial"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert train(tiny_glow_tts_config, tiny_dataset, straight, "--max-steps", "6", *placed, *warm) == 0
-    assert "kept fresh: encoder.positions.alpha" in capsys.readouterr().out
+    assert "kept fresh: encoder.positions.proj.weight, encoder.positions.proj.bias" in capsys.readouterr().out
     after = latest_state(straight)
     for key, value in start.items():
         if key.startswith("decoder."):
             assert torch.equal(after["model"][key], value), key
     assert not torch.equal(after["model"]["encoder.proj_m.weight"], start["encoder.proj_m.weight"])
-    assert float(after["model"]["encoder.positions.alpha"]) != 0.0
+    assert float(after["model"]["encoder.positions.proj.weight"].abs().max()) > 0.0
     # Adam holds only the text encoder's tensors (its duration predictor's among them).
     config = load_config(tiny_glow_tts_config)
     config["model_args"]["absolute_positions"] = True

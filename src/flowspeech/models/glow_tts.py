@@ -50,7 +50,7 @@ from flowspeech.models.roles import MelSynthesis, TextToMel
 from flowspeech.models.transformer import (
     ChannelLayerNorm,
     ConvReluNorm,
-    ScaledSinusoidalPositions,
+    SinusoidalPositions,
     TransformerEncoder,
 )
 from flowspeech.text import TextFrontend
@@ -91,7 +91,7 @@ class TextEncoder(nn.Module):
         self.emb = nn.Embedding(n_vocab, hidden_channels)
         nn.init.normal_(self.emb.weight, 0.0, hidden_channels ** -0.5)
         self.pre = ConvReluNorm(hidden_channels, hidden_channels, 5, 3, 0.5) if prenet else None
-        self.positions = ScaledSinusoidalPositions(hidden_channels) if absolute_positions else None
+        self.positions = SinusoidalPositions(hidden_channels) if absolute_positions else None
         self.encoder = TransformerEncoder(hidden_channels, filter_channels, n_heads, n_layers,
                                           kernel_size, dropout, window_size)
         self.proj_m = nn.Conv1d(hidden_channels, out_channels, 1)
@@ -195,8 +195,8 @@ class GlowTTS(TextToMel):
         n_sqz: squeeze factor over time (2).
         sigmoid_scale: bound the coupling scale with a sigmoid (False).
         n_speakers, gin_channels: speaker embedding table and size (0: single speaker).
-        absolute_positions: add a scaled sinusoidal position encoding after the pre-net
-            (:class:`~flowspeech.models.transformer.ScaledSinusoidalPositions`). Not in the
+        absolute_positions: add a sinusoidal position encoding after the pre-net
+            (:class:`~flowspeech.models.transformer.SinusoidalPositions`). Not in the
             paper, whose encoder knows positions only through the relative window: off in
             every paper preset. It lets the encoder place sentence-level intonation.
     """

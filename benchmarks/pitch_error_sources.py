@@ -1,0 +1,176 @@
+"""Where a Glow-TTS voice's pitch error against its teacher lies: timing, tokens, or contours.
+
+    python benchmarks/pitch_error_sources.py --corpus data/slt_hts --split val
+    python benchmarks/pitch_error_sources.py --acoustic runs/x/checkpoints/step_N.pt \
+        --duration-rounding round --duration-scale 1.099 --corpus data/slt_hts --split val
+
+Each sentence of the split is spoken twice from the same prior noise and Griffin-Lim seed:
+with the voice's own predicted durations, and with the teacher's timing (the frames MAS gives
+each token of the teacher's recording). Both are scored against the recording as
+``eval_voice.py`` scores them (dio F0 along the DTW path on the mel-cepstra up to 8 kHz). If
+the teacher's timing brings the error down, the durations carry it.
+
+The clip spoken with the teacher's timing has the recording's frames, so its F0 is also
+compared frame by frame (frames voiced in both) and split per token:
+
+* token level: the voice's mean log-F0 over a token's frames against the teacher's (which
+  pitch each token gets: the text encoder's prior means);
+* within token: the rest, the contour inside a token (the flow decoder's);
+
+and the token-level error and each side's mean log-F0 relative to its sentence's mean are
+binned by the token's position in the sentence: a sentence-level intonation (declination)
+the voice misses shows as a bias that runs with position. Choose on the validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowspeech.audio import load_wav, mel_spectrogram
+from flowspeech.evaluation.spectral import compare_to_reference, world_features
+from flowspeech.inference.synthesizer import Synthesizer
+from flowspeech.models.glow_tts import GlowTTS
+
+POSITION_BINS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
+
+
+def split_ids(corpus: Path, split: str, limit: int) -> list[tuple[str, str]]:
+    texts = {row[0]: row[-1] for row in csv.reader((corpus / "metadata.csv").open(encoding="utf-8"),
+                                                    delimiter="|", quoting=csv.QUOTE_NONE)}
+    listed = (corpus / "filelists" / f"ljs_audio_text_{split}_filelist.txt").read_text().splitlines()
+    ids = [Path(line.split("|")[0]).stem for line in listed if line.strip()]
+    return [(uid, texts[uid]) for uid in ids[:limit]]
+
+
+@torch.no_grad()
+def speak(tts: Synthesizer, ids: torch.Tensor, lengths: torch.Tensor, durations: torch.Tensor,
+          seed: int) -> np.ndarray:
+    """The voice's waveform for ``durations`` ``[1, T_text]`` frames per token, its noise and
+    Griffin-Lim phases drawn from ``seed``."""
+    model = tts.model
+    mean, log_scale, _, text_mask = model.encoder(ids, lengths)
+    frames = max(model.n_sqz, int(durations.sum()) // model.n_sqz * model.n_sqz)
+    z_mask = torch.ones(1, 1, frames)
+    from flowspeech.align import path_from_durations
+
+    attn = path_from_durations(durations.float(), text_mask.transpose(1, 2) * z_mask)
+    z_mean, z_log_scale = mean @ attn, log_scale @ attn
+    noise = torch.randn(z_mean.shape, generator=torch.Generator().manual_seed(seed))
+    z = z_mean + torch.exp(z_log_scale) * noise * tts.noise_scale
+    mel = model.decoder.inverse(z, z_mask)
+    audio = tts.vocoder.vocode(mel, torch.tensor([frames]), generator=torch.Generator().manual_seed(seed))
+    samples = audio.waveforms[0, : int(audio.waveform_lengths[0])].numpy()
+    # As a 16-bit wav (what eval_voice.py scores): quiet frames' cepstra depend on it.
+    return np.clip(np.round(samples * 32768), -32768, 32767) / 32768
+
+
+def rms(x: np.ndarray, weights: np.ndarray | None = None) -> float:
+    return float(np.sqrt(np.average(np.square(x), weights=weights)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--voice", default=None)
+    parser.add_argument("--acoustic", default=None, help="a Glow-TTS checkpoint instead of a voice")
+    parser.add_argument("--noise-scale", type=float, default=None, help="default: the voice's")
+    parser.add_argument("--duration-rounding", choices=("ceil", "round"), default=None)
+    parser.add_argument("--duration-scale", type=float, default=1.0)
+    parser.add_argument("--corpus", type=Path, required=True, help="the teacher's corpus (LJSpeech layout)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--mcd-max-hz", type=float, default=8000.0)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rounding = (None if args.duration_rounding is None
+                else {"rule": args.duration_rounding, "scale": args.duration_scale})
+    kwargs = {"voice": args.voice, "duration_rounding": rounding, "noise_scale": args.noise_scale}
+    tts = Synthesizer(args.acoustic, **kwargs) if args.acoustic else Synthesizer(**kwargs)
+    if not isinstance(tts.model, GlowTTS):
+        raise SystemExit(f"{tts.acoustic_path} is not a Glow-TTS model")
+    model, rate = tts.model, tts.sample_rate
+    hop_s = tts.mel_config.hop_length / rate
+
+    def features(x):
+        return world_features(x, rate, f0_method="dio", max_hz=args.mcd_max_hz)
+
+    scores = {"predicted": [], "teacher's": []}
+    frame_err, token_err, within_err, teacher_within, weights, positions, centred = [], [], [], [], [], [], []
+    for k, (uid, text) in enumerate(split_ids(args.corpus, args.split, args.limit)):
+        ids, lengths = tts._tokens([tts.frontend.encode(text)])
+        recording, _ = load_wav(args.corpus / "wavs" / f"{uid}.wav", rate)
+        mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)
+        aligned = model.align(ids, lengths, mel[None], torch.tensor([mel.size(1)]))
+        with torch.no_grad():
+            _, _, log_durations, text_mask = model.encoder(ids, lengths)
+        predicted = model.duration_rounding.frames(log_durations, text_mask, tts.length_scale, torch)[:, 0]
+        ref = features(recording)
+        for label, durations in (("predicted", predicted), ("teacher's", aligned)):
+            clip = speak(tts, ids, lengths, durations, seed=k)
+            syn = features(clip)
+            row = compare_to_reference(ref, syn)
+            scores[label].append((row["log_f0_rmse"], row["vde"], row["mcd"]))
+        # Frame by frame against the recording, tokens placed by the teacher's timing.
+        n = min(len(ref.f0), len(syn.f0))
+        seconds = np.arange(n) * ref.frame_period_ms / 1000.0
+        token = np.searchsorted(np.cumsum(aligned[0].numpy()) * hop_s, seconds, side="right")
+        both = (ref.f0[:n] > 0) & (syn.f0[:n] > 0) & (token < aligned.size(1))
+        if not both.any():
+            continue
+        r, s, t = np.log(ref.f0[:n][both]), np.log(syn.f0[:n][both]), token[both]
+        count = np.bincount(t, minlength=aligned.size(1)).astype(float)
+        seen = count > 0
+        r_mean = np.bincount(t, r, minlength=aligned.size(1))[seen] / count[seen]
+        s_mean = np.bincount(t, s, minlength=aligned.size(1))[seen] / count[seen]
+        r_tok, s_tok = np.zeros(aligned.size(1)), np.zeros(aligned.size(1))
+        r_tok[seen], s_tok[seen] = r_mean, s_mean
+        frame_err.append(s - r)
+        within_err.append((s - s_tok[t]) - (r - r_tok[t]))
+        teacher_within.append(r - r_tok[t])
+        token_err.append(s_mean - r_mean)
+        weights.append(count[seen])
+        positions.append(np.flatnonzero(seen) / aligned.size(1))
+        centred.append(np.stack([r_mean - r.mean(), s_mean - s.mean()], 1))
+
+    print(f"{tts.voice.name if tts.voice is not None else tts.acoustic_path}: {args.split} split, "
+          f"{len(scores['predicted'])} sentences, noise scale {tts.noise_scale:g}, "
+          f"durations {model.duration_rounding}")
+    print("\n| timing | log-F0 RMSE | VDE | MCD (dB) |\n|---|---:|---:|---:|")
+    for label, rows in scores.items():
+        f0, vde, mcd = (np.array(col) for col in zip(*rows))
+        print(f"| {label} | {np.sqrt(np.nanmean(f0 ** 2)):.4f} | {100 * vde.mean():.1f} % | {mcd.mean():.2f} |")
+
+    token_err, weights, positions = (np.concatenate(x) for x in (token_err, weights, positions))
+    frame_err, within_err, teacher_within, centred = (
+        np.concatenate(x) for x in (frame_err, within_err, teacher_within, centred))
+    bins = np.clip(np.digitize(positions, POSITION_BINS[1:-1]), 0, len(POSITION_BINS) - 2)
+    bias = np.array([np.average(token_err[bins == b], weights=weights[bins == b]) for b in range(len(POSITION_BINS) - 1)])
+    print(f"\nWith the teacher's timing, frame by frame ({int(weights.sum()):,} frames voiced in both):\n")
+    print("| log-F0 error | RMSE |\n|---|---:|")
+    print(f"| all | {rms(frame_err):.4f} |")
+    print(f"| token level (each token's mean) | {rms(token_err, weights):.4f} |")
+    print(f"| token level, less the mean bias at each position below | {rms(token_err - bias[bins], weights):.4f} |")
+    print(f"| within token | {rms(within_err):.4f} |")
+    print(f"| the teacher's own contour within tokens (what flat tokens would miss) | {rms(teacher_within):.4f} |")
+    r_c, s_c = centred[:, 0], centred[:, 1]
+    slope = float(np.sum(weights * r_c * s_c) / np.sum(weights * r_c * r_c))
+    corr = float(np.corrcoef(r_c, s_c)[0, 1])
+    print(f"\nTokens' log-F0 about their sentence's mean: spread teacher {rms(r_c, weights):.3f}, voice "
+          f"{rms(s_c, weights):.3f}; correlation {corr:.2f}, slope voice on teacher {slope:.2f}\n")
+    print("| position in the sentence | frames | teacher about its mean | voice about its mean | voice - teacher |")
+    print("|---|---:|---:|---:|---:|")
+    for b in range(len(POSITION_BINS) - 1):
+        sel = bins == b
+        print(f"| {POSITION_BINS[b]:.2f}-{POSITION_BINS[b + 1]:.2f} | {int(weights[sel].sum()):,} | "
+              f"{np.average(r_c[sel], weights=weights[sel]):+.3f} | {np.average(s_c[sel], weights=weights[sel]):+.3f} | "
+              f"{bias[b]:+.3f} |")
+
+
+if __name__ == "__main__":
+    main()
