@@ -19,7 +19,14 @@ compared frame by frame (frames voiced in both) and split per token:
 
 and the token-level error and each side's mean log-F0 relative to its sentence's mean are
 binned by the token's position in the sentence: a sentence-level intonation (declination)
-the voice misses shows as a bias that runs with position. Choose on the validation split.
+the voice misses shows as a bias that runs with position.
+
+Voicing: the clip with the teacher's timing and Griffin-Lim copy-synthesis of the recording's
+own mel (the vocoder's floor) are compared with the recording frame by frame over its speech
+span, and their voicing decision errors are split by the distance to the nearest voicing
+change in the recording (errors at segment edges are timing; errors far inside are not), and
+into voicing the recording has and the clip misses, and the reverse. Choose on the
+validation split.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from flowspeech.inference.synthesizer import Synthesizer
 from flowspeech.models.glow_tts import GlowTTS
 
 POSITION_BINS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
+# Distance to the recording's nearest voicing change, in 5 ms F0 frames (inclusive ranges).
+EDGE_BINS = ((0, 2, "within 10 ms"), (3, 6, "15-30 ms"), (7, 20, "35-100 ms"), (21, 10**9, "farther"))
 
 
 def split_ids(corpus: Path, split: str, limit: int) -> list[tuple[str, str]]:
@@ -45,6 +54,28 @@ def split_ids(corpus: Path, split: str, limit: int) -> list[tuple[str, str]]:
     listed = (corpus / "filelists" / f"ljs_audio_text_{split}_filelist.txt").read_text().splitlines()
     ids = [Path(line.split("|")[0]).stem for line in listed if line.strip()]
     return [(uid, texts[uid]) for uid in ids[:limit]]
+
+
+def as_16_bit(samples: np.ndarray) -> np.ndarray:
+    # As a 16-bit wav (what eval_voice.py scores): quiet frames' cepstra depend on it.
+    return np.clip(np.round(samples * 32768), -32768, 32767) / 32768
+
+
+def voicing_errors(ref_f0: np.ndarray, syn_f0: np.ndarray, span: slice) -> np.ndarray:
+    """Counts over the recording's speech span: voicing decision errors by distance to the
+    recording's nearest voicing change (one per ``EDGE_BINS``), then voicing missed, voicing
+    added, and the number of frames."""
+    voiced = ref_f0 > 0
+    changes = np.flatnonzero(np.diff(voiced.astype(np.int8)))
+    frames = np.arange(len(voiced))
+    distance = (np.abs(frames[:, None] - changes[None, :]).min(1) if len(changes)
+                else np.full(len(voiced), 10**9))
+    n = min(len(ref_f0), len(syn_f0), span.stop)
+    sel = slice(span.start, n)
+    wrong = voiced[sel] != (syn_f0[sel] > 0)
+    d = distance[sel]
+    by_edge = [int((wrong & (d >= lo) & (d <= hi)).sum()) for lo, hi, _ in EDGE_BINS]
+    return np.array(by_edge + [int((wrong & voiced[sel]).sum()), int((wrong & ~voiced[sel]).sum()), wrong.size])
 
 
 @torch.no_grad()
@@ -64,9 +95,7 @@ def speak(tts: Synthesizer, ids: torch.Tensor, lengths: torch.Tensor, durations:
     z = z_mean + torch.exp(z_log_scale) * noise * tts.noise_scale
     mel = model.decoder.inverse(z, z_mask)
     audio = tts.vocoder.vocode(mel, torch.tensor([frames]), generator=torch.Generator().manual_seed(seed))
-    samples = audio.waveforms[0, : int(audio.waveform_lengths[0])].numpy()
-    # As a 16-bit wav (what eval_voice.py scores): quiet frames' cepstra depend on it.
-    return np.clip(np.round(samples * 32768), -32768, 32767) / 32768
+    return as_16_bit(audio.waveforms[0, : int(audio.waveform_lengths[0])].numpy())
 
 
 def rms(x: np.ndarray, weights: np.ndarray | None = None) -> float:
@@ -101,6 +130,7 @@ def main() -> None:
         return world_features(x, rate, f0_method="dio", max_hz=args.mcd_max_hz)
 
     scores = {"predicted": [], "teacher's": []}
+    voicing = {"copy-synthesis": np.zeros(len(EDGE_BINS) + 3), "voice, teacher's timing": np.zeros(len(EDGE_BINS) + 3)}
     frame_err, token_err, within_err, teacher_within, weights, positions, centred = [], [], [], [], [], [], []
     for k, (uid, text) in enumerate(split_ids(args.corpus, args.split, args.limit)):
         ids, lengths = tts._tokens([tts.frontend.encode(text)])
@@ -116,6 +146,13 @@ def main() -> None:
             syn = features(clip)
             row = compare_to_reference(ref, syn)
             scores[label].append((row["log_f0_rmse"], row["vde"], row["mcd"]))
+        with torch.no_grad():
+            copy = tts.vocoder.vocode(mel[None], torch.tensor([mel.size(1)]),
+                                      generator=torch.Generator().manual_seed(k))
+        copy_f0 = features(as_16_bit(copy.waveforms[0, : int(copy.waveform_lengths[0])].numpy())).f0
+        span = ref.speech_frames()
+        voicing["copy-synthesis"] += voicing_errors(ref.f0, copy_f0, span)
+        voicing["voice, teacher's timing"] += voicing_errors(ref.f0, syn.f0, span)
         # Frame by frame against the recording, tokens placed by the teacher's timing.
         n = min(len(ref.f0), len(syn.f0))
         seconds = np.arange(n) * ref.frame_period_ms / 1000.0
@@ -170,6 +207,15 @@ def main() -> None:
         print(f"| {POSITION_BINS[b]:.2f}-{POSITION_BINS[b + 1]:.2f} | {int(weights[sel].sum()):,} | "
               f"{np.average(r_c[sel], weights=weights[sel]):+.3f} | {np.average(s_c[sel], weights=weights[sel]):+.3f} | "
               f"{bias[b]:+.3f} |")
+
+    print("\nVoicing decision errors, frame by frame over the recording's speech span (% of frames):\n")
+    print("| | VDE | " + " | ".join(f"{label} of a voicing change" if i == 0 else label
+                                   for i, (_, _, label) in enumerate(EDGE_BINS))
+          + " | voicing missed | voicing added |")
+    print("|---|" + "---:|" * (len(EDGE_BINS) + 3))
+    for label, counts in voicing.items():
+        share = 100 * counts[:-1] / counts[-1]
+        print(f"| {label} | {share[:len(EDGE_BINS)].sum():.1f} | " + " | ".join(f"{v:.1f}" for v in share) + " |")
 
 
 if __name__ == "__main__":
