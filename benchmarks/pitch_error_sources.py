@@ -32,28 +32,21 @@ validation split.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from flowspeech.audio import load_wav, mel_spectrogram
+from flowspeech.evaluation.inputs import read_transcripts
 from flowspeech.evaluation.spectral import compare_to_reference, world_features
+from flowspeech.inference.onnx_export import GlowTTSDecoderGraph
 from flowspeech.inference.synthesizer import Synthesizer
 from flowspeech.models.glow_tts import GlowTTS
 
 POSITION_BINS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
 # Distance to the recording's nearest voicing change, in 5 ms F0 frames (inclusive ranges).
 EDGE_BINS = ((0, 2, "within 10 ms"), (3, 6, "15-30 ms"), (7, 20, "35-100 ms"), (21, 10**9, "farther"))
-
-
-def split_ids(corpus: Path, split: str, limit: int) -> list[tuple[str, str]]:
-    texts = {row[0]: row[-1] for row in csv.reader((corpus / "metadata.csv").open(encoding="utf-8"),
-                                                    delimiter="|", quoting=csv.QUOTE_NONE)}
-    listed = (corpus / "filelists" / f"ljs_audio_text_{split}_filelist.txt").read_text().splitlines()
-    ids = [Path(line.split("|")[0]).stem for line in listed if line.strip()]
-    return [(uid, texts[uid]) for uid in ids[:limit]]
 
 
 def as_16_bit(samples: np.ndarray) -> np.ndarray:
@@ -79,21 +72,14 @@ def voicing_errors(ref_f0: np.ndarray, syn_f0: np.ndarray, span: slice) -> np.nd
 
 
 @torch.no_grad()
-def speak(tts: Synthesizer, ids: torch.Tensor, lengths: torch.Tensor, durations: torch.Tensor,
-          seed: int) -> np.ndarray:
-    """The voice's waveform for ``durations`` ``[1, T_text]`` frames per token, its noise and
-    Griffin-Lim phases drawn from ``seed``."""
-    model = tts.model
-    mean, log_scale, _, text_mask = model.encoder(ids, lengths)
-    frames = max(model.n_sqz, int(durations.sum()) // model.n_sqz * model.n_sqz)
-    z_mask = torch.ones(1, 1, frames)
-    from flowspeech.align import path_from_durations
-
-    attn = path_from_durations(durations.float(), text_mask.transpose(1, 2) * z_mask)
-    z_mean, z_log_scale = mean @ attn, log_scale @ attn
-    noise = torch.randn(z_mean.shape, generator=torch.Generator().manual_seed(seed))
-    z = z_mean + torch.exp(z_log_scale) * noise * tts.noise_scale
-    mel = model.decoder.inverse(z, z_mask)
+def speak(tts: Synthesizer, decoder: GlowTTSDecoderGraph, mean: torch.Tensor, log_scale: torch.Tensor,
+          durations: torch.Tensor, seed: int) -> np.ndarray:
+    """The voice's waveform for ``durations`` ``[1, T_text]`` frames per token from the
+    encoder's ``mean`` and ``log_scale``, its noise and Griffin-Lim phases drawn from ``seed``."""
+    n_sqz = tts.model.n_sqz
+    frames = max(n_sqz, int(durations.sum()) // n_sqz * n_sqz)
+    noise = torch.randn(1, mean.size(1), frames, generator=torch.Generator().manual_seed(seed))
+    mel = decoder(mean, log_scale, durations, torch.tensor([frames]), noise, torch.tensor(tts.noise_scale))
     audio = tts.vocoder.vocode(mel, torch.tensor([frames]), generator=torch.Generator().manual_seed(seed))
     return as_16_bit(audio.waveforms[0, : int(audio.waveform_lengths[0])].numpy())
 
@@ -124,6 +110,8 @@ def main() -> None:
     if not isinstance(tts.model, GlowTTS):
         raise SystemExit(f"{tts.acoustic_path} is not a Glow-TTS model")
     model, rate = tts.model, tts.sample_rate
+    decoder = GlowTTSDecoderGraph(model).eval()
+    texts = read_transcripts(args.corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt")
     hop_s = tts.mel_config.hop_length / rate
 
     def features(x):
@@ -132,17 +120,17 @@ def main() -> None:
     scores = {"predicted": [], "teacher's": []}
     voicing = {"copy-synthesis": np.zeros(len(EDGE_BINS) + 3), "voice, teacher's timing": np.zeros(len(EDGE_BINS) + 3)}
     frame_err, token_err, within_err, teacher_within, weights, positions, centred = [], [], [], [], [], [], []
-    for k, (uid, text) in enumerate(split_ids(args.corpus, args.split, args.limit)):
+    for k, (uid, text) in enumerate(list(texts.items())[: args.limit]):
         ids, lengths = tts._tokens([tts.frontend.encode(text)])
         recording, _ = load_wav(args.corpus / "wavs" / f"{uid}.wav", rate)
         mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)
         aligned = model.align(ids, lengths, mel[None], torch.tensor([mel.size(1)]))
         with torch.no_grad():
-            _, _, log_durations, text_mask = model.encoder(ids, lengths)
+            mean, log_scale, log_durations, text_mask = model.encoder(ids, lengths)
         predicted = model.duration_rounding.frames(log_durations, text_mask, tts.length_scale, torch)[:, 0]
         ref = features(recording)
         for label, durations in (("predicted", predicted), ("teacher's", aligned)):
-            clip = speak(tts, ids, lengths, durations, seed=k)
+            clip = speak(tts, decoder, mean, log_scale, durations, seed=k)
             syn = features(clip)
             row = compare_to_reference(ref, syn)
             scores[label].append((row["log_f0_rmse"], row["vde"], row["mcd"]))
