@@ -59,10 +59,14 @@ class GlowTTSRecipe(Recipe):
     def collate(self, items):
         return collate_text_mel(items)
 
+    def build_model(self):
+        model = super().build_model()
+        if self.train.trainable == "text-encoder":
+            model.decoder.requires_grad_(False)
+        return model
+
     def build_optimizers(self, model):
         t = self.train
-        if t.trainable == "text-encoder":
-            model.decoder.requires_grad_(False)
         params = [p for p in model.parameters() if p.requires_grad]
         return {"main": torch.optim.Adam(params, lr=t.learning_rate, betas=t.betas, eps=t.eps)}
 
