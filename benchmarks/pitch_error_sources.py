@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowspeech.audio import load_wav, mel_spectrogram
+from flowspeech.audio import load_wav, mel_spectrogram, pcm16
 from flowspeech.evaluation.inputs import read_transcripts
 from flowspeech.evaluation.spectral import compare_to_reference, world_features
 from flowspeech.inference.onnx_export import GlowTTSDecoderGraph
@@ -51,7 +51,7 @@ EDGE_BINS = ((0, 2, "within 10 ms"), (3, 6, "15-30 ms"), (7, 20, "35-100 ms"), (
 
 def as_16_bit(samples: np.ndarray) -> np.ndarray:
     # As a 16-bit wav (what eval_voice.py scores): quiet frames' cepstra depend on it.
-    return np.clip(np.round(samples * 32768), -32768, 32767) / 32768
+    return np.frombuffer(pcm16(samples), dtype="<i2") / 32768
 
 
 def voicing_errors(ref_f0: np.ndarray, syn_f0: np.ndarray, span: slice) -> np.ndarray:
