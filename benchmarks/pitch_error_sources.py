@@ -32,26 +32,18 @@ validation split.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
+from _teacher_timing import add_voice_arguments, decode, load_glow_tts, vocode
 
-from flowspeech.audio import load_wav, mel_spectrogram, pcm16
+from flowspeech.audio import load_wav, mel_spectrogram
 from flowspeech.evaluation.inputs import read_transcripts
 from flowspeech.evaluation.spectral import compare_to_reference, world_features
-from flowspeech.inference.onnx_export import GlowTTSDecoderGraph
-from flowspeech.inference.synthesizer import Synthesizer
-from flowspeech.models.glow_tts import GlowTTS
 
 POSITION_BINS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
 # Distance to the recording's nearest voicing change, in 5 ms F0 frames (inclusive ranges).
 EDGE_BINS = ((0, 2, "within 10 ms"), (3, 6, "15-30 ms"), (7, 20, "35-100 ms"), (21, 10**9, "farther"))
-
-
-def as_16_bit(samples: np.ndarray) -> np.ndarray:
-    # As a 16-bit wav (what eval_voice.py scores): quiet frames' cepstra depend on it.
-    return np.frombuffer(pcm16(samples), dtype="<i2") / 32768
 
 
 def voicing_errors(ref_f0: np.ndarray, syn_f0: np.ndarray, span: slice) -> np.ndarray:
@@ -71,46 +63,16 @@ def voicing_errors(ref_f0: np.ndarray, syn_f0: np.ndarray, span: slice) -> np.nd
     return np.array(by_edge + [int((wrong & voiced[sel]).sum()), int((wrong & ~voiced[sel]).sum()), wrong.size])
 
 
-@torch.no_grad()
-def speak(tts: Synthesizer, decoder: GlowTTSDecoderGraph, mean: torch.Tensor, log_scale: torch.Tensor,
-          durations: torch.Tensor, seed: int) -> np.ndarray:
-    """The voice's waveform for ``durations`` ``[1, T_text]`` frames per token from the
-    encoder's ``mean`` and ``log_scale``, its noise and Griffin-Lim phases drawn from ``seed``."""
-    n_sqz = tts.model.n_sqz
-    frames = max(n_sqz, int(durations.sum()) // n_sqz * n_sqz)
-    noise = torch.randn(1, mean.size(1), frames, generator=torch.Generator().manual_seed(seed))
-    mel = decoder(mean, log_scale, durations, torch.tensor([frames]), noise, torch.tensor(tts.noise_scale))
-    audio = tts.vocoder.vocode(mel, torch.tensor([frames]), generator=torch.Generator().manual_seed(seed))
-    return as_16_bit(audio.waveforms[0, : int(audio.waveform_lengths[0])].numpy())
-
-
 def rms(x: np.ndarray, weights: np.ndarray | None = None) -> float:
     return float(np.sqrt(np.average(np.square(x), weights=weights)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--voice", default=None)
-    parser.add_argument("--acoustic", default=None, help="a Glow-TTS checkpoint instead of a voice")
-    parser.add_argument("--noise-scale", type=float, default=None, help="default: the voice's")
-    parser.add_argument("--duration-rounding", choices=("ceil", "round"), default=None)
-    parser.add_argument("--duration-scale", type=float, default=1.0)
-    parser.add_argument("--corpus", type=Path, required=True, help="the teacher's corpus (LJSpeech layout)")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--mcd-max-hz", type=float, default=8000.0)
-    parser.add_argument("--threads", type=int, default=None)
+    add_voice_arguments(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rounding = (None if args.duration_rounding is None
-                else {"rule": args.duration_rounding, "scale": args.duration_scale})
-    kwargs = {"voice": args.voice, "duration_rounding": rounding, "noise_scale": args.noise_scale}
-    tts = Synthesizer(args.acoustic, **kwargs) if args.acoustic else Synthesizer(**kwargs)
-    if not isinstance(tts.model, GlowTTS):
-        raise SystemExit(f"{tts.acoustic_path} is not a Glow-TTS model")
+    tts, decoder = load_glow_tts(args)
     model, rate = tts.model, tts.sample_rate
-    decoder = GlowTTSDecoderGraph(model).eval()
     texts = read_transcripts(args.corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt")
     hop_s = tts.mel_config.hop_length / rate
 
@@ -130,14 +92,11 @@ def main() -> None:
         predicted = model.duration_rounding.frames(log_durations, text_mask, tts.length_scale, torch)[:, 0]
         ref = features(recording)
         for label, durations in (("predicted", predicted), ("teacher's", aligned)):
-            clip = speak(tts, decoder, mean, log_scale, durations, seed=k)
+            clip = vocode(tts, decode(tts, decoder, mean, log_scale, durations, seed=k), seed=k)
             syn = features(clip)
             row = compare_to_reference(ref, syn)
             scores[label].append((row["log_f0_rmse"], row["vde"], row["mcd"]))
-        with torch.no_grad():
-            copy = tts.vocoder.vocode(mel[None], torch.tensor([mel.size(1)]),
-                                      generator=torch.Generator().manual_seed(k))
-        copy_f0 = features(as_16_bit(copy.waveforms[0, : int(copy.waveform_lengths[0])].numpy())).f0
+        copy_f0 = features(vocode(tts, mel[None], seed=k)).f0
         span = ref.speech_frames()
         voicing["copy-synthesis"] += voicing_errors(ref.f0, copy_f0, span)
         voicing["voice, teacher's timing"] += voicing_errors(ref.f0, syn.f0, span)

@@ -33,28 +33,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from _teacher_timing import add_voice_arguments, decode, load_glow_tts, vocode
 
-from flowspeech.audio import load_wav, mel_spectrogram, pcm16
+from flowspeech.audio import load_wav, mel_spectrogram
 from flowspeech.evaluation.inputs import read_transcripts
-from flowspeech.evaluation.spectral import MCD_ORDER, TRIM_DB, world_features
-from flowspeech.inference.onnx_export import GlowTTSDecoderGraph
-from flowspeech.inference.synthesizer import Synthesizer
+from flowspeech.evaluation.spectral import (
+    MCD_ORDER,
+    TRIM_DB,
+    mel_cepstral_distortion,
+    world_features,
+)
 from flowspeech.models.glow_tts import GlowTTS
 
 MEL_GROUPS = 4
 CEP_RANGES = ((1, 4, "c1-c4"), (5, 12, "c5-c12"), (13, MCD_ORDER, f"c13-c{MCD_ORDER}"))
 FRAME_CLASSES = ("voiced", "unvoiced", "quiet")
-_MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
-
-
-def as_16_bit(samples: np.ndarray) -> np.ndarray:
-    # As a 16-bit wav (what eval_voice.py scores): quiet frames' cepstra depend on it.
-    return np.frombuffer(pcm16(samples), dtype="<i2") / 32768
 
 
 def frame_classes(ref) -> np.ndarray:
@@ -75,18 +72,24 @@ def mcd_rows(ref_mcep: np.ndarray, syn_mcep: np.ndarray, cls: np.ndarray) -> dic
     """Sums (not means) of frame MCDs by frame class and cepstral range, and frame counts, so
     that sentences pool by frame."""
     n = min(len(ref_mcep), len(syn_mcep), len(cls))
-    d2 = np.square(ref_mcep[:n] - syn_mcep[:n])
-    c = cls[:n]
+
+    def mcd_sum(frames, lo=1, hi=MCD_ORDER):
+        # mel_cepstral_distortion leaves out the first column given: pass c(lo-1)..c(hi).
+        if not len(frames):
+            return 0.0
+        path = np.stack([frames, frames], axis=1)
+        return len(frames) * mel_cepstral_distortion(ref_mcep[:, lo - 1:hi + 1], syn_mcep[:, lo - 1:hi + 1], path)
+
     out = {}
     for k, name in enumerate(FRAME_CLASSES):
-        sel = c == k
-        out[f"frames {name}"] = int(sel.sum())
-        out[f"mcd {name}"] = float(_MCD_SCALE * np.sqrt(d2[sel, 1:].sum(1)).sum())
-    sel = c >= 0
-    out["frames all"] = int(sel.sum())
-    out["mcd all"] = float(_MCD_SCALE * np.sqrt(d2[sel, 1:].sum(1)).sum())
+        frames = np.flatnonzero(cls[:n] == k)
+        out[f"frames {name}"] = len(frames)
+        out[f"mcd {name}"] = mcd_sum(frames)
+    frames = np.flatnonzero(cls[:n] >= 0)
+    out["frames all"] = len(frames)
+    out["mcd all"] = mcd_sum(frames)
     for lo, hi, name in CEP_RANGES:
-        out[f"mcd all {name}"] = float(_MCD_SCALE * np.sqrt(d2[sel, lo:hi + 1].sum(1)).sum())
+        out[f"mcd all {name}"] = mcd_sum(frames, lo, hi)
     return out
 
 
@@ -103,35 +106,14 @@ def mel_rows(ref_mel: torch.Tensor, syn_mel: torch.Tensor, speech: np.ndarray, l
     return out
 
 
-@torch.no_grad()
-def nll_per_value(out) -> float:
-    """The recording's negative log-likelihood per mel value (the training loss's MLE term)."""
-    z, m, log_s, mask = out.z, out.z_mean, out.z_log_scale, out.z_mask
-    quad = 0.5 * torch.exp(-2 * log_s) * (z - m) ** 2 + log_s
-    total = (quad * mask).sum() - out.logdet.sum() + 0.5 * math.log(2 * math.pi) * mask.sum() * z.size(1)
-    return float(total / (mask.sum() * z.size(1)))
-
-
 def score(args) -> list[dict]:
-    rounding = (None if args.duration_rounding is None
-                else {"rule": args.duration_rounding, "scale": args.duration_scale})
-    kwargs = {"voice": args.voice, "duration_rounding": rounding, "noise_scale": args.noise_scale}
-    tts = Synthesizer(args.acoustic, **kwargs) if args.acoustic else Synthesizer(**kwargs)
-    if not isinstance(tts.model, GlowTTS):
-        raise SystemExit(f"{tts.acoustic_path} is not a Glow-TTS model")
+    tts, decoder = load_glow_tts(args)
     model, rate = tts.model, tts.sample_rate
-    decoder = GlowTTSDecoderGraph(model).eval()
     texts = read_transcripts(args.corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt")
     hop_s = tts.mel_config.hop_length / rate
-    n_sqz = model.n_sqz
 
     def features(x):
         return world_features(x, rate, f0_method="dio", max_hz=args.mcd_max_hz)
-
-    def waveform(mel, seed):
-        audio = tts.vocoder.vocode(mel, torch.tensor([mel.size(-1)]),
-                                   generator=torch.Generator().manual_seed(seed))
-        return as_16_bit(audio.waveforms[0, : int(audio.waveform_lengths[0])].numpy())
 
     rows = []
     for k, (uid, text) in enumerate(list(texts.items())[: args.limit]):
@@ -142,19 +124,15 @@ def score(args) -> list[dict]:
             out = model(ids, lengths, mel[None], torch.tensor([mel.size(1)]))
             durations = out.attn.sum(-1).round().long()
             mean, log_scale, _, _ = model.encoder(ids, lengths)
-            frames = max(n_sqz, int(durations.sum()) // n_sqz * n_sqz)
-            noise = torch.randn(1, mean.size(1), frames, generator=torch.Generator().manual_seed(k))
-            voice_mel = decoder(mean, log_scale, durations, torch.tensor([frames]), noise,
-                                torch.tensor(tts.noise_scale))[0]
-            prior_mel = decoder(mean, log_scale, durations, torch.tensor([frames]), noise,
-                                torch.tensor(0.0))[0]
+        voice_mel = decode(tts, decoder, mean, log_scale, durations, seed=k)[0]
+        prior_mel = decode(tts, decoder, mean, log_scale, durations, seed=k, noise_scale=0.0)[0]
         ref = features(recording)
         cls = frame_classes(ref)
         # The mel frame t (centred at t * hop) takes the class of the nearest WORLD frame.
         world_of_mel = np.minimum(np.round(np.arange(mel.size(1)) * hop_s * 1000 / ref.frame_period_ms).astype(int),
                                   len(cls) - 1)
         speech = cls[world_of_mel] >= 0
-        row = {"id": uid, "nll": nll_per_value(out)}
+        row = {"id": uid, "nll": float(GlowTTS.nll_per_dim(out))}
         row.update(mel_rows(mel, voice_mel, speech, "mel"))
         row.update(mel_rows(mel, prior_mel, speech, "mel0"))
         row.update(mel_rows(prior_mel, voice_mel, speech, "noise"))
@@ -162,7 +140,7 @@ def score(args) -> list[dict]:
         row["sigma sum"] = float(torch.exp(log_scale[0][:, tokens]).mean(0).sum())
         row["sigma tokens"] = int(tokens.sum())
         for label, m in (("voice", voice_mel), ("voice0", prior_mel), ("copy", mel)):
-            syn = features(waveform(m[None], k))
+            syn = features(vocode(tts, m[None], seed=k))
             row.update({f"{label} {key}": v for key, v in mcd_rows(ref.mcep, syn.mcep, cls).items()})
         rows.append(row)
         if args.verbose:
@@ -227,22 +205,11 @@ def table(rows: list[dict], other: list[dict] | None) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--voice", default=None)
-    parser.add_argument("--acoustic", default=None, help="a Glow-TTS checkpoint instead of a voice")
-    parser.add_argument("--noise-scale", type=float, default=None, help="default: the voice's")
-    parser.add_argument("--duration-rounding", choices=("ceil", "round"), default=None)
-    parser.add_argument("--duration-scale", type=float, default=1.0)
-    parser.add_argument("--corpus", type=Path, required=True, help="the teacher's corpus (LJSpeech layout)")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--mcd-max-hz", type=float, default=8000.0)
-    parser.add_argument("--threads", type=int, default=None)
+    add_voice_arguments(parser)
     parser.add_argument("--out", type=Path, help="write the per-sentence figures here (JSON)")
     parser.add_argument("--compare", type=Path, help="an earlier --out on the same sentences")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     rows = score(args)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
