@@ -175,7 +175,8 @@ def load_state_dict_partial(module: torch.nn.Module, state_dict: dict[str, torch
 
 
 def export_checkpoint(src: str | Path | Sequence[str | Path], out: str | Path, half: bool = False,
-                      inference_state=None, parameter_names=None) -> dict[str, Any]:
+                      inference_state=None, parameter_names=None,
+                      weight_average: bool = False) -> dict[str, Any]:
     """Write ``src``'s model weights, config and inference extras to ``out`` without optimiser
     state (what a voice or a deployment needs), optionally with floating-point weights in
     float16 (loaders convert back to float32). ``inference_state(model_type, state)`` maps the
@@ -183,7 +184,8 @@ def export_checkpoint(src: str | Path | Sequence[str | Path], out: str | Path, h
     (:func:`flowspeech.models.registry.inference_state`).
 
     Several sources write the mean of their weights (:func:`average_checkpoints`; it needs
-    ``parameter_names``).
+    ``parameter_names``). ``weight_average``: take each source's moving average of the
+    weights (``train.weight_average_decay``) instead of its weights.
 
     Returns ``{"parameters": values written, "step": training step, "averaged": sources}``.
     """
@@ -191,10 +193,11 @@ def export_checkpoint(src: str | Path | Sequence[str | Path], out: str | Path, h
     if len(sources) > 1:
         if parameter_names is None:
             raise TypeError("averaging checkpoints needs parameter_names(config)")
-        exported = average_checkpoints(sources, parameter_names, inference_state)
+        exported = average_checkpoints(sources, parameter_names, inference_state, weight_average)
         state = exported["model"]
     else:
-        state, exported = _inference_weights(load_checkpoint(sources[0]), inference_state)
+        state, exported = _inference_weights(load_checkpoint(sources[0]), inference_state, weight_average,
+                                             sources[0])
         exported["exported_from"] = str(sources[0])
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -204,13 +207,24 @@ def export_checkpoint(src: str | Path | Sequence[str | Path], out: str | Path, h
     return {"parameters": n, "step": exported.get("step"), "averaged": len(sources)}
 
 
-def _inference_weights(payload: dict[str, Any], inference_state=None) -> tuple[dict, dict[str, Any]]:
-    """A checkpoint's weights that synthesis uses, and the entries an exported checkpoint
-    keeps beside them (model type, config, step, inference settings); no optimiser state."""
+def _inference_weights(payload: dict[str, Any], inference_state=None, weight_average: bool = False,
+                       source: str | Path = "the checkpoint") -> tuple[dict, dict[str, Any]]:
+    """A checkpoint's weights that synthesis uses (with ``weight_average``, its moving
+    average of them), and the entries an exported checkpoint keeps beside them (model type,
+    config, step, inference settings); no optimiser state."""
     state = payload["model"]
+    kept = {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}
+    if weight_average:
+        average = payload.get("weight_average")
+        if average is None:
+            raise CheckpointError(
+                f"{source} holds no moving average of its weights: only training checkpoints of "
+                f"a run with train.weight_average_decay set do")
+        state = average["model"]
+        kept["averaged_weights"] = {"decay": average["decay"], "updates": average["updates"]}
     if inference_state is not None:
         state = inference_state(payload["model_type"], state)
-    return state, {key: payload[key] for key in ("model_type", "config", "step", "inference") if key in payload}
+    return state, kept
 
 
 # What must agree for two checkpoints to hold one model: its type, architecture and front ends.
@@ -218,7 +232,7 @@ _SAME_MODEL = ("model", "model_args", "audio", "text")
 
 
 def average_checkpoints(sources: Sequence[str | Path], parameter_names,
-                        inference_state=None) -> dict[str, Any]:
+                        inference_state=None, weight_average: bool = False) -> dict[str, Any]:
     """The mean of several checkpoints' weights: checkpoint averaging, as ESPnet's and
     fairseq's averaging scripts do for the last N checkpoints of a run, which evens out the
     noise that the last updates leave in the weights.
@@ -247,7 +261,7 @@ def average_checkpoints(sources: Sequence[str | Path], parameter_names,
     sums: dict[str, torch.Tensor] = {}
     averaged_from = []
     for path in paths:
-        state, exported = _inference_weights(load_checkpoint(path), inference_state)
+        state, exported = _inference_weights(load_checkpoint(path), inference_state, weight_average, path)
         if first_config is None:
             first_config, trained = exported["config"], parameter_names(exported["config"])
             shapes = {name: value.shape for name, value in state.items()}

@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="file to write; with --onnx, a new folder (default with --onnx and a "
                    "voice name: the folder `synthesize --backend onnx --voice NAME` reads)")
     p.add_argument("--half", action="store_true", help="store floating-point weights as float16")
+    p.add_argument("--weight-average", action="store_true",
+                   help="write the checkpoint's moving average of the weights (kept by runs with "
+                   "train.weight_average_decay set) instead of its weights")
     p.add_argument("--onnx", action="store_true", help="export to an ONNX voice folder")
     p.add_argument("--vocoder", default=None,
                    help="with --onnx: griffin-lim or a WaveGlow / FloWaveNet checkpoint (default: the "
@@ -41,6 +44,8 @@ def run(args) -> int:
     from flowspeech.errors import ConfigError
     from flowspeech.models.registry import inference_state, parameter_names
 
+    if args.onnx and args.weight_average:
+        raise ConfigError("--weight-average writes a checkpoint: export that one with --onnx")
     if args.onnx:
         if len(args.checkpoint) > 1:
             raise ConfigError("--onnx exports one voice or checkpoint: average checkpoints "
@@ -52,9 +57,12 @@ def run(args) -> int:
     if args.out is None:
         raise ConfigError("--out is needed: the file to write")
     check_output(args.out, args.checkpoint, "--out")
-    info = export_checkpoint(args.checkpoint, args.out, args.half, inference_state, parameter_names)
+    info = export_checkpoint(args.checkpoint, args.out, args.half, inference_state, parameter_names,
+                             weight_average=args.weight_average)
     what = (f"the mean of {info['averaged']} checkpoints, the last from step {info['step']}"
             if info["averaged"] > 1 else f"from step {info['step']}")
+    if args.weight_average:
+        what = f"the moving average of the weights, {what}"
     print(f"{args.out}: {info['parameters']:,} values {what}, "
           f"{os.path.getsize(args.out) / 1e6:.1f} MB{' (float16)' if args.half else ''}")
     return 0

@@ -54,6 +54,9 @@ class TrainConfig:
     keep_checkpoints: int = 5
     max_consecutive_skips: int = 100  # NaN/inf steps in a row before training stops
     find_unused_parameters: bool = False
+    # An exponential moving average of the weights, saved in each checkpoint beside them
+    # (flowspeech.training.weight_average); null: none. Not in the papers' recipes.
+    weight_average_decay: float | None = None
 
     #: Keys of the former ``train.extra`` whose name is taken by another option here.
     renamed_from_extra: ClassVar[dict[str, str]] = {}
@@ -108,6 +111,9 @@ class TrainConfig:
         for name in ("grad_clip_norm", "grad_clip_value"):
             value = getattr(self, name)
             require(value is None or value > 0, f"train.{name} must be > 0 or null, got {value}")
+        require(self.weight_average_decay is None or 0 <= self.weight_average_decay < 1,
+                f"train.weight_average_decay must lie in [0, 1) or be null (off), got "
+                f"{self.weight_average_decay}")
         require(self.val_max_utterances is None or self.val_max_utterances >= 1,
                 f"train.val_max_utterances must be >= 1 or null (all), got {self.val_max_utterances}")
 

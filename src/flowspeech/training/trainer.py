@@ -3,13 +3,14 @@
 Features: torchrun/DDP (NCCL or gloo), bf16/fp16 autocast on CUDA and bf16 on CPU, gradient clipping by
 norm or value, NaN/inf guards that skip a step on every rank at once, atomic checkpoints
 with keep-last-K rotation, exact resume (weights, optimisers, schedulers, grad scaler, step,
-data position and every rank's RNG state), TensorBoard logs and a progress bar with step/s
-and ETA. What differs between models lives in a :class:`~flowspeech.training.recipe.Recipe`.
+data position and every rank's RNG state), an optional moving average of the weights,
+TensorBoard logs and a progress bar with step/s and ETA. What differs between models lives in a :class:`~flowspeech.training.recipe.Recipe`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import random
@@ -33,6 +34,7 @@ from flowspeech.errors import CheckpointError, ConfigError
 from flowspeech.training import distributed as fdist
 from flowspeech.training.checkpoint import CheckpointManager
 from flowspeech.training.recipe import Recipe
+from flowspeech.training.weight_average import WeightAverage
 from flowspeech.utils.files import FolderLock, atomic_write
 
 log = logging.getLogger("flowspeech.train")
@@ -167,6 +169,8 @@ class Trainer:
         self.batch_in_epoch = 0
         self.ckpt = CheckpointManager(self.run_dir, keep=self.cfg.keep_checkpoints)
         self.writer = None
+        self.weight_average: WeightAverage | None = None
+        self._average_model: torch.nn.Module | None = None  # the average's copy, for validation
 
     # --- set-up ------------------------------------------------------------------------------
     def autocast(self):
@@ -259,7 +263,7 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------
     def _payload(self, rng_states: list) -> dict[str, Any]:
-        return {
+        payload = {
             "model_type": self.recipe.model_type,
             "config": self.recipe.config,
             "model": self.raw_model.state_dict(),
@@ -271,6 +275,9 @@ class Trainer:
             "trainer": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                         "world_size": self.dist.world_size, "rng": rng_states},
         }
+        if self.weight_average is not None:
+            payload["weight_average"] = self.weight_average.state_dict(self.raw_model)
+        return payload
 
     def save(self) -> None:
         rng = fdist.gather_objects(capture_rng(self.device), self.dist)
@@ -306,8 +313,28 @@ class Trainer:
             seed_all(self.cfg.seed + self.step * 7919 + self.dist.rank)
             self.batch_in_epoch = 0
             self.epoch += 1
+        self._saved_average = payload.get("weight_average")
         self._print(f"resumed from {source} at step {self.step}")
         return True
+
+    _saved_average = None
+
+    def _start_weight_average(self) -> None:
+        """The average, from the resumed checkpoint's or (a new run, or one that did not keep
+        one) from the weights as they are now."""
+        decay = self.cfg.weight_average_decay
+        if decay is None:
+            if self._saved_average is not None:
+                self._print("note: the checkpoint's weight average is dropped "
+                            "(train.weight_average_decay is null)")
+            return
+        self.weight_average = WeightAverage(self.raw_model, decay)
+        if self._saved_average is not None:
+            self.weight_average.load_state_dict(self._saved_average)
+        elif self.step > 0:
+            self._print(f"note: the weight average (decay {decay}) starts at step {self.step} "
+                        f"from the weights as they are")
+        self._saved_average = None
 
     # --- logging -----------------------------------------------------------------------------
     def _print(self, msg: str) -> None:
@@ -381,6 +408,7 @@ class Trainer:
             self.recipe.initialize(self.raw_model, self._first_batch())
         if not resumed and self.init_from:
             self._warm_start(self.init_from)
+        self._start_weight_average()
         self.model = self.raw_model
         if self.dist.enabled:
 
@@ -415,6 +443,8 @@ class Trainer:
                     scalars = self.recipe.training_step(ctx, batch)
                     for sched in self.schedulers.values():
                         sched.step()
+                    if self.weight_average is not None:
+                        self.weight_average.update(self.raw_model)
                     self.step += 1
                     self.batch_in_epoch += 1
                     if ctx.skipped:
@@ -523,3 +553,28 @@ class Trainer:
             if self.writer is not None:
                 for k, v in values.items():
                     self.writer.add_scalar(f"val/{k}", v, self.step)
+        if self.weight_average is not None:
+            self._validate_average(chunks, devices)
+
+    def _validate_average(self, chunks: list[range], devices: list) -> None:
+        """The recipe's validation scalars of the averaged weights (no samples)."""
+        if self._average_model is None:
+            self._average_model = copy.deepcopy(self.raw_model)
+        model = self._average_model
+        model.load_state_dict(self.weight_average.model_state(self.raw_model))
+        model.eval()
+        totals: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            for chunk in chunks:
+                batch = self._to_device(self.recipe.collate([self.val_set[j] for j in chunk]))
+                for k, v in self.recipe.validate(model, batch).items():
+                    totals[k] += float(v) * len(chunk)
+                    counts[k] += len(chunk)
+        values = {k: totals[k] / counts[k] for k in totals}
+        if values:
+            log.info("step %d validation (weight average) %s", self.step,
+                     " ".join(f"{k}={v:.4f}" for k, v in values.items()))
+            if self.writer is not None:
+                for k, v in values.items():
+                    self.writer.add_scalar(f"val_weight_average/{k}", v, self.step)
