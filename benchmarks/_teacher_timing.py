@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from flowspeech.audio import pcm16
+from flowspeech.evaluation.inputs import read_transcripts
+from flowspeech.evaluation.spectral import WorldFeatures, world_features
 from flowspeech.inference.onnx_export import GlowTTSDecoderGraph
 from flowspeech.inference.synthesizer import Synthesizer
 from flowspeech.models.glow_tts import GlowTTS
@@ -69,3 +71,16 @@ def vocode(tts: Synthesizer, mel: torch.Tensor, seed: int) -> np.ndarray:
     16-bit samples."""
     audio = tts.vocoder.vocode(mel, torch.tensor([mel.size(-1)]), generator=torch.Generator().manual_seed(seed))
     return as_16_bit(audio.waveforms[0, : int(audio.waveform_lengths[0])].numpy())
+
+
+def split_sentences(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(utterance id, text) of the first ``--limit`` sentences of the corpus's ``--split``."""
+    texts = read_transcripts(args.corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt")
+    return list(texts.items())[: args.limit]
+
+
+def world_analysis(args: argparse.Namespace, rate: int):
+    """The WORLD analysis ``eval_voice.py`` scores with: dio F0, MCD up to ``--mcd-max-hz``."""
+    def features(x: np.ndarray) -> WorldFeatures:
+        return world_features(x, rate, f0_method="dio", max_hz=args.mcd_max_hz)
+    return features

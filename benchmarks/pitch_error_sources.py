@@ -35,11 +35,17 @@ import argparse
 
 import numpy as np
 import torch
-from _teacher_timing import add_voice_arguments, decode, load_glow_tts, vocode
+from _teacher_timing import (
+    add_voice_arguments,
+    decode,
+    load_glow_tts,
+    split_sentences,
+    vocode,
+    world_analysis,
+)
 
 from flowspeech.audio import load_wav, mel_spectrogram
-from flowspeech.evaluation.inputs import read_transcripts
-from flowspeech.evaluation.spectral import compare_to_reference, world_features
+from flowspeech.evaluation.spectral import compare_to_reference
 
 POSITION_BINS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
 # Distance to the recording's nearest voicing change, in 5 ms F0 frames (inclusive ranges).
@@ -73,16 +79,13 @@ def main() -> None:
     args = parser.parse_args()
     tts, decoder = load_glow_tts(args)
     model, rate = tts.model, tts.sample_rate
-    texts = read_transcripts(args.corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt")
     hop_s = tts.mel_config.hop_length / rate
-
-    def features(x):
-        return world_features(x, rate, f0_method="dio", max_hz=args.mcd_max_hz)
+    features = world_analysis(args, rate)
 
     scores = {"predicted": [], "teacher's": []}
     voicing = {"copy-synthesis": np.zeros(len(EDGE_BINS) + 3), "voice, teacher's timing": np.zeros(len(EDGE_BINS) + 3)}
     frame_err, token_err, within_err, teacher_within, weights, positions, centred = [], [], [], [], [], [], []
-    for k, (uid, text) in enumerate(list(texts.items())[: args.limit]):
+    for k, (uid, text) in enumerate(split_sentences(args)):
         ids, lengths = tts._tokens([tts.frontend.encode(text)])
         recording, _ = load_wav(args.corpus / "wavs" / f"{uid}.wav", rate)
         mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)

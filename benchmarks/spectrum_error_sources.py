@@ -37,15 +37,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _teacher_timing import add_voice_arguments, decode, load_glow_tts, vocode
+from _teacher_timing import (
+    add_voice_arguments,
+    decode,
+    load_glow_tts,
+    split_sentences,
+    vocode,
+    world_analysis,
+)
 
 from flowspeech.audio import load_wav, mel_spectrogram
-from flowspeech.evaluation.inputs import read_transcripts
 from flowspeech.evaluation.spectral import (
     MCD_ORDER,
     TRIM_DB,
     mel_cepstral_distortion,
-    world_features,
 )
 from flowspeech.models.glow_tts import GlowTTS
 
@@ -109,14 +114,11 @@ def mel_rows(ref_mel: torch.Tensor, syn_mel: torch.Tensor, speech: np.ndarray, l
 def score(args) -> list[dict]:
     tts, decoder = load_glow_tts(args)
     model, rate = tts.model, tts.sample_rate
-    texts = read_transcripts(args.corpus / "filelists" / f"ljs_audio_text_{args.split}_filelist.txt")
     hop_s = tts.mel_config.hop_length / rate
-
-    def features(x):
-        return world_features(x, rate, f0_method="dio", max_hz=args.mcd_max_hz)
+    features = world_analysis(args, rate)
 
     rows = []
-    for k, (uid, text) in enumerate(list(texts.items())[: args.limit]):
+    for k, (uid, text) in enumerate(split_sentences(args)):
         ids, lengths = tts._tokens([tts.frontend.encode(text)])
         recording, _ = load_wav(args.corpus / "wavs" / f"{uid}.wav", rate)
         mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)
