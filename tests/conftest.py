@@ -41,6 +41,22 @@ def _voice_like(rng: np.random.Generator, seconds: float, sample_rate: int) -> n
     return (0.3 * out / np.max(np.abs(out))).astype(np.float32)
 
 
+def train_glow_tts(config: Path, data: Path, out: Path, *extra: str) -> int:
+    """``flowspeech train glow-tts`` on the CPU without a progress bar; its exit code."""
+    from flowspeech.cli.main import main
+
+    return main(["train", "glow-tts", "--config", str(config), "--data", str(data), "--out", str(out),
+                 "--no-progress", "--device", "cpu", *extra])
+
+
+def latest_glow_tts_checkpoint(run: Path) -> dict:
+    """The newest checkpoint of a Glow-TTS run folder."""
+    from flowspeech.checkpoints import load_checkpoint
+    from flowspeech.training.checkpoint import CheckpointManager
+
+    return load_checkpoint(CheckpointManager(run).list()[-1][1], "glow-tts")
+
+
 def make_ljspeech(root: Path, n: int = 8, sample_rate: int = 22050, seed: int = 0,
                   with_filelists: bool = True) -> Path:
     """An LJSpeech-layout folder: ``metadata.csv``, ``wavs/``, and glow-tts filelists

@@ -6,26 +6,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import latest_glow_tts_checkpoint, train_glow_tts
 
+from flowspeech.checkpoints import load_checkpoint, load_state_dict_checked
 from flowspeech.cli.main import main
 from flowspeech.config import load_config
 from flowspeech.errors import CheckpointError, ConfigError
 from flowspeech.training.checkpoint import CheckpointManager
-from flowspeech.checkpoints import load_checkpoint, load_state_dict_checked
 
-
-def train(config: Path, data: Path, out: Path, *extra: str) -> int:
-    return main(["train", "glow-tts", "--config", str(config), "--data", str(data), "--out", str(out),
-                 "--no-progress", "--device", "cpu", *extra])
-
-
-def latest_state(run: Path) -> dict:
-    _, path = CheckpointManager(run).list()[-1]
-    return load_checkpoint(path, "glow-tts")
+train = train_glow_tts
+latest_state = latest_glow_tts_checkpoint
 
 
 def test_train_writes_run_folder_and_rotates_checkpoints(tiny_glow_tts_config, tiny_dataset, tmp_path):

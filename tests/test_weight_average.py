@@ -3,10 +3,9 @@ validation of the averaged weights, and `flowspeech export --weight-average`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import latest_glow_tts_checkpoint, train_glow_tts
 
 from flowspeech.checkpoints import load_checkpoint
 from flowspeech.cli.main import main
@@ -14,14 +13,8 @@ from flowspeech.errors import ConfigError
 from flowspeech.training.checkpoint import CheckpointManager
 from flowspeech.training.weight_average import WeightAverage
 
-
-def train(config: Path, data: Path, out: Path, *extra: str) -> int:
-    return main(["train", "glow-tts", "--config", str(config), "--data", str(data), "--out", str(out),
-                 "--no-progress", "--device", "cpu", *extra])
-
-
-def latest(run: Path) -> dict:
-    return load_checkpoint(CheckpointManager(run).list()[-1][1], "glow-tts")
+train = train_glow_tts
+latest = latest_glow_tts_checkpoint
 
 
 def test_the_average_follows_its_formula_with_the_early_decay_ramp():

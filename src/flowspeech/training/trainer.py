@@ -522,59 +522,49 @@ class Trainer:
 
     def _validate(self, chunks: list[range]) -> None:
         """The recipe's scalars averaged over every validation utterance (each batch's
-        values weighted by its utterances), and its samples of the first batch."""
+        values weighted by its utterances), and its samples of the first batch; then the
+        scalars of the moving average of the weights, if the run keeps one."""
         if not self.dist.is_main:
             return
-        self.raw_model.eval()
+        values = self._validation_scalars(self.raw_model, chunks, samples=True)
+        if values:
+            values["utterances"] = float(sum(len(c) for c in chunks))
+        self._report_validation(values, "validation", "val")
+        if self.weight_average is not None:
+            if self._average_model is None:
+                self._average_model = copy.deepcopy(self.raw_model)
+            self._average_model.load_state_dict(self.weight_average.model_state(self.raw_model))
+            values = self._validation_scalars(self._average_model, chunks, samples=False)
+            self._report_validation(values, "validation (weight average)", "val_weight_average")
+
+    def _validation_scalars(self, model: torch.nn.Module, chunks: list[range], samples: bool) -> dict[str, float]:
+        """``model``'s validation scalars over ``chunks``, with the recipe's samples of the
+        first batch if ``samples``; ``model`` is left in training mode."""
+        model.eval()
         devices = [self.device] if self.device.type == "cuda" else []
         totals: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
-        samples: dict[str, float] = {}
+        extra: dict[str, float] = {}
         try:
             # Validation samples noise; a forked RNG keeps training's random stream the same
             # whether or not (and how often) validation runs.
             with torch.random.fork_rng(devices=devices, device_type=self.device.type):
                 for i, chunk in enumerate(chunks):
                     batch = self._to_device(self.recipe.collate([self.val_set[j] for j in chunk]))
-                    for k, v in self.recipe.validate(self.raw_model, batch).items():
+                    for k, v in self.recipe.validate(model, batch).items():
                         totals[k] += float(v) * len(chunk)
                         counts[k] += len(chunk)
-                    if i == 0:
-                        samples = self.recipe.validate_samples(self.raw_model, batch, self.step,
-                                                               self.writer)
+                    if samples and i == 0:
+                        extra = self.recipe.validate_samples(model, batch, self.step, self.writer)
         finally:
-            self.raw_model.train()
+            model.train()
         values = {k: totals[k] / counts[k] for k in totals}
-        values.update(samples)
-        if values:
-            values["utterances"] = float(sum(len(c) for c in chunks))
-        if values:
-            log.info("step %d validation %s", self.step, " ".join(f"{k}={v:.4f}" for k, v in values.items()))
-            if self.writer is not None:
-                for k, v in values.items():
-                    self.writer.add_scalar(f"val/{k}", v, self.step)
-        if self.weight_average is not None:
-            self._validate_average(chunks, devices)
+        values.update(extra)
+        return values
 
-    def _validate_average(self, chunks: list[range], devices: list) -> None:
-        """The recipe's validation scalars of the averaged weights (no samples)."""
-        if self._average_model is None:
-            self._average_model = copy.deepcopy(self.raw_model)
-        model = self._average_model
-        model.load_state_dict(self.weight_average.model_state(self.raw_model))
-        model.eval()
-        totals: dict[str, float] = defaultdict(float)
-        counts: dict[str, int] = defaultdict(int)
-        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-            for chunk in chunks:
-                batch = self._to_device(self.recipe.collate([self.val_set[j] for j in chunk]))
-                for k, v in self.recipe.validate(model, batch).items():
-                    totals[k] += float(v) * len(chunk)
-                    counts[k] += len(chunk)
-        values = {k: totals[k] / counts[k] for k in totals}
+    def _report_validation(self, values: dict[str, float], label: str, tag: str) -> None:
         if values:
-            log.info("step %d validation (weight average) %s", self.step,
-                     " ".join(f"{k}={v:.4f}" for k, v in values.items()))
+            log.info("step %d %s %s", self.step, label, " ".join(f"{k}={v:.4f}" for k, v in values.items()))
             if self.writer is not None:
                 for k, v in values.items():
-                    self.writer.add_scalar(f"val_weight_average/{k}", v, self.step)
+                    self.writer.add_scalar(f"{tag}/{k}", v, self.step)

@@ -41,9 +41,8 @@ class WeightAverage:
             raise ValueError(f"decay must lie in [0, 1), got {decay}")
         self.decay = float(decay)
         self.updates = 0
-        self._names = [name for name, p in model.named_parameters() if p.is_floating_point()]
         self.averaged = {name: p.detach().clone() for name, p in model.named_parameters()
-                         if name in self._names}
+                         if p.is_floating_point()}
 
     def current_decay(self) -> float:
         """``d_t`` of the next update."""
@@ -53,9 +52,8 @@ class WeightAverage:
     def update(self, model: torch.nn.Module) -> None:
         """Move the average towards ``model``'s parameters (call after each optimiser step)."""
         params = dict(model.named_parameters())
-        averaged = [self.averaged[name] for name in self._names]
-        current = [params[name].detach() for name in self._names]
-        torch._foreach_lerp_(averaged, current, 1.0 - self.current_decay())
+        current = [params[name].detach() for name in self.averaged]
+        torch._foreach_lerp_(list(self.averaged.values()), current, 1.0 - self.current_decay())
         self.updates += 1
 
     def model_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -69,9 +67,9 @@ class WeightAverage:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore an average saved by :meth:`state_dict` (its decay is this one's: a resumed
         run may change it)."""
-        missing = [name for name in self._names if name not in state["model"]]
+        missing = [name for name in self.averaged if name not in state["model"]]
         if missing:
             raise KeyError(f"the saved weight average lacks {', '.join(missing[:5])}")
-        for name in self._names:
-            self.averaged[name].copy_(state["model"][name])
+        for name, value in self.averaged.items():
+            value.copy_(state["model"][name])
         self.updates = int(state["updates"])
