@@ -29,7 +29,8 @@ def add_voice_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", type=Path, required=True, help="the teacher's corpus (LJSpeech layout)")
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--mcd-max-hz", type=float, default=8000.0)
+    parser.add_argument("--mcd-max-hz", type=float, default=None,
+                        help="default: the centre of the voice's highest mel filter, as eval_voice.py")
     parser.add_argument("--threads", type=int, default=None)
 
 
@@ -79,8 +80,12 @@ def split_sentences(args: argparse.Namespace) -> list[tuple[str, str]]:
     return list(texts.items())[: args.limit]
 
 
-def world_analysis(args: argparse.Namespace, rate: int):
-    """The WORLD analysis ``eval_voice.py`` scores with: dio F0, MCD up to ``--mcd-max-hz``."""
+def world_analysis(args: argparse.Namespace, tts: Synthesizer):
+    """The WORLD analysis ``eval_voice.py`` scores with: dio F0, MCD up to ``--mcd-max-hz``
+    (default: the centre of the voice's highest mel filter)."""
+    max_hz = tts.mel_config.top_filter_hz if args.mcd_max_hz is None else args.mcd_max_hz or None
+    rate = tts.sample_rate
+
     def features(x: np.ndarray) -> WorldFeatures:
-        return world_features(x, rate, f0_method="dio", max_hz=args.mcd_max_hz)
+        return world_features(x, rate, f0_method="dio", max_hz=max_hz)
     return features

@@ -4,8 +4,8 @@ For the first ``--limit`` clips of a corpus split (held out from training), comp
 clip's mel with the vocoder's own front end, synthesises it with every ``--vocoder`` given
 (WaveGlow or FloWaveNet checkpoints, and ``griffin-lim`` as the floor), and scores the
 results against the recordings with ``flowspeech.evaluation``: PESQ (wide band), STOI,
-multi-resolution STFT distance, MCD (up to the front end's ``fmax`` unless
-``--mcd-full-band``), log-F0 RMSE, the log-spectral distance, and the
+multi-resolution STFT distance, MCD (up to the centre of the front end's highest mel
+filter unless ``--mcd-full-band``), log-F0 RMSE, the log-spectral distance, and the
 real-time factor of the vocoder alone on this machine.
 
     python benchmarks/eval_vocoder.py --corpus data/slt_hts --split val --limit 20 \\
@@ -45,8 +45,8 @@ def main() -> None:
                     help="coupling-network precision of the neural vocoders; repeat to compare "
                          "several (default float32)")
     ap.add_argument("--mcd-full-band", action="store_true",
-                    help="MCD over the whole band (default: up to the mel front end's fmax, the "
-                         "band a mel vocoder can reproduce)")
+                    help="MCD over the whole band (default: up to the centre of the highest mel "
+                         "filter, the band a mel vocoder can reproduce)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -78,7 +78,7 @@ def main() -> None:
         else:
             vocoder = load_vocoder(spec, None, "cpu", args.sigma, precision=precision)
         config = vocoder.mel_config
-        mcd_max_hz = None if args.mcd_full_band else config.fmax_hz
+        mcd_max_hz = None if args.mcd_full_band else config.top_filter_hz
         wav_dir = out / name / "wavs"
         lsd, audio_seconds = [], 0.0
         for _, audio, wave in copy_synthesis(vocoder, corpus, ids, wav_dir, args.seed):

@@ -13,7 +13,10 @@ copy-synthesise with, so its table has no copy-synthesis row (``--teacher`` then
 the recordings' scores).
 
 Each row has WER, CER, the duration ratio over the speech span, log-F0 RMSE, the voicing
-decision error (VDE), MCD up to ``--mcd-max-hz`` (8 kHz: the mel front end's band) and the
+decision error (VDE), MCD up to ``--mcd-max-hz`` (the centre of the top mel filter, 7.7 kHz:
+where the mel front end's band ends), the same
+with each sentence's mean cepstral difference removed (a fixed colouring, such as the one
+Griffin-Lim itself adds, does not count; ``flowspeech.evaluation.spectral``) and the
 real-time factor, so that the gap owed to the vocoder (copy-synthesis against the recordings)
 and the gap owed to the acoustic model (the voice against copy-synthesis) are read off one
 table. The voice's WER is tested against the recordings' with a paired Wilcoxon signed-rank
@@ -60,8 +63,10 @@ def main() -> None:
                     help="how a Glow-TTS voice rounds predicted durations (default: the voice's setting)")
     ap.add_argument("--duration-scale", type=float, default=1.0,
                     help="with --duration-rounding: the predictor's calibration scale")
-    ap.add_argument("--mcd-max-hz", type=float, default=8000.0,
-                    help="MCD over spectral envelopes up to this frequency (0: the full band)")
+    ap.add_argument("--mcd-max-hz", type=float, default=None,
+                    help="MCD over spectral envelopes up to this frequency (0: the full band; "
+                         "default: the centre of the voice's highest mel filter, 7,699 Hz for "
+                         "80 bands over 0-8 kHz, where a mel vocoder's band ends)")
     ap.add_argument("--f0-method", choices=("dio", "harvest"), default="dio",
                     help="WORLD F0 estimator (default dio: on Griffin-Lim's output harvest finds "
                          "voicing in the phase noise, and its copy-synthesis floor hides the "
@@ -105,7 +110,7 @@ def main() -> None:
                                   progress=False)
         (wav_dir / "run.json").write_text(json.dumps(run, indent=1) + "\n")
 
-    options = EvalOptions(mcd_max_hz=args.mcd_max_hz or None, f0_method=args.f0_method)
+    options = EvalOptions(mcd_max_hz=mcd_band(args.mcd_max_hz, run), f0_method=args.f0_method)
     kwargs = {"text": text_file, "options": options, "jobs": args.jobs, "progress": False}
     system = evaluate(wav_dir, reference=corpus / "wavs", name=run["voice"] or Path(run["acoustic"]).stem,
                       **kwargs)
@@ -154,6 +159,7 @@ def main() -> None:
                  if report is not None},
         "wer_against_teacher": wer_test,
         "compared_with": args.compare,
+        "comparison": system.comparison,
         "goals": goals,
         # Kept for earlier readers of summary.json.
         "wer": o["wer"], "cer": o["cer"], "teacher_wer": teacher.overall["wer"],
@@ -163,8 +169,21 @@ def main() -> None:
     print_table(summary)
 
 
+def mcd_band(max_hz: float | None, run: dict) -> float | None:
+    """``--mcd-max-hz``: 0 for the full band, else as given, else the centre of the voice's
+    highest mel filter (``MelConfig.top_filter_hz``). Holding envelopes at ``fmax`` itself
+    (8 kHz) copies the mel filter bank's falling top edge, 25 dB down even in copy-synthesis,
+    across 8-11 kHz: a fixed colouring that dominated MCD (docs/default-voice.md)."""
+    from flowspeech.audio import MelConfig
+
+    if max_hz is not None:
+        return max_hz or None
+    mel = run.get("mel_config")
+    return MelConfig.from_dict(mel).top_filter_hz if mel else None
+
+
 def row_figures(report) -> dict:
-    keys = ("wer", "cer", "duration_ratio", "log_f0_rmse", "vde", "mcd", "rtf")
+    keys = ("wer", "cer", "duration_ratio", "log_f0_rmse", "vde", "mcd", "mcd_cmn", "rtf")
     return {k: report.overall.get(k) for k in keys}
 
 
@@ -176,18 +195,23 @@ def print_table(summary: dict) -> None:
     print(f"{summary['voice']} on {summary['sentences']} {summary['split']} sentences (noise_scale "
           f"{summary['noise_scale']:g}, length_scale {summary['length_scale']:g}"
           + (f", durations {rounding['rule']} x {rounding['scale']:g}" if rounding else "") + ")")
-    print("| | WER | CER | duration ratio | log-F0 RMSE | VDE | MCD (dB) | RTF |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| | WER | CER | duration ratio | log-F0 RMSE | VDE | MCD (dB) | MCD, mean removed | RTF |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     names = {"teacher": "teacher's recordings", "copy_synthesis": "Griffin-Lim copy-synthesis",
              "voice": summary["voice"]}
     for key, row in summary["rows"].items():
         print(f"| {names[key]} | {fmt(row['wer'], '.1f', 100)}% | {fmt(row['cer'], '.1f', 100)}% | "
               f"{fmt(row['duration_ratio'], '.3f')} | {fmt(row['log_f0_rmse'], '.3f')} | "
-              f"{fmt(row['vde'], '.1f', 100)}% | {fmt(row['mcd'], '.2f')} | {fmt(row['rtf'], '.3f')} |")
+              f"{fmt(row['vde'], '.1f', 100)}% | {fmt(row['mcd'], '.2f')} | "
+              f"{fmt(row.get('mcd_cmn'), '.2f')} | {fmt(row['rtf'], '.3f')} |")
     t = summary["wer_against_teacher"]
     print(f"WER against the recordings, paired Wilcoxon on {t['n']} sentences: mean difference "
           f"{100 * t['mean_difference']:+.1f} points, p = {t['p_value']:.3g}"
           f" ({'significant' if t['significant'] else 'not significant'})")
+    for test in (summary.get("comparison") or {}).get("tests", []):
+        if test["metric"] in ("mcd", "mcd_cmn", "log_f0_rmse", "vde", "wer"):
+            print(f"{test['metric']} against {summary['compared_with']}: mean difference "
+                  f"{test['mean_difference']:+.4f}, p = {test['p_value']:.2g}")
     print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in summary["goals"].items()))
 
 

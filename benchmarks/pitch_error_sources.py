@@ -7,7 +7,7 @@
 Each sentence of the split is spoken twice from the same prior noise and Griffin-Lim seed:
 with the voice's own predicted durations, and with the teacher's timing (the frames MAS gives
 each token of the teacher's recording). Both are scored against the recording as
-``eval_voice.py`` scores them (dio F0 along the DTW path on the mel-cepstra up to 8 kHz). If
+``eval_voice.py`` scores them (dio F0 along the DTW path on the mel-cepstra up to the top mel filter). If
 the teacher's timing brings the error down, the durations carry it.
 
 The clip spoken with the teacher's timing has the recording's frames, so its F0 is also
@@ -80,7 +80,7 @@ def main() -> None:
     tts, decoder = load_glow_tts(args)
     model, rate = tts.model, tts.sample_rate
     hop_s = tts.mel_config.hop_length / rate
-    features = world_analysis(args, rate)
+    features = world_analysis(args, tts)
 
     scores = {"predicted": [], "teacher's": []}
     voicing = {"copy-synthesis": np.zeros(len(EDGE_BINS) + 3), "voice, teacher's timing": np.zeros(len(EDGE_BINS) + 3)}

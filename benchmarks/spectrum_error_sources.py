@@ -115,7 +115,7 @@ def score(args) -> list[dict]:
     tts, decoder = load_glow_tts(args)
     model, rate = tts.model, tts.sample_rate
     hop_s = tts.mel_config.hop_length / rate
-    features = world_analysis(args, rate)
+    features = world_analysis(args, tts)
 
     rows = []
     for k, (uid, text) in enumerate(split_sentences(args)):

@@ -182,6 +182,14 @@ def test_presets() -> None:
         MelConfig.preset("tacotron")
 
 
+@pytest.mark.parametrize("config", [MelConfig.glow_tts(), MelConfig.vits()], ids=["glow-tts", "vits"])
+def test_top_filter_hz_is_where_the_highest_mel_filter_peaks(config: MelConfig) -> None:
+    top = mel_basis(config)[-1]
+    bin_hz = config.sample_rate / config.n_fft
+    assert abs(int(np.argmax(top)) * bin_hz - config.top_filter_hz) <= bin_hz
+    assert config.top_filter_hz < config.fmax_hz
+
+
 def test_config_round_trip_and_unknown_keys() -> None:
     config = MelConfig(sample_rate=16000, hop_length=200, fmax=None, padding="vits")
     assert MelConfig.from_dict(config.to_dict()) == config

@@ -176,6 +176,40 @@ def test_dtw_path_aligns_a_stretched_sequence():
         pytest.approx(10 / math.log(10) * math.sqrt(2 * 24 * 0.01))
 
 
+def test_mcd_with_the_mean_removed_ignores_a_constant_cepstral_offset():
+    from flowspeech.evaluation.spectral import cepstral_offset, mel_cepstral_distortion
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((30, 25))
+    wobble = 0.05 * rng.standard_normal((30, 25))
+    wobble -= wobble.mean(axis=0)  # a difference with no constant part
+    offset = np.r_[0.0, np.linspace(0.4, -0.1, 24)]  # c0 is not scored
+    path = np.stack([np.arange(30)] * 2, 1)
+    scale = 10 / math.log(10) * math.sqrt(2)
+    coloured = a + wobble + offset
+    assert mel_cepstral_distortion(a, coloured, path, remove_mean=True) == \
+        pytest.approx(mel_cepstral_distortion(a, a + wobble, path))
+    assert mel_cepstral_distortion(a, a + offset, path, remove_mean=True) == pytest.approx(0.0, abs=1e-9)
+    assert cepstral_offset(a, coloured, path) == pytest.approx(scale * np.linalg.norm(offset[1:]))
+    assert mel_cepstral_distortion(a, coloured, path) > mel_cepstral_distortion(a, a + wobble, path)
+
+
+@needs["pyworld"]
+@needs["pysptk"]
+def test_a_fixed_tilt_filter_costs_mcd_but_little_mcd_with_the_mean_removed():
+    import scipy.signal
+
+    from flowspeech.evaluation.spectral import compare_to_reference, world_features
+
+    sr = 16000
+    clean = voice(0.6, sr) + 0.003 * np.random.default_rng(4).standard_normal(int(0.6 * sr))
+    tilted = scipy.signal.lfilter([1.0, -0.7], [1.0], clean)  # pre-emphasis: one colouring
+    out = compare_to_reference(world_features(clean, sr, f0_method="dio"),
+                               world_features(tilted, sr, f0_method="dio"))
+    assert out["mcd"] > 2 * out["mcd_cmn"], out
+    assert out["cepstral_offset"] > 0.8 * out["mcd"], out
+
+
 def test_multi_resolution_stft_distance():
     import torch
 

@@ -186,6 +186,21 @@ class MelConfig:
         return self.sample_rate / 2 if self.fmax is None else float(self.fmax)
 
     @property
+    def top_filter_hz(self) -> float:
+        """Centre of the highest mel filter (Slaney scale, as :func:`~flowspeech.audio.mel_basis`).
+
+        The band a mel-based vocoder can reproduce ends here: between it and ``fmax`` the
+        filter bank has only the top filter's falling edge, so every such vocoder's output
+        falls away towards ``fmax`` (25 dB below the recording at 8 kHz on the stand-in
+        corpus, even for copy-synthesis). Spectral distances of mel-vocoded speech are taken
+        up to this frequency (``mcd_max_hz``). 7,699 Hz for 80 bands over 0-8 kHz.
+        """
+        import librosa  # lazy: a second to import, and only evaluation asks
+
+        return float(librosa.mel_frequencies(self.n_mels + 2, fmin=self.fmin, fmax=self.fmax_hz,
+                                             htk=False)[-2])
+
+    @property
     def n_freqs(self) -> int:
         """Frequency bins of the linear spectrogram, ``n_fft // 2 + 1``."""
         return self.n_fft // 2 + 1

@@ -45,9 +45,10 @@ def register(subparsers) -> None:
     p.add_argument("--f0-method", choices=("harvest", "dio"), default="harvest",
                    help="WORLD F0 estimator (dio is ~15x faster, less accurate)")
     p.add_argument("--mcd-max-hz", type=float, default=None, metavar="HZ",
-                   help="compare spectral envelopes up to HZ only, e.g. the mel front end's fmax "
-                        "(8000 for the Glow-TTS/WaveGlow mel): the band above it is silent in "
-                        "any mel-based synthesis and would dominate the MCD (default: full band)")
+                   help="compare spectral envelopes up to HZ only, e.g. the centre of the mel "
+                        "front end's top filter (7699 for the Glow-TTS/WaveGlow mel, 80 bands to "
+                        "8 kHz): the band above it fades out in any mel-based synthesis and would "
+                        "dominate the MCD (default: full band)")
     p.add_argument("--mels", nargs="+", metavar="ID",
                    help="plot reference vs synthesis mel spectrograms of these ids ('worst': "
                    "the 3 with the highest MCD, or WER without a reference)")

@@ -25,6 +25,7 @@ from flowspeech.evaluation.evaluate import (
 )
 from flowspeech.evaluation.intrusive import pesq_wb, stoi
 from flowspeech.evaluation.spectral import (
+    cepstral_offset,
     compare_to_reference,
     f0_errors,
     mel_cepstral_distortion,
@@ -41,6 +42,7 @@ __all__ = [
     "EvaluationReport",
     "MissingDependencyError",
     "PairedComparison",
+    "cepstral_offset",
     "compare_reports",
     "compare_to_reference",
     "error_counts",

@@ -63,6 +63,10 @@ METRICS: dict[str, Metric] = {
     "cer": Metric("CER", "%", "lower", "ASR character error rate over the corpus"),
     "mcd": Metric("MCD", "dB", "lower", "mel-cepstral distortion c1..c24, WORLD + SPTK sp2mc, "
                   "DTW-aligned (Kubichek 1993)"),
+    "mcd_cmn": Metric("MCD, mean removed", "dB", "lower", "MCD after removing the sentence's mean "
+                      "c1..c24 difference along the path: a fixed colouring does not count"),
+    "cepstral_offset": Metric("cepstral offset", "dB", "lower", "size of the mean c1..c24 "
+                              "difference along the path (a fixed colouring), on MCD's scale"),
     "log_f0_rmse": Metric("log-F0 RMSE", "", "lower", "RMSE of ln F0 over frames voiced in "
                           "both, DTW-aligned (WORLD Harvest)"),
     "f0_rmse_cents": Metric("F0 RMSE", "cents", "lower", "log-F0 RMSE x 1200/ln 2"),
@@ -88,8 +92,8 @@ METRICS: dict[str, Metric] = {
 # Shown as percentages in the Markdown report.
 PERCENT_METRICS = ("wer", "cer", "vde", "ffe")
 # Tested in a paired comparison (per-utterance values; WER and CER per sentence).
-COMPARED_METRICS = ("wer", "cer", "mcd", "log_f0_rmse", "vde", "ffe", "duration_ratio", "pesq",
-                    "stoi", "mrstft", "rtf", "nll_per_dim")
+COMPARED_METRICS = ("wer", "cer", "mcd", "mcd_cmn", "cepstral_offset", "log_f0_rmse", "vde", "ffe",
+                    "duration_ratio", "pesq", "stoi", "mrstft", "rtf", "nll_per_dim")
 
 
 @dataclass
@@ -103,9 +107,10 @@ class EvalOptions:
             reference clips, sample-aligned).
         f0_method: ``"harvest"`` or ``"dio"`` (see :func:`.spectral.world_features`).
         mcd_order: mel-cepstral order (MCD over c1..c_order).
-        mcd_max_hz: compare spectral envelopes up to this frequency only (the mel front
-            end's ``fmax`` for mel-based systems; see :func:`.spectral.world_features`);
-            ``None``: the full band.
+        mcd_max_hz: compare spectral envelopes up to this frequency only (for mel-based
+            systems the centre of the front end's top mel filter,
+            ``MelConfig.top_filter_hz``; see :func:`.spectral.world_features`); ``None``:
+            the full band.
         asr_pad_seconds: silence added around each clip before recognition.
         asr_resampler: ``"auto"``, ``"sox"`` or ``"soxr"`` (see :func:`.asr.to_pcm16k`).
         hmm, lm, dict: PocketSphinx model overrides (default: the bundled en-us model).
@@ -407,7 +412,7 @@ def summarize(rows: list[dict]) -> dict:
         out["ref_words"] = int(words)
         for key in ("substitutions", "deletions", "insertions"):
             out[key] = int(_sum(asr_rows, key))
-    for key in ("mcd", "log_f0_rmse", "f0_rmse_cents", "vde", "ffe", "pesq", "stoi",
+    for key in ("mcd", "mcd_cmn", "cepstral_offset", "log_f0_rmse", "f0_rmse_cents", "vde", "ffe", "pesq", "stoi",
                 "mrstft_sc", "mrstft_mag", "mrstft", "nll_per_dim"):
         values = _values(rows, key)
         if len(values):
@@ -470,6 +475,8 @@ def _settings(options: EvalOptions, texts: bool, reference: bool, jobs: int, wal
                      f"envelopes held flat above {options.mcd_max_hz:g} Hz"),
             "mcd": f"10/ln10 * sqrt(2 * sum_(d=1..{options.mcd_order}) (c_d - c'_d)^2), mean "
                    "over the DTW path (Euclidean on c1..c24; steps (1,1),(1,0),(0,1))",
+            "mcd_cmn": "the same with the mean c1..c24 difference over the path subtracted; "
+                       "cepstral_offset: 10/ln10 * sqrt(2 * sum_d mean(c_d - c'_d)^2)",
             "trimming": "leading/trailing frames 40 dB below the loudest removed",
             "analysis_rate": "the reference's (synthesis resampled to it)",
         }

@@ -13,8 +13,18 @@
   ``max_hz`` limits the comparison to a band: above it both envelopes are held at their
   value at ``max_hz``. A mel front end with ``fmax`` 8 kHz at 22.05 kHz leaves nothing above
   8 kHz for a vocoder to reproduce; the recording has speech there about 40 dB louder, and on
-  the full band that one gap makes a Griffin-Lim copy score ~13 dB instead of ~5 dB, for every
-  mel-based system alike.
+  the full band that one gap makes a Griffin-Lim copy score ~13 dB instead of ~4 dB, for every
+  mel-based system alike. Hold at the centre of the top mel filter (7.7 kHz there), not at
+  ``fmax``: the mel's top filter fades out between the two.
+* **MCD, mean removed** (``mcd_cmn``): the same after subtracting the sentence's mean
+  c1..c24 difference along the path (cepstral mean normalisation), and **cepstral offset**:
+  the size of that mean on MCD's scale. A constant cepstral difference is a fixed linear
+  filter, one colouring of every frame; ``mcd_cmn`` scores what is left, the spectral shapes
+  and their movement. Where a colouring is shared by every system of a kind (a vocoder's, or
+  a band limit's: a mel vocoder's envelope is 25 dB down at the front end's ``fmax``, so
+  ``max_hz`` should be the centre of the top mel filter, ``MelConfig.top_filter_hz``, not
+  ``fmax``), MCD can reward an error that cancels part of it; ``mcd_cmn`` cannot
+  (docs/default-voice.md).
 * **log-F0 RMSE**: ``sqrt(mean (ln F0 - ln F0')^2)`` over the aligned frames voiced in both,
   also in cents (x 1200 / ln 2). F0 by WORLD Harvest (Morise, 2017), or DIO + StoneMask.
 * **Voicing decision error** (VDE; Nakatani et al., 2008): fraction of aligned frames whose
@@ -175,18 +185,34 @@ def dtw_path(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def mel_cepstral_distortion(ref_mcep: np.ndarray, syn_mcep: np.ndarray,
-                            path: np.ndarray | None = None) -> float:
+                            path: np.ndarray | None = None, remove_mean: bool = False) -> float:
     """MCD in dB over c1..c_order, averaged over the alignment ``path``.
 
     Args:
         ref_mcep: ``[N, order + 1]`` (c0 is ignored); syn_mcep: ``[M, order + 1]``.
         path: ``[L, 2]`` frame pairs; ``None`` aligns with :func:`dtw_path` on c1..c_order.
+        remove_mean: subtract the mean difference over the path first (cepstral mean
+            normalisation, see :func:`cepstral_offset`).
     """
     a, b = ref_mcep[:, 1:], syn_mcep[:, 1:]
     if path is None:
         path = dtw_path(a, b)
     diff = a[path[:, 0]] - b[path[:, 1]]
+    if remove_mean:
+        diff = diff - diff.mean(axis=0)
     return float(_MCD_SCALE * np.sqrt((diff**2).sum(axis=1)).mean())
+
+
+def cepstral_offset(ref_mcep: np.ndarray, syn_mcep: np.ndarray, path: np.ndarray) -> float:
+    """Size in dB (MCD's scale) of the mean c1..c_order difference along ``path``.
+
+    A constant difference of mel-cepstra is a fixed linear filter: one spectral colouring
+    (tilt, a broad boost or cut) applied to every frame, as a vocoder's systematic error or a
+    recording channel gives. ``mcd_cmn`` (:func:`mel_cepstral_distortion` with
+    ``remove_mean``) is the distortion left without it.
+    """
+    diff = ref_mcep[path[:, 0], 1:] - syn_mcep[path[:, 1], 1:]
+    return float(_MCD_SCALE * np.sqrt((diff.mean(axis=0) ** 2).sum()))
 
 
 def f0_errors(ref_f0: np.ndarray, syn_f0: np.ndarray, path: np.ndarray | None = None) -> dict:
@@ -229,15 +255,19 @@ def compare_to_reference(ref: WorldFeatures, syn: WorldFeatures,
     F0 errors use the same path.
 
     Returns:
-        ``mcd`` (dB), ``log_f0_rmse``, ``f0_rmse_cents``, ``vde``, ``ffe``, ``duration_ratio``
-        (synthesis speech span / reference speech span), ``ref_speech_s``, ``syn_speech_s``.
+        ``mcd`` (dB), ``mcd_cmn`` (dB, the sentence's mean cepstral difference removed),
+        ``cepstral_offset`` (dB, the size of that mean), ``log_f0_rmse``, ``f0_rmse_cents``,
+        ``vde``, ``ffe``, ``duration_ratio`` (synthesis speech span / reference speech span),
+        ``ref_speech_s``, ``syn_speech_s``.
     """
     if ref.sample_rate != syn.sample_rate or ref.frame_period_ms != syn.frame_period_ms:
         raise ValueError("analyse both clips at the same sample rate and frame period")
     rs, ss = ref.speech_frames(below_peak_db), syn.speech_frames(below_peak_db)
     ref_mcep, syn_mcep = ref.mcep[rs], syn.mcep[ss]
     path = dtw_path(ref_mcep[:, 1:], syn_mcep[:, 1:])
-    out = {"mcd": mel_cepstral_distortion(ref_mcep, syn_mcep, path)}
+    out = {"mcd": mel_cepstral_distortion(ref_mcep, syn_mcep, path),
+           "mcd_cmn": mel_cepstral_distortion(ref_mcep, syn_mcep, path, remove_mean=True),
+           "cepstral_offset": cepstral_offset(ref_mcep, syn_mcep, path)}
     f0 = f0_errors(ref.f0[rs], syn.f0[ss], path)
     del f0["voiced_frames"]
     out.update(f0)
