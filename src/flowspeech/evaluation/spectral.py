@@ -194,13 +194,10 @@ def mel_cepstral_distortion(ref_mcep: np.ndarray, syn_mcep: np.ndarray,
         remove_mean: subtract the mean difference over the path first (cepstral mean
             normalisation, see :func:`cepstral_offset`).
     """
-    a, b = ref_mcep[:, 1:], syn_mcep[:, 1:]
     if path is None:
-        path = dtw_path(a, b)
-    diff = a[path[:, 0]] - b[path[:, 1]]
-    if remove_mean:
-        diff = diff - diff.mean(axis=0)
-    return float(_MCD_SCALE * np.sqrt((diff**2).sum(axis=1)).mean())
+        path = dtw_path(ref_mcep[:, 1:], syn_mcep[:, 1:])
+    diff = _path_difference(ref_mcep, syn_mcep, path)
+    return _distortion(diff - diff.mean(axis=0) if remove_mean else diff)
 
 
 def cepstral_offset(ref_mcep: np.ndarray, syn_mcep: np.ndarray, path: np.ndarray) -> float:
@@ -211,8 +208,17 @@ def cepstral_offset(ref_mcep: np.ndarray, syn_mcep: np.ndarray, path: np.ndarray
     recording channel gives. ``mcd_cmn`` (:func:`mel_cepstral_distortion` with
     ``remove_mean``) is the distortion left without it.
     """
-    diff = ref_mcep[path[:, 0], 1:] - syn_mcep[path[:, 1], 1:]
-    return float(_MCD_SCALE * np.sqrt((diff.mean(axis=0) ** 2).sum()))
+    return _distortion(_path_difference(ref_mcep, syn_mcep, path).mean(axis=0, keepdims=True))
+
+
+def _path_difference(ref_mcep: np.ndarray, syn_mcep: np.ndarray, path: np.ndarray) -> np.ndarray:
+    """``[L, order]`` c1..c_order differences of the frame pairs of ``path``."""
+    return ref_mcep[path[:, 0], 1:] - syn_mcep[path[:, 1], 1:]
+
+
+def _distortion(diff: np.ndarray) -> float:
+    """MCD's scale applied to ``[L, order]`` differences, averaged over the frames."""
+    return float(_MCD_SCALE * np.sqrt((diff**2).sum(axis=1)).mean())
 
 
 def f0_errors(ref_f0: np.ndarray, syn_f0: np.ndarray, path: np.ndarray | None = None) -> dict:
@@ -265,9 +271,10 @@ def compare_to_reference(ref: WorldFeatures, syn: WorldFeatures,
     rs, ss = ref.speech_frames(below_peak_db), syn.speech_frames(below_peak_db)
     ref_mcep, syn_mcep = ref.mcep[rs], syn.mcep[ss]
     path = dtw_path(ref_mcep[:, 1:], syn_mcep[:, 1:])
-    out = {"mcd": mel_cepstral_distortion(ref_mcep, syn_mcep, path),
-           "mcd_cmn": mel_cepstral_distortion(ref_mcep, syn_mcep, path, remove_mean=True),
-           "cepstral_offset": cepstral_offset(ref_mcep, syn_mcep, path)}
+    diff = _path_difference(ref_mcep, syn_mcep, path)
+    offset = diff.mean(axis=0, keepdims=True)
+    out = {"mcd": _distortion(diff), "mcd_cmn": _distortion(diff - offset),
+           "cepstral_offset": _distortion(offset)}
     f0 = f0_errors(ref.f0[rs], syn.f0[ss], path)
     del f0["voiced_frames"]
     out.update(f0)
