@@ -51,3 +51,16 @@ def copy_synthesis(vocoder, corpus: Path, ids: list[str], wav_dir: Path,
         save_wav(wav_dir / f"{uid}.wav", wave, config.sample_rate)
         yield uid, np.asarray(audio, dtype=np.float32), wave
     (wav_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+
+
+def mcd_band_hz(max_hz: float | None, mel_config) -> float | None:
+    """The band MCD is taken over, from a ``--mcd-max-hz`` option: 0 for the full band (None),
+    a frequency as given, and by default (None) the centre of the highest mel filter of
+    ``mel_config`` (``MelConfig.top_filter_hz``; the full band when there is no mel config).
+    Holding envelopes at ``fmax`` itself (8 kHz) copies the mel filter bank's falling top
+    edge, 25 dB down even in copy-synthesis, across 8-11 kHz: a fixed colouring that
+    dominated MCD (docs/default-voice.md)."""
+    if max_hz is not None:
+        return max_hz or None
+    return None if mel_config is None else mel_config.top_filter_hz
+

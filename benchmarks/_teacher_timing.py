@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _heldout import mcd_band_hz
 
 from flowspeech.audio import pcm16
 from flowspeech.evaluation.inputs import read_transcripts
@@ -83,7 +84,7 @@ def split_sentences(args: argparse.Namespace) -> list[tuple[str, str]]:
 def world_analysis(args: argparse.Namespace, tts: Synthesizer):
     """The WORLD analysis ``eval_voice.py`` scores with: dio F0, MCD up to ``--mcd-max-hz``
     (default: the centre of the voice's highest mel filter)."""
-    max_hz = tts.mel_config.top_filter_hz if args.mcd_max_hz is None else args.mcd_max_hz or None
+    max_hz = mcd_band_hz(args.mcd_max_hz, tts.mel_config)
     rate = tts.sample_rate
 
     def features(x: np.ndarray) -> WorldFeatures:

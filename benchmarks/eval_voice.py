@@ -86,8 +86,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from _heldout import first_sentences
+    from _heldout import first_sentences, mcd_band_hz
 
+    from flowspeech.audio import MelConfig
     from flowspeech.evaluation import EvalOptions, compare_reports, evaluate
     from flowspeech.evaluation.report import load_report, write_report
     from flowspeech.evaluation.synthesis import synthesize_test_set
@@ -110,7 +111,8 @@ def main() -> None:
                                   progress=False)
         (wav_dir / "run.json").write_text(json.dumps(run, indent=1) + "\n")
 
-    options = EvalOptions(mcd_max_hz=mcd_band(args.mcd_max_hz, run), f0_method=args.f0_method)
+    mel_config = MelConfig.from_dict(run["mel_config"]) if run.get("mel_config") else None
+    options = EvalOptions(mcd_max_hz=mcd_band_hz(args.mcd_max_hz, mel_config), f0_method=args.f0_method)
     kwargs = {"text": text_file, "options": options, "jobs": args.jobs, "progress": False}
     system = evaluate(wav_dir, reference=corpus / "wavs", name=run["voice"] or Path(run["acoustic"]).stem,
                       **kwargs)
@@ -167,19 +169,6 @@ def main() -> None:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_table(summary)
-
-
-def mcd_band(max_hz: float | None, run: dict) -> float | None:
-    """``--mcd-max-hz``: 0 for the full band, else as given, else the centre of the voice's
-    highest mel filter (``MelConfig.top_filter_hz``). Holding envelopes at ``fmax`` itself
-    (8 kHz) copies the mel filter bank's falling top edge, 25 dB down even in copy-synthesis,
-    across 8-11 kHz: a fixed colouring that dominated MCD (docs/default-voice.md)."""
-    from flowspeech.audio import MelConfig
-
-    if max_hz is not None:
-        return max_hz or None
-    mel = run.get("mel_config")
-    return MelConfig.from_dict(mel).top_filter_hz if mel else None
 
 
 def row_figures(report) -> dict:
