@@ -412,8 +412,8 @@ def summarize(rows: list[dict]) -> dict:
         out["ref_words"] = int(words)
         for key in ("substitutions", "deletions", "insertions"):
             out[key] = int(_sum(asr_rows, key))
-    for key in ("mcd", "mcd_cmn", "cepstral_offset", "log_f0_rmse", "f0_rmse_cents", "vde", "ffe", "pesq", "stoi",
-                "mrstft_sc", "mrstft_mag", "mrstft", "nll_per_dim"):
+    for key in ("mcd", "mcd_cmn", "cepstral_offset", "log_f0_rmse", "f0_rmse_cents", "vde", "ffe",
+                "pesq", "stoi", "mrstft_sc", "mrstft_mag", "mrstft", "nll_per_dim"):
         values = _values(rows, key)
         if len(values):
             out[key] = float(values.mean())
