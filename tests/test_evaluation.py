@@ -154,6 +154,10 @@ def test_f0_errors_hand_case():
     out = f0_errors(ref, syn)
     # voicing differs in frames 0 and 2; frame 4 is 50 % off (a gross error)
     assert out["vde"] == pytest.approx(2 / 5) and out["ffe"] == pytest.approx(3 / 5)
+    # frame 2 is voiced only in the reference (missed), frame 0 only in the synthesis
+    assert out["vde_missed"] == pytest.approx(1 / 5) and out["vde_spurious"] == pytest.approx(1 / 5)
+    assert f0_errors(syn, ref)["vde_missed"] == pytest.approx(1 / 5)
+    assert f0_errors(ref, np.zeros(5))["vde_missed"] == pytest.approx(4 / 5)
     expected = math.sqrt((math.log(1.1) ** 2 + math.log(1.5) ** 2) / 3)
     assert out["log_f0_rmse"] == pytest.approx(expected) and out["voiced_frames"] == 3
     # a path pairs frames explicitly

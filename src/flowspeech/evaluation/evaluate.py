@@ -71,6 +71,10 @@ METRICS: dict[str, Metric] = {
                           "both, DTW-aligned (WORLD Harvest)"),
     "f0_rmse_cents": Metric("F0 RMSE", "cents", "lower", "log-F0 RMSE x 1200/ln 2"),
     "vde": Metric("VDE", "%", "lower", "voicing decision error (Nakatani et al. 2008)"),
+    "vde_missed": Metric("VDE, missed", "%", "lower", "frames voiced in the reference and "
+                         "unvoiced in the synthesis (part of VDE)"),
+    "vde_spurious": Metric("VDE, spurious", "%", "lower", "frames unvoiced in the reference and "
+                           "voiced in the synthesis (the rest of VDE)"),
     "ffe": Metric("FFE", "%", "lower", "F0 frame error (Chu & Alwan 2009)"),
     "duration_ratio": Metric("duration ratio", "", "closer to 1",
                              "speech span of the synthesis / that of the reference"),
@@ -90,10 +94,10 @@ METRICS: dict[str, Metric] = {
                        "(frames 40 dB below the loudest)"),
 }
 # Shown as percentages in the Markdown report.
-PERCENT_METRICS = ("wer", "cer", "vde", "ffe")
+PERCENT_METRICS = ("wer", "cer", "vde", "vde_missed", "vde_spurious", "ffe")
 # Tested in a paired comparison (per-utterance values; WER and CER per sentence).
-COMPARED_METRICS = ("wer", "cer", "mcd", "mcd_cmn", "cepstral_offset", "log_f0_rmse", "vde", "ffe",
-                    "duration_ratio", "pesq", "stoi", "mrstft", "rtf", "nll_per_dim")
+COMPARED_METRICS = ("wer", "cer", "mcd", "mcd_cmn", "cepstral_offset", "log_f0_rmse", "vde",
+                    "vde_missed", "vde_spurious", "ffe", "duration_ratio", "pesq", "stoi", "mrstft", "rtf", "nll_per_dim")
 
 
 @dataclass
@@ -205,7 +209,8 @@ def evaluate_utterance(utt_id: str, system_path: str, reference_path: str | None
     Returns:
         A row: ``id``, ``duration_s``, ``speech_s``; with text ``wer``, ``cer``, their counts,
         ``reference_text`` and ``hypothesis`` (both normalised); with a reference
-        ``ref_duration_s``, ``mcd``, ``log_f0_rmse``, ``f0_rmse_cents``, ``vde``, ``ffe``,
+        ``ref_duration_s``, ``mcd``, ``log_f0_rmse``, ``f0_rmse_cents``, ``vde`` (and its
+        ``vde_missed`` and ``vde_spurious`` parts), ``ffe``,
         ``duration_ratio``, ``ref_speech_s``, ``syn_speech_s``; with ``copy_synthesis``
         ``pesq``, ``stoi``, ``mrstft_sc``, ``mrstft_mag``, ``mrstft``.
     """
@@ -412,7 +417,8 @@ def summarize(rows: list[dict]) -> dict:
         out["ref_words"] = int(words)
         for key in ("substitutions", "deletions", "insertions"):
             out[key] = int(_sum(asr_rows, key))
-    for key in ("mcd", "mcd_cmn", "cepstral_offset", "log_f0_rmse", "f0_rmse_cents", "vde", "ffe",
+    for key in ("mcd", "mcd_cmn", "cepstral_offset", "log_f0_rmse", "f0_rmse_cents", "vde",
+                "vde_missed", "vde_spurious", "ffe",
                 "pesq", "stoi", "mrstft_sc", "mrstft_mag", "mrstft", "nll_per_dim"):
         values = _values(rows, key)
         if len(values):

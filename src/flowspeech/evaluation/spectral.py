@@ -229,8 +229,10 @@ def f0_errors(ref_f0: np.ndarray, syn_f0: np.ndarray, path: np.ndarray | None = 
         path: ``[L, 2]`` frame pairs; ``None`` pairs frames by index (equal lengths needed).
 
     Returns:
-        ``log_f0_rmse`` (natural log units), ``f0_rmse_cents``, ``vde``, ``ffe`` (fractions of
-        aligned frames) and ``voiced_frames`` (frames voiced in both). The RMSEs are NaN
+        ``log_f0_rmse`` (natural log units), ``f0_rmse_cents``, ``vde``, ``ffe``,
+        ``vde_missed`` (voiced in the reference, unvoiced in the synthesis) and
+        ``vde_spurious`` (the other way; the two sum to ``vde``), all fractions of aligned
+        frames, and ``voiced_frames`` (frames voiced in both). The RMSEs are NaN
         when no frame is voiced in both.
     """
     if path is None:
@@ -240,7 +242,8 @@ def f0_errors(ref_f0: np.ndarray, syn_f0: np.ndarray, path: np.ndarray | None = 
     r, s = ref_f0[path[:, 0]], syn_f0[path[:, 1]]
     rv, sv = r > 0, s > 0
     both = rv & sv
-    voicing_errors = int((rv != sv).sum())
+    missed, spurious = int((rv & ~sv).sum()), int((~rv & sv).sum())
+    voicing_errors = missed + spurious
     if both.any():
         log_diff = np.log(s[both]) - np.log(r[both])
         rmse = float(np.sqrt(np.mean(log_diff**2)))
@@ -250,6 +253,7 @@ def f0_errors(ref_f0: np.ndarray, syn_f0: np.ndarray, path: np.ndarray | None = 
     n = len(path)
     return {"log_f0_rmse": rmse, "f0_rmse_cents": rmse * _CENTS_PER_NEPER,
             "vde": voicing_errors / n, "ffe": (voicing_errors + gross) / n,
+            "vde_missed": missed / n, "vde_spurious": spurious / n,
             "voiced_frames": int(both.sum())}
 
 
@@ -263,7 +267,8 @@ def compare_to_reference(ref: WorldFeatures, syn: WorldFeatures,
     Returns:
         ``mcd`` (dB), ``mcd_cmn`` (dB, the sentence's mean cepstral difference removed),
         ``cepstral_offset`` (dB, the size of that mean), ``log_f0_rmse``, ``f0_rmse_cents``,
-        ``vde``, ``ffe``, ``duration_ratio`` (synthesis speech span / reference speech span),
+        ``vde``, ``vde_missed``, ``vde_spurious``, ``ffe``, ``duration_ratio`` (synthesis
+        speech span / reference speech span),
         ``ref_speech_s``, ``syn_speech_s``.
     """
     if ref.sample_rate != syn.sample_rate or ref.frame_period_ms != syn.frame_period_ms:
