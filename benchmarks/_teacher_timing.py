@@ -31,7 +31,8 @@ def add_voice_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--mcd-max-hz", type=float, default=None,
-                        help="default: the centre of the voice's highest mel filter, as eval_voice.py")
+                        help="default: the centre of the voice's highest mel filter, "
+                             "as eval_voice.py")
     parser.add_argument("--threads", type=int, default=None)
 
 

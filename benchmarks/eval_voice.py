@@ -112,7 +112,8 @@ def main() -> None:
         (wav_dir / "run.json").write_text(json.dumps(run, indent=1) + "\n")
 
     mel_config = MelConfig.from_dict(run["mel_config"]) if run.get("mel_config") else None
-    options = EvalOptions(mcd_max_hz=mcd_band_hz(args.mcd_max_hz, mel_config), f0_method=args.f0_method)
+    options = EvalOptions(mcd_max_hz=mcd_band_hz(args.mcd_max_hz, mel_config),
+                          f0_method=args.f0_method)
     kwargs = {"text": text_file, "options": options, "jobs": args.jobs, "progress": False}
     system = evaluate(wav_dir, reference=corpus / "wavs", name=run["voice"] or Path(run["acoustic"]).stem,
                       **kwargs)

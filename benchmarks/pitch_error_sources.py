@@ -7,8 +7,8 @@
 Each sentence of the split is spoken twice from the same prior noise and Griffin-Lim seed:
 with the voice's own predicted durations, and with the teacher's timing (the frames MAS gives
 each token of the teacher's recording). Both are scored against the recording as
-``eval_voice.py`` scores them (dio F0 along the DTW path on the mel-cepstra up to the top mel filter). If
-the teacher's timing brings the error down, the durations carry it.
+``eval_voice.py`` scores them (dio F0 along the DTW path on the mel-cepstra up to the top mel
+filter). If the teacher's timing brings the error down, the durations carry it.
 
 The clip spoken with the teacher's timing has the recording's frames, so its F0 is also
 compared frame by frame (frames voiced in both) and split per token:

@@ -97,7 +97,8 @@ METRICS: dict[str, Metric] = {
 PERCENT_METRICS = ("wer", "cer", "vde", "vde_missed", "vde_spurious", "ffe")
 # Tested in a paired comparison (per-utterance values; WER and CER per sentence).
 COMPARED_METRICS = ("wer", "cer", "mcd", "mcd_cmn", "cepstral_offset", "log_f0_rmse", "vde",
-                    "vde_missed", "vde_spurious", "ffe", "duration_ratio", "pesq", "stoi", "mrstft", "rtf", "nll_per_dim")
+                    "vde_missed", "vde_spurious", "ffe", "duration_ratio", "pesq", "stoi", "mrstft",
+                    "rtf", "nll_per_dim")
 
 
 @dataclass

@@ -26,8 +26,8 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 # Metrics in tables and plots, in this order (those a report has).
 SHOWN = ("wer", "cer", "mcd", "mcd_cmn", "cepstral_offset", "f0_rmse_cents", "log_f0_rmse", "vde",
-         "vde_missed", "vde_spurious", "ffe", "duration_ratio", "pesq", "stoi", "mrstft", "rtf", "rtf_acoustic", "rtf_vocoder",
-         "nll_per_dim", "duration_s", "speech_s")
+         "vde_missed", "vde_spurious", "ffe", "duration_ratio", "pesq", "stoi", "mrstft", "rtf",
+         "rtf_acoustic", "rtf_vocoder", "nll_per_dim", "duration_s", "speech_s")
 PLOTTED = ("wer", "cer", "mcd", "f0_rmse_cents", "vde", "duration_ratio", "pesq", "stoi",
            "mrstft", "rtf", "nll_per_dim", "duration_s")
 
