@@ -21,6 +21,12 @@ and the token-level error and each side's mean log-F0 relative to its sentence's
 binned by the token's position in the sentence: a sentence-level intonation (declination)
 the voice misses shows as a bias that runs with position.
 
+A perfect text encoder: the recording's own latent (its mel through the flow decoder),
+averaged over each token's frames, is the prior mean a mean-only Glow-TTS encoder is trained
+towards (the maximum-likelihood mean under the alignment). Spoken from those means with the
+teacher's timing at noise 0, the clip shows what the flow decoder allows once every token
+gets the right prior: the part of the error no text encoder can remove.
+
 Voicing: the clip with the teacher's timing and Griffin-Lim copy-synthesis of the recording's
 own mel (the vocoder's floor) are compared with the recording frame by frame over its speech
 span, and their voicing decision errors are split by the distance to the nearest voicing
@@ -32,6 +38,7 @@ validation split.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -45,7 +52,7 @@ from _teacher_timing import (
 )
 
 from flowspeech.audio import load_wav, mel_spectrogram
-from flowspeech.evaluation.spectral import compare_to_reference
+from flowspeech.evaluation.spectral import WorldFeatures, compare_to_reference
 
 POSITION_BINS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
 # Distance to the recording's nearest voicing change, in 5 ms F0 frames (inclusive ranges).
@@ -73,6 +80,51 @@ def rms(x: np.ndarray, weights: np.ndarray | None = None) -> float:
     return float(np.sqrt(np.average(np.square(x), weights=weights)))
 
 
+@dataclass
+class TokenSplit:
+    """One clip's log-F0 against the recording's over the frames voiced in both, the clip
+    spoken with the teacher's timing."""
+    frame: np.ndarray           # [frames] error per frame
+    within: np.ndarray          # [frames] the clip's contour within its token, less the teacher's
+    teacher_within: np.ndarray  # [frames] the teacher's contour about its token's mean
+    token: np.ndarray           # [tokens] error of each token's mean (tokens with such frames)
+    count: np.ndarray           # [tokens] their frames
+    position: np.ndarray        # [tokens] their place in the sentence, 0 to 1
+    centred: np.ndarray         # [tokens, 2] teacher's and clip's token means less the sentence's
+
+
+def split_by_token(ref: WorldFeatures, syn_f0: np.ndarray, durations: np.ndarray,
+                   hop_s: float) -> TokenSplit | None:
+    """``syn_f0`` (spoken with ``durations``, the teacher's frames per token) against the
+    recording's F0, split into each token's mean and the contour within it; None when no
+    frame is voiced in both."""
+    n = min(len(ref.f0), len(syn_f0))
+    seconds = np.arange(n) * ref.frame_period_ms / 1000.0
+    token = np.searchsorted(np.cumsum(durations) * hop_s, seconds, side="right")
+    both = (ref.f0[:n] > 0) & (syn_f0[:n] > 0) & (token < len(durations))
+    if not both.any():
+        return None
+    r, s, t = np.log(ref.f0[:n][both]), np.log(syn_f0[:n][both]), token[both]
+    count = np.bincount(t, minlength=len(durations)).astype(float)
+    seen = count > 0
+    r_mean = np.bincount(t, r, minlength=len(durations))[seen] / count[seen]
+    s_mean = np.bincount(t, s, minlength=len(durations))[seen] / count[seen]
+    r_tok, s_tok = np.zeros(len(durations)), np.zeros(len(durations))
+    r_tok[seen], s_tok[seen] = r_mean, s_mean
+    return TokenSplit(frame=s - r, within=(s - s_tok[t]) - (r - r_tok[t]),
+                      teacher_within=r - r_tok[t], token=s_mean - r_mean, count=count[seen],
+                      position=np.flatnonzero(seen) / len(durations),
+                      centred=np.stack([r_mean - r.mean(), s_mean - s.mean()], 1))
+
+
+def joined(splits: list[TokenSplit]) -> TokenSplit:
+    return TokenSplit(*(np.concatenate([getattr(x, f.name) for x in splits])
+                        for f in fields(TokenSplit)))
+
+
+PERFECT = "teacher's, each token's mean latent (a perfect text encoder), noise 0"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_voice_arguments(parser)
@@ -82,48 +134,41 @@ def main() -> None:
     hop_s = tts.mel_config.hop_length / rate
     features = world_analysis(args, tts)
 
-    scores = {"predicted": [], "teacher's": []}
-    voicing = {"copy-synthesis": np.zeros(len(EDGE_BINS) + 3), "voice, teacher's timing": np.zeros(len(EDGE_BINS) + 3)}
-    frame_err, token_err, within_err, teacher_within, weights, positions, centred = [], [], [], [], [], [], []
+    scores = {"predicted": [], "teacher's": [], PERFECT: []}
+    voicing = {label: np.zeros(len(EDGE_BINS) + 3)
+               for label in ("copy-synthesis", "voice, teacher's timing", "perfect text encoder")}
+    splits: dict[str, list[TokenSplit]] = {"voice": [], "perfect text encoder": []}
     for k, (uid, text) in enumerate(split_sentences(args)):
         ids, lengths = tts._tokens([tts.frontend.encode(text)])
         recording, _ = load_wav(args.corpus / "wavs" / f"{uid}.wav", rate)
         mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)
-        aligned = model.align(ids, lengths, mel[None], torch.tensor([mel.size(1)]))
         with torch.no_grad():
+            out = model(ids, lengths, mel[None], torch.tensor([mel.size(1)]))
             mean, log_scale, log_durations, text_mask = model.encoder(ids, lengths)
+        aligned = out.attn.sum(-1).round().long()                      # [1, T_text]
+        token_latent = (out.z @ out.attn.transpose(1, 2)) / aligned.clamp(min=1)[:, None, :]
         predicted = model.duration_rounding.frames(log_durations, text_mask, tts.length_scale, torch)[:, 0]
         ref = features(recording)
-        for label, durations in (("predicted", predicted), ("teacher's", aligned)):
-            clip = vocode(tts, decode(tts, decoder, mean, log_scale, durations, seed=k), seed=k)
+        f0 = {}
+        for label, prior, durations, noise in (("predicted", mean, predicted, None),
+                                               ("teacher's", mean, aligned, None),
+                                               (PERFECT, token_latent, aligned, 0.0)):
+            mel_out = decode(tts, decoder, prior, log_scale, durations, seed=k, noise_scale=noise)
+            clip = vocode(tts, mel_out, seed=k)
             syn = features(clip)
             row = compare_to_reference(ref, syn)
             scores[label].append((row["log_f0_rmse"], row["vde"], row["mcd"]))
+            f0[label] = syn.f0
         copy_f0 = features(vocode(tts, mel[None], seed=k)).f0
         span = ref.speech_frames()
         voicing["copy-synthesis"] += voicing_errors(ref.f0, copy_f0, span)
-        voicing["voice, teacher's timing"] += voicing_errors(ref.f0, syn.f0, span)
+        voicing["voice, teacher's timing"] += voicing_errors(ref.f0, f0["teacher's"], span)
+        voicing["perfect text encoder"] += voicing_errors(ref.f0, f0[PERFECT], span)
         # Frame by frame against the recording, tokens placed by the teacher's timing.
-        n = min(len(ref.f0), len(syn.f0))
-        seconds = np.arange(n) * ref.frame_period_ms / 1000.0
-        token = np.searchsorted(np.cumsum(aligned[0].numpy()) * hop_s, seconds, side="right")
-        both = (ref.f0[:n] > 0) & (syn.f0[:n] > 0) & (token < aligned.size(1))
-        if not both.any():
-            continue
-        r, s, t = np.log(ref.f0[:n][both]), np.log(syn.f0[:n][both]), token[both]
-        count = np.bincount(t, minlength=aligned.size(1)).astype(float)
-        seen = count > 0
-        r_mean = np.bincount(t, r, minlength=aligned.size(1))[seen] / count[seen]
-        s_mean = np.bincount(t, s, minlength=aligned.size(1))[seen] / count[seen]
-        r_tok, s_tok = np.zeros(aligned.size(1)), np.zeros(aligned.size(1))
-        r_tok[seen], s_tok[seen] = r_mean, s_mean
-        frame_err.append(s - r)
-        within_err.append((s - s_tok[t]) - (r - r_tok[t]))
-        teacher_within.append(r - r_tok[t])
-        token_err.append(s_mean - r_mean)
-        weights.append(count[seen])
-        positions.append(np.flatnonzero(seen) / aligned.size(1))
-        centred.append(np.stack([r_mean - r.mean(), s_mean - s.mean()], 1))
+        for name, label in (("voice", "teacher's"), ("perfect text encoder", PERFECT)):
+            split = split_by_token(ref, f0[label], aligned[0].numpy(), hop_s)
+            if split is not None:
+                splits[name].append(split)
 
     print(f"{tts.voice.name if tts.voice is not None else tts.acoustic_path}: {args.split} split, "
           f"{len(scores['predicted'])} sentences, noise scale {tts.noise_scale:g}, "
@@ -133,19 +178,26 @@ def main() -> None:
         f0, vde, mcd = (np.array(col) for col in zip(*rows))
         print(f"| {label} | {np.sqrt(np.nanmean(f0 ** 2)):.4f} | {100 * vde.mean():.1f} % | {mcd.mean():.2f} |")
 
-    token_err, weights, positions = (np.concatenate(x) for x in (token_err, weights, positions))
-    frame_err, within_err, teacher_within, centred = (
-        np.concatenate(x) for x in (frame_err, within_err, teacher_within, centred))
-    bins = np.clip(np.digitize(positions, POSITION_BINS[1:-1]), 0, len(POSITION_BINS) - 2)
-    bias = np.array([np.average(token_err[bins == b], weights=weights[bins == b]) for b in range(len(POSITION_BINS) - 1)])
-    print(f"\nWith the teacher's timing, frame by frame ({int(weights.sum()):,} frames voiced in both):\n")
-    print("| log-F0 error | RMSE |\n|---|---:|")
-    print(f"| all | {rms(frame_err):.4f} |")
-    print(f"| token level (each token's mean) | {rms(token_err, weights):.4f} |")
-    print(f"| token level, less the mean bias at each position below | {rms(token_err - bias[bins], weights):.4f} |")
-    print(f"| within token | {rms(within_err):.4f} |")
-    print(f"| the teacher's own contour within tokens (what flat tokens would miss) | {rms(teacher_within):.4f} |")
-    r_c, s_c = centred[:, 0], centred[:, 1]
+    voice, perfect = joined(splits["voice"]), joined(splits["perfect text encoder"])
+    weights = voice.count
+    bins = np.clip(np.digitize(voice.position, POSITION_BINS[1:-1]), 0, len(POSITION_BINS) - 2)
+    bias = np.array([np.average(voice.token[bins == b], weights=weights[bins == b])
+                     for b in range(len(POSITION_BINS) - 1)])
+    print(f"\nWith the teacher's timing, frame by frame (frames voiced in both: voice "
+          f"{int(weights.sum()):,}, perfect text encoder {int(perfect.count.sum()):,}):\n")
+    print("| log-F0 error | voice | perfect text encoder |\n|---|---:|---:|")
+    print(f"| all | {rms(voice.frame):.4f} | {rms(perfect.frame):.4f} |")
+    print(f"| token level (each token's mean) | {rms(voice.token, weights):.4f} | "
+          f"{rms(perfect.token, perfect.count):.4f} |")
+    print(f"| token level, mean (a flat pitch offset) | "
+          f"{np.average(voice.token, weights=weights):+.4f} | "
+          f"{np.average(perfect.token, weights=perfect.count):+.4f} |")
+    print(f"| token level, less the voice's mean bias at each position below | "
+          f"{rms(voice.token - bias[bins], weights):.4f} | |")
+    print(f"| within token | {rms(voice.within):.4f} | {rms(perfect.within):.4f} |")
+    print(f"| the teacher's own contour within tokens (what flat tokens would miss) | "
+          f"{rms(voice.teacher_within):.4f} | |")
+    r_c, s_c = voice.centred[:, 0], voice.centred[:, 1]
     slope = float(np.sum(weights * r_c * s_c) / np.sum(weights * r_c * r_c))
     corr = float(np.corrcoef(r_c, s_c)[0, 1])
     print(f"\nTokens' log-F0 about their sentence's mean: spread teacher {rms(r_c, weights):.3f}, voice "
