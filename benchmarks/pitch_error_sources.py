@@ -25,7 +25,9 @@ A perfect text encoder: the recording's own latent (its mel through the flow dec
 averaged over each token's frames, is the prior mean a mean-only Glow-TTS encoder is trained
 towards (the maximum-likelihood mean under the alignment). Spoken from those means with the
 teacher's timing at noise 0, the clip shows what the flow decoder allows once every token
-gets the right prior: the part of the error no text encoder can remove.
+gets the right prior: the part of the error no text encoder can remove. Beside it, the NLL (nats per
+dimension) of the recordings under the voice's prior and under those token means tells how
+far the encoder is from its own training optimum.
 
 Voicing: the clip with the teacher's timing and Griffin-Lim copy-synthesis of the recording's
 own mel (the vocoder's floor) are compared with the recording frame by frame over its speech
@@ -38,7 +40,7 @@ validation split.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -53,6 +55,7 @@ from _teacher_timing import (
 
 from flowspeech.audio import load_wav, mel_spectrogram
 from flowspeech.evaluation.spectral import WorldFeatures, compare_to_reference
+from flowspeech.models.glow_tts import GlowTTS
 
 POSITION_BINS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
 # Distance to the recording's nearest voicing change, in 5 ms F0 frames (inclusive ranges).
@@ -138,6 +141,7 @@ def main() -> None:
     voicing = {label: np.zeros(len(EDGE_BINS) + 3)
                for label in ("copy-synthesis", "voice, teacher's timing", "perfect text encoder")}
     splits: dict[str, list[TokenSplit]] = {"voice": [], "perfect text encoder": []}
+    nll: dict[str, list[float]] = {"voice": [], PERFECT: []}
     for k, (uid, text) in enumerate(split_sentences(args)):
         ids, lengths = tts._tokens([tts.frontend.encode(text)])
         recording, _ = load_wav(args.corpus / "wavs" / f"{uid}.wav", rate)
@@ -147,6 +151,9 @@ def main() -> None:
             mean, log_scale, log_durations, text_mask = model.encoder(ids, lengths)
         aligned = out.attn.sum(-1).round().long()                      # [1, T_text]
         token_latent = (out.z @ out.attn.transpose(1, 2)) / aligned.clamp(min=1)[:, None, :]
+        nll["voice"].append(float(GlowTTS.nll_per_dim(out)))
+        perfect_prior = replace(out, z_mean=token_latent @ out.attn)
+        nll[PERFECT].append(float(GlowTTS.nll_per_dim(perfect_prior)))
         predicted = model.duration_rounding.frames(log_durations, text_mask, tts.length_scale, torch)[:, 0]
         ref = features(recording)
         f0 = {}
@@ -173,6 +180,9 @@ def main() -> None:
     print(f"{tts.voice.name if tts.voice is not None else tts.acoustic_path}: {args.split} split, "
           f"{len(scores['predicted'])} sentences, noise scale {tts.noise_scale:g}, "
           f"durations {model.duration_rounding}")
+    print(f"\nNLL of the recordings (nats per dimension, MAS alignment): under the voice's "
+          f"prior {np.mean(nll['voice']):.3f}, under each token's mean latent "
+          f"{np.mean(nll[PERFECT]):.3f}")
     print("\n| timing | log-F0 RMSE | VDE | MCD (dB) |\n|---|---:|---:|---:|")
     for label, rows in scores.items():
         f0, vde, mcd = (np.array(col) for col in zip(*rows))
