@@ -4,11 +4,11 @@
     python benchmarks/pitch_error_sources.py --acoustic runs/x/checkpoints/step_N.pt \
         --duration-rounding round --duration-scale 1.099 --corpus data/slt_hts --split val
 
-Each sentence of the split is spoken twice from the same prior noise and Griffin-Lim seed:
-with the voice's own predicted durations, and with the teacher's timing (the frames MAS gives
-each token of the teacher's recording). Both are scored against the recording as
-``eval_voice.py`` scores them (dio F0 along the DTW path on the mel-cepstra up to the top mel
-filter). If the teacher's timing brings the error down, the durations carry it.
+Each sentence of the split is spoken twice from the same prior noise and Griffin-Lim seed
+(and a third time, below): with the voice's own predicted durations, and with the teacher's
+timing (the frames MAS gives each token of the teacher's recording). Both are scored against
+the recording as ``eval_voice.py`` scores them (dio F0 along the DTW path on the mel-cepstra
+up to the top mel filter). If the teacher's timing brings the error down, the durations carry it.
 
 The clip spoken with the teacher's timing has the recording's frames, so its F0 is also
 compared frame by frame (frames voiced in both) and split per token:
@@ -24,10 +24,10 @@ the voice misses shows as a bias that runs with position.
 A perfect text encoder: the recording's own latent (its mel through the flow decoder),
 averaged over each token's frames, is the prior mean a mean-only Glow-TTS encoder is trained
 towards (the maximum-likelihood mean under the alignment). Spoken from those means with the
-teacher's timing at noise 0, the clip shows what the flow decoder allows once every token
-gets the right prior: the part of the error no text encoder can remove. Beside it, the NLL (nats per
-dimension) of the recordings under the voice's prior and under those token means tells how
-far the encoder is from its own training optimum.
+teacher's timing at noise 0 (the third clip), it shows what the flow decoder allows once
+every token gets the right prior: the part of the error no text encoder can remove. Beside
+it, the NLL (nats per dimension) of the recordings under the voice's prior and under those
+token means tells how far the encoder is from its own training optimum.
 
 Voicing: the clip with the teacher's timing and Griffin-Lim copy-synthesis of the recording's
 own mel (the vocoder's floor) are compared with the recording frame by frame over its speech
@@ -156,7 +156,7 @@ def main() -> None:
         nll[PERFECT].append(float(GlowTTS.nll_per_dim(perfect_prior)))
         predicted = model.duration_rounding.frames(log_durations, text_mask, tts.length_scale, torch)[:, 0]
         ref = features(recording)
-        f0 = {}
+        clip_f0 = {}
         for label, prior, durations, noise in (("predicted", mean, predicted, None),
                                                ("teacher's", mean, aligned, None),
                                                (PERFECT, token_latent, aligned, 0.0)):
@@ -165,15 +165,15 @@ def main() -> None:
             syn = features(clip)
             row = compare_to_reference(ref, syn)
             scores[label].append((row["log_f0_rmse"], row["vde"], row["mcd"]))
-            f0[label] = syn.f0
+            clip_f0[label] = syn.f0
         copy_f0 = features(vocode(tts, mel[None], seed=k)).f0
         span = ref.speech_frames()
         voicing["copy-synthesis"] += voicing_errors(ref.f0, copy_f0, span)
-        voicing["voice, teacher's timing"] += voicing_errors(ref.f0, f0["teacher's"], span)
-        voicing["perfect text encoder"] += voicing_errors(ref.f0, f0[PERFECT], span)
+        voicing["voice, teacher's timing"] += voicing_errors(ref.f0, clip_f0["teacher's"], span)
+        voicing["perfect text encoder"] += voicing_errors(ref.f0, clip_f0[PERFECT], span)
         # Frame by frame against the recording, tokens placed by the teacher's timing.
         for name, label in (("voice", "teacher's"), ("perfect text encoder", PERFECT)):
-            split = split_by_token(ref, f0[label], aligned[0].numpy(), hop_s)
+            split = split_by_token(ref, clip_f0[label], aligned[0].numpy(), hop_s)
             if split is not None:
                 splits[name].append(split)
 
