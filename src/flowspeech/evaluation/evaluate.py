@@ -93,8 +93,8 @@ METRICS: dict[str, Metric] = {
     "speech_s": Metric("speech", "s", "", "clip length without leading/trailing silence "
                        "(frames 40 dB below the loudest)"),
 }
-# Shown as percentages in the Markdown report.
-PERCENT_METRICS = ("wer", "cer", "vde", "vde_missed", "vde_spurious", "ffe")
+# Shown as percentages in the Markdown report: the fractions whose unit above is "%".
+PERCENT_METRICS = tuple(key for key, metric in METRICS.items() if metric.unit == "%")
 # Tested in a paired comparison (per-utterance values; WER and CER per sentence).
 COMPARED_METRICS = ("wer", "cer", "mcd", "mcd_cmn", "cepstral_offset", "log_f0_rmse", "vde",
                     "vde_missed", "vde_spurious", "ffe", "duration_ratio", "pesq", "stoi", "mrstft",
