@@ -71,6 +71,19 @@ def test_nll_matches_change_of_variables():
         assert math.isclose(float(per_item[b]), float(expected), rel_tol=1e-4, abs_tol=1e-5)
 
 
+def test_latents_given_to_forward_give_the_same_output_as_the_decoder_computing_them():
+    torch.manual_seed(2)
+    model = tiny_model(mean_only=False).eval()
+    tokens, tl, mels, ml = batch()
+    with torch.no_grad():
+        out = model(tokens, tl, mels, ml)
+        z, logdet, trimmed = model.mel_latents(mels, ml)
+        given = model(tokens, tl, mels, ml, latents=(z, logdet))
+    assert torch.equal(trimmed, out.mel_lengths) and trimmed.tolist() == [30, 20, 12]
+    for name in ("z", "z_mean", "z_log_scale", "logdet", "z_mask", "attn", "log_durations_target"):
+        assert torch.equal(getattr(given, name), getattr(out, name)), name
+
+
 def test_mas_alignment_is_monotonic_and_surjective():
     model = tiny_model().eval()
     tokens, tl, mels, ml = batch()

@@ -93,6 +93,51 @@ def test_a_voice_warm_started_with_absolute_positions_trains_only_its_text_encod
         assert torch.equal(after["model"][key], again["model"][key]), key
 
 
+def test_cached_latents_come_from_the_eval_mode_decoder_once_per_clip_and_resume_exactly(
+        tiny_glow_tts_config, tiny_dataset, tmp_path, monkeypatch):
+    from flowspeech.models.glow_tts import GlowTTS
+
+    base = tmp_path / "base"
+    assert train(tiny_glow_tts_config, tiny_dataset, base, "--max-steps", "2") == 0
+    start = latest_state(base)["model"]
+    cached = ["--set", "train.trainable=text-encoder", "--set", "train.cache_latents=true",
+              "--set", "train.checkpoint_every=3", "--set", "train.learning_rate=5.0"]
+    warm = ["--init-from", str(CheckpointManager(base).list()[-1][1])]
+    decoded = []  # (clips, decoder in training mode) for each decoder pass
+    original = GlowTTS.mel_latents
+
+    def counting(model, mels, mel_lengths, speakers=None):
+        decoded.append((mels.size(0), model.decoder.training))
+        return original(model, mels, mel_lengths, speakers)
+
+    monkeypatch.setattr(GlowTTS, "mel_latents", counting)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(tiny_glow_tts_config, tiny_dataset, straight, "--max-steps", "6", *cached, *warm) == 0
+    # Training passes (one clip each, in eval mode) only in the first epoch: 8 clips; the
+    # validation passes run on the whole model, in eval mode too.
+    training_passes = [d for d in decoded if d[0] == 1]
+    assert len(training_passes) == 8 and not any(mode for _, mode in decoded)
+    after = latest_state(straight)
+    for key, value in start.items():
+        if key.startswith("decoder."):
+            assert torch.equal(after["model"][key], value), key
+    assert not torch.equal(after["model"]["encoder.proj_m.weight"], start["encoder.proj_m.weight"])
+    assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "3", *cached, *warm) == 0
+    assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "6", "--resume", *cached) == 0
+    again = latest_state(resumed)
+    for key in after["model"]:
+        assert torch.equal(after["model"][key], again["model"][key]), key
+
+
+def test_cached_latents_without_a_frozen_decoder_are_refused(tiny_glow_tts_config, tiny_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="cache_latents needs train.trainable: text-encoder"):
+        from flowspeech.training.recipes.glow_tts import GlowTTSRecipe
+
+        config = load_config(tiny_glow_tts_config)
+        config.setdefault("train", {})["cache_latents"] = True
+        GlowTTSRecipe(config).build_model()
+
+
 def test_existing_run_needs_resume(tiny_glow_tts_config, tiny_dataset, tmp_path):
     run = tmp_path / "run"
     assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "2") == 0

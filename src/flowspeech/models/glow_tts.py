@@ -261,16 +261,33 @@ class GlowTTS(TextToMel):
         return pairwise_gaussian_log_likelihood(z, mean, log_scale)
 
     # --- training / scoring / alignment ----------------------------------------------------
-    def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor, mels: torch.Tensor,
-                mel_lengths: torch.Tensor, speakers: torch.Tensor | None = None,
-                attn: torch.Tensor | None = None) -> GlowTTSOutput:
-        """Mel to latent, then the most likely alignment by MAS (or the given ``attn``
-        ``[B, T_text, F]``), then the prior statistics expanded along it."""
-        g = self.speaker_embedding(speakers)
-        mean, log_scale, log_durations, text_mask = self.encoder(tokens, token_lengths, g)
+    def mel_latents(self, mels: torch.Tensor, mel_lengths: torch.Tensor,
+                    speakers: torch.Tensor | None = None):
+        """The flow decoder's half of :meth:`forward`: mels ``[B, n_mels, F]`` to latents
+        ``z`` ``[B, n_mels, F']``, ``logdet`` ``[B]`` and lengths ``[B]``, with ``F'`` and the
+        lengths trimmed to a multiple of ``n_sqz``."""
         mels, mel_lengths = self._trim(mels, mel_lengths)
         z_mask = length_mask(mel_lengths, mels.size(2), mels.dtype)
-        z, logdet = self.decoder(mels, z_mask, g)
+        z, logdet = self.decoder(mels, z_mask, self.speaker_embedding(speakers))
+        return z, logdet, mel_lengths
+
+    def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor, mels: torch.Tensor,
+                mel_lengths: torch.Tensor, speakers: torch.Tensor | None = None,
+                attn: torch.Tensor | None = None,
+                latents: tuple[torch.Tensor, torch.Tensor] | None = None) -> GlowTTSOutput:
+        """Mel to latent, then the most likely alignment by MAS (or the given ``attn``
+        ``[B, T_text, F]``), then the prior statistics expanded along it.
+
+        ``latents``: this batch's ``(z, logdet)`` from :meth:`mel_latents`, computed earlier
+        (a frozen decoder's output can be kept); the decoder is then skipped and ``mels``
+        only gives the padded shape."""
+        g = self.speaker_embedding(speakers)
+        mean, log_scale, log_durations, text_mask = self.encoder(tokens, token_lengths, g)
+        if latents is None:
+            z, logdet, mel_lengths = self.mel_latents(mels, mel_lengths, speakers)
+        else:
+            (z, logdet), (_, mel_lengths) = latents, self._trim(mels, mel_lengths)
+        z_mask = length_mask(mel_lengths, z.size(2), z.dtype)
         if attn is None:
             with torch.no_grad():
                 pair_mask = text_mask.transpose(1, 2) * z_mask  # [B, T_text, F]
