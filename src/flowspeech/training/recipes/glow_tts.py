@@ -11,7 +11,7 @@ import torch
 
 from flowspeech.audio import griffin_lim
 from flowspeech.config import mel_config
-from flowspeech.data import SpeakerTable, TextMelDataset, collate_text_mel
+from flowspeech.data import SpeakerTable, TextMelDataset, collate_text_mel, pad_2d
 from flowspeech.errors import ConfigError
 from flowspeech.models.glow_tts import GlowTTS
 from flowspeech.text import TextFrontend
@@ -109,11 +109,9 @@ class GlowTTSRecipe(Recipe):
                     cache[batch["ids"][i]] = (z[0].float().cpu(), float(logdet[0]))
             model.decoder.train(was_training)
         entries = [cache[utt] for utt in batch["ids"]]
-        mels = batch["mels"]
-        n_frames = (mels.size(2) // model.n_sqz) * model.n_sqz
-        z = mels.new_zeros(mels.size(0), mels.size(1), n_frames)
-        for i, (z_i, _) in enumerate(entries):
-            z[i, :, :z_i.size(1)] = z_i.to(z)
+        # Padded to the longest trimmed clip: the batch's trimmed mel width.
+        z, _ = pad_2d([z_i for z_i, _ in entries])
+        z = z.to(batch["mels"])
         logdet = torch.tensor([logdet for _, logdet in entries], dtype=z.dtype, device=z.device)
         return z, logdet
 
