@@ -21,6 +21,13 @@ train = train_glow_tts
 latest_state = latest_glow_tts_checkpoint
 
 
+def assert_same_weights(a: dict, b: dict, prefix: str = "") -> None:
+    """Every tensor of state dict ``a`` whose name starts with ``prefix`` is equal in ``b``."""
+    for key, value in a.items():
+        if key.startswith(prefix):
+            assert torch.equal(value, b[key]), key
+
+
 def test_train_writes_run_folder_and_rotates_checkpoints(tiny_glow_tts_config, tiny_dataset, tmp_path):
     run = tmp_path / "run"
     assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "8") == 0
@@ -50,8 +57,7 @@ def test_resume_is_exact(tiny_glow_tts_config, tiny_dataset, tmp_path):
                  "--set", "train.checkpoint_every=3") == 0
     a, b = latest_state(straight), latest_state(resumed)
     assert a["step"] == b["step"] == 6
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert_same_weights(a["model"], b["model"])
     opt_a, opt_b = a["optimizers"]["main"]["state"], b["optimizers"]["main"]["state"]
     for k in opt_a:
         assert torch.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"])
@@ -73,9 +79,7 @@ def test_a_voice_warm_started_with_absolute_positions_trains_only_its_text_encod
     assert train(tiny_glow_tts_config, tiny_dataset, straight, "--max-steps", "6", *placed, *warm) == 0
     assert "kept fresh: encoder.positions.proj.weight, encoder.positions.proj.bias" in capsys.readouterr().out
     after = latest_state(straight)
-    for key, value in start.items():
-        if key.startswith("decoder."):
-            assert torch.equal(after["model"][key], value), key
+    assert_same_weights(start, after["model"], "decoder.")
     assert not torch.equal(after["model"]["encoder.proj_m.weight"], start["encoder.proj_m.weight"])
     assert float(after["model"]["encoder.positions.proj.weight"].abs().max()) > 0.0
     # Adam holds only the text encoder's tensors (its duration predictor's among them).
@@ -89,8 +93,7 @@ def test_a_voice_warm_started_with_absolute_positions_trains_only_its_text_encod
     assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "3", *placed, *warm) == 0
     assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "6", "--resume", *placed) == 0
     again = latest_state(resumed)
-    for key in after["model"]:
-        assert torch.equal(after["model"][key], again["model"][key]), key
+    assert_same_weights(after["model"], again["model"])
 
 
 def test_cached_latents_come_from_the_eval_mode_decoder_once_per_clip_and_resume_exactly(
@@ -118,23 +121,20 @@ def test_cached_latents_come_from_the_eval_mode_decoder_once_per_clip_and_resume
     training_passes = [d for d in decoded if d[0] == 1]
     assert len(training_passes) == 8 and not any(mode for _, mode in decoded)
     after = latest_state(straight)
-    for key, value in start.items():
-        if key.startswith("decoder."):
-            assert torch.equal(after["model"][key], value), key
+    assert_same_weights(start, after["model"], "decoder.")
     assert not torch.equal(after["model"]["encoder.proj_m.weight"], start["encoder.proj_m.weight"])
     assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "3", *cached, *warm) == 0
     assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "6", "--resume", *cached) == 0
     again = latest_state(resumed)
-    for key in after["model"]:
-        assert torch.equal(after["model"][key], again["model"][key]), key
+    assert_same_weights(after["model"], again["model"])
 
 
-def test_cached_latents_without_a_frozen_decoder_are_refused(tiny_glow_tts_config, tiny_dataset, tmp_path):
+def test_cached_latents_without_a_frozen_decoder_are_refused(tiny_glow_tts_config):
+    from flowspeech.training.recipes.glow_tts import GlowTTSRecipe
+
+    config = load_config(tiny_glow_tts_config)
+    config.setdefault("train", {})["cache_latents"] = True
     with pytest.raises(ConfigError, match="cache_latents needs train.trainable: text-encoder"):
-        from flowspeech.training.recipes.glow_tts import GlowTTSRecipe
-
-        config = load_config(tiny_glow_tts_config)
-        config.setdefault("train", {})["cache_latents"] = True
         GlowTTSRecipe(config).build_model()
 
 
