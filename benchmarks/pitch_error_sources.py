@@ -17,6 +17,11 @@ compared frame by frame (frames voiced in both) and split per token:
   pitch each token gets: the text encoder's prior means);
 * within token: the rest, the contour inside a token (the flow decoder's);
 
+the token level is split again, frame-weighted, into each sentence's mean error, each
+written word's about it, and each token's about its word's (which pitch a word gets, or how
+its syllables and phones share it), and the words' errors are set against the teacher's word
+pitch (a voice whose word pitch regresses to the sentence's mean correlates negatively);
+
 and the token-level error and each side's mean log-F0 relative to its sentence's mean are
 binned by the token's position in the sentence: a sentence-level intonation (declination)
 the voice misses shows as a bias that runs with position.
@@ -94,13 +99,14 @@ class TokenSplit:
     count: np.ndarray           # [tokens] their frames
     position: np.ndarray        # [tokens] their place in the sentence, 0 to 1
     centred: np.ndarray         # [tokens, 2] teacher's and clip's token means less the sentence's
+    word: np.ndarray            # [tokens] the written word each is in (-1: between words)
 
 
 def split_by_token(ref: WorldFeatures, syn_f0: np.ndarray, durations: np.ndarray,
-                   hop_s: float) -> TokenSplit | None:
+                   hop_s: float, words: np.ndarray | None = None) -> TokenSplit | None:
     """``syn_f0`` (spoken with ``durations``, the teacher's frames per token) against the
     recording's F0, split into each token's mean and the contour within it; None when no
-    frame is voiced in both."""
+    frame is voiced in both. ``words``: the written word of each token (-1 between words)."""
     n = min(len(ref.f0), len(syn_f0))
     seconds = np.arange(n) * ref.frame_period_ms / 1000.0
     token = np.searchsorted(np.cumsum(durations) * hop_s, seconds, side="right")
@@ -117,7 +123,26 @@ def split_by_token(ref: WorldFeatures, syn_f0: np.ndarray, durations: np.ndarray
     return TokenSplit(frame=s - r, within=(s - s_tok[t]) - (r - r_tok[t]),
                       teacher_within=r - r_tok[t], token=s_mean - r_mean, count=count[seen],
                       position=np.flatnonzero(seen) / len(durations),
-                      centred=np.stack([r_mean - r.mean(), s_mean - s.mean()], 1))
+                      centred=np.stack([r_mean - r.mean(), s_mean - s.mean()], 1),
+                      word=(np.full(len(durations), -1) if words is None else words)[seen])
+
+
+def error_levels(split: TokenSplit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One sentence's token-level errors, frame-weighted, as three parts whose squares add
+    up: the sentence's mean error, each word's about it, each token's about its word (a
+    token between words is a word of its own); and each word's mean (teacher about its
+    sentence, error) for how the word-level error follows the teacher's word pitch."""
+    w, e = split.count, split.token
+    units = np.where(split.word >= 0, split.word, -1 - np.arange(len(e)))
+    _, unit = np.unique(units, return_inverse=True)
+    unit_w = np.bincount(unit, w)
+    word_e = np.bincount(unit, w * e) / unit_w
+    sentence_e = np.average(e, weights=w)
+    parts = np.array([w.sum() * sentence_e ** 2, np.sum(w * (word_e[unit] - sentence_e) ** 2),
+                      np.sum(w * (e - word_e[unit]) ** 2)])
+    in_words = np.unique(unit[split.word >= 0])
+    teacher_word = np.bincount(unit, w * split.centred[:, 0]) / unit_w
+    return parts, w.sum(), np.stack([teacher_word[in_words], word_e[in_words] - sentence_e], 1)
 
 
 def joined(splits: list[TokenSplit]) -> TokenSplit:
@@ -141,9 +166,11 @@ def main() -> None:
     voicing = {label: np.zeros(len(EDGE_BINS) + 3)
                for label in ("copy-synthesis", "voice, teacher's timing", "perfect text encoder")}
     splits: dict[str, list[TokenSplit]] = {"voice": [], "perfect text encoder": []}
+    levels: dict[str, list] = {"voice": [], "perfect text encoder": []}
     nll: dict[str, list[float]] = {"voice": [], PERFECT: []}
     for k, (uid, text) in enumerate(split_sentences(args)):
         ids, lengths = tts._tokens([tts.frontend.encode(text)])
+        words = np.array([-1 if w is None else w for w in tts.frontend.word_tokens(text)[1]])
         recording, _ = load_wav(args.corpus / "wavs" / f"{uid}.wav", rate)
         mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)
         with torch.no_grad():
@@ -173,9 +200,10 @@ def main() -> None:
         voicing["perfect text encoder"] += voicing_errors(ref.f0, clip_f0[PERFECT], span)
         # Frame by frame against the recording, tokens placed by the teacher's timing.
         for name, label in (("voice", "teacher's"), ("perfect text encoder", PERFECT)):
-            split = split_by_token(ref, clip_f0[label], aligned[0].numpy(), hop_s)
+            split = split_by_token(ref, clip_f0[label], aligned[0].numpy(), hop_s, words)
             if split is not None:
                 splits[name].append(split)
+                levels[name].append(error_levels(split))
 
     print(f"{tts.voice.name if tts.voice is not None else tts.acoustic_path}: {args.split} split, "
           f"{len(scores['predicted'])} sentences, noise scale {tts.noise_scale:g}, "
@@ -207,6 +235,20 @@ def main() -> None:
     print(f"| within token | {rms(voice.within):.4f} | {rms(perfect.within):.4f} |")
     print(f"| the teacher's own contour within tokens (what flat tokens would miss) | "
           f"{rms(voice.teacher_within):.4f} | |")
+    print("\nThe token-level error in three parts, frame-weighted (their squares add up):\n")
+    print("| part | voice | share | perfect text encoder |\n|---|---:|---:|---:|")
+    totals = {name: sum(p for p, _, _ in rows) / sum(n for _, n, _ in rows)
+              for name, rows in levels.items()}
+    for k, part in enumerate(("each sentence's mean", "each word's, about its sentence's",
+                              "each token's, about its word's")):
+        print(f"| {part} | {np.sqrt(totals['voice'][k]):.4f} | "
+              f"{100 * totals['voice'][k] / totals['voice'].sum():.0f} % | "
+              f"{np.sqrt(totals['perfect text encoder'][k]):.4f} |")
+    word_pitch = np.concatenate([pairs for _, _, pairs in levels["voice"]])
+    corr = np.corrcoef(word_pitch[:, 0], word_pitch[:, 1])[0, 1]
+    print(f"\nWords' error about their sentence's, against the teacher's word pitch about its "
+          f"sentence's mean: correlation {corr:.2f} (below zero: the voice's word pitch is pulled "
+          f"towards the sentence's mean)")
     r_c, s_c = voice.centred[:, 0], voice.centred[:, 1]
     slope = float(np.sum(weights * r_c * s_c) / np.sum(weights * r_c * r_c))
     corr = float(np.corrcoef(r_c, s_c)[0, 1])
