@@ -1,7 +1,7 @@
 """What the teacher-timing diagnostics share (``pitch_error_sources.py``,
-``spectrum_error_sources.py``): their voice options, the Glow-TTS voice they load, and
-speaking a sentence for given frames per token, from seeded noise, as the 16-bit wav that
-``eval_voice.py`` scores."""
+``spectrum_error_sources.py``, ``pauses_between_words.py``, ``token_pitch_probe.py``): their
+voice options, the Glow-TTS voice they load, and speaking a sentence for given frames per
+token, from seeded noise, as the 16-bit wav that ``eval_voice.py`` scores."""
 
 from __future__ import annotations
 
