@@ -1,7 +1,8 @@
 """What the teacher-timing diagnostics share (``pitch_error_sources.py``,
 ``spectrum_error_sources.py``, ``pauses_between_words.py``, ``token_pitch_probe.py``): their
-voice options, the Glow-TTS voice they load, and speaking a sentence for given frames per
-token, from seeded noise, as the 16-bit wav that ``eval_voice.py`` scores."""
+voice options, the Glow-TTS voice they load, the teacher's timing of a corpus sentence, and
+speaking a sentence for given frames per token, from seeded noise, as the 16-bit wav that
+``eval_voice.py`` scores."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import numpy as np
 import torch
 from _heldout import mcd_band_hz
 
-from flowspeech.audio import pcm16
+from flowspeech.audio import load_wav, mel_spectrogram, pcm16
 from flowspeech.evaluation.inputs import read_transcripts
 from flowspeech.evaluation.spectral import WorldFeatures, world_features
 from flowspeech.inference.onnx_export import GlowTTSDecoderGraph
 from flowspeech.inference.synthesizer import Synthesizer
-from flowspeech.models.glow_tts import GlowTTS
+from flowspeech.models.glow_tts import GlowTTS, GlowTTSOutput
 
 
 def add_voice_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +49,18 @@ def load_glow_tts(args: argparse.Namespace) -> tuple[Synthesizer, GlowTTSDecoder
     if not isinstance(tts.model, GlowTTS):
         raise SystemExit(f"{tts.acoustic_path} is not a Glow-TTS model")
     return tts, GlowTTSDecoderGraph(tts.model).eval()
+
+
+@torch.no_grad()
+def teacher_timing(tts: Synthesizer, corpus: Path, uid: str, text: str):
+    """A corpus sentence through the voice: its tokens ``[1, T_text]`` and lengths, the
+    recording (samples at the voice's rate), its mel ``[n_mels, F]``, and the voice's forward
+    pass over that mel, whose MAS alignment ``out.attn`` is the teacher's timing."""
+    ids, lengths = tts._tokens([tts.frontend.encode(text)])
+    recording, _ = load_wav(corpus / "wavs" / f"{uid}.wav", tts.sample_rate)
+    mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)
+    out: GlowTTSOutput = tts.model(ids, lengths, mel[None], torch.tensor([mel.size(1)]))
+    return ids, lengths, recording, mel, out
 
 
 def as_16_bit(samples: np.ndarray) -> np.ndarray:

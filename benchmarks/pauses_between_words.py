@@ -19,9 +19,8 @@ import argparse
 
 import numpy as np
 import torch
-from _teacher_timing import add_voice_arguments, load_glow_tts, split_sentences
+from _teacher_timing import add_voice_arguments, load_glow_tts, split_sentences, teacher_timing
 
-from flowspeech.audio import load_wav, mel_spectrogram
 from flowspeech.text.frontend import BLANK_TOKEN
 
 PUNCTUATION = frozenset(",.;:?!()")
@@ -57,14 +56,12 @@ def main() -> None:
                         help="frames between two words that make a pause (12: 139 ms at hop 256)")
     args = parser.parse_args()
     tts, _ = load_glow_tts(args)
-    model, rate = tts.model, tts.sample_rate
+    model = tts.model
+    sentences = split_sentences(args)
     rows = []  # (punctuated, teacher's frames, voice's frames)
-    for uid, text in split_sentences(args):
-        ids, lengths = tts._tokens([tts.frontend.encode(text)])
-        recording, _ = load_wav(args.corpus / "wavs" / f"{uid}.wav", rate)
-        mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)
+    for uid, text in sentences:
+        ids, lengths, _, _, out = teacher_timing(tts, args.corpus, uid, text)
         with torch.no_grad():
-            out = model(ids, lengths, mel[None], torch.tensor([mel.size(1)]))
             _, _, log_durations, text_mask = model.encoder(ids, lengths)
         teacher = out.attn.sum(-1)[0].numpy()
         voice = model.duration_rounding.frames(log_durations, text_mask, tts.length_scale,
@@ -75,7 +72,7 @@ def main() -> None:
 
     table = np.array(rows, dtype=float)
     print(f"{tts.voice.name if tts.voice is not None else tts.acoustic_path}: {args.split} split, "
-          f"{len(split_sentences(args))} sentences, durations {model.duration_rounding}\n")
+          f"{len(sentences)} sentences, durations {model.duration_rounding}\n")
     print("| boundary | pause at | boundaries | mean frames, teacher / voice | teacher pauses | "
           "voice pauses | both | recall | precision |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

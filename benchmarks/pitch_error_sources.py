@@ -54,11 +54,11 @@ from _teacher_timing import (
     decode,
     load_glow_tts,
     split_sentences,
+    teacher_timing,
     vocode,
     world_analysis,
 )
 
-from flowspeech.audio import load_wav, mel_spectrogram
 from flowspeech.evaluation.spectral import WorldFeatures, compare_to_reference
 from flowspeech.models.glow_tts import GlowTTS
 
@@ -169,12 +169,9 @@ def main() -> None:
     levels: dict[str, list] = {"voice": [], "perfect text encoder": []}
     nll: dict[str, list[float]] = {"voice": [], PERFECT: []}
     for k, (uid, text) in enumerate(split_sentences(args)):
-        ids, lengths = tts._tokens([tts.frontend.encode(text)])
+        ids, lengths, recording, mel, out = teacher_timing(tts, args.corpus, uid, text)
         words = np.array([-1 if w is None else w for w in tts.frontend.word_tokens(text)[1]])
-        recording, _ = load_wav(args.corpus / "wavs" / f"{uid}.wav", rate)
-        mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)
         with torch.no_grad():
-            out = model(ids, lengths, mel[None], torch.tensor([mel.size(1)]))
             mean, log_scale, log_durations, text_mask = model.encoder(ids, lengths)
         aligned = out.attn.sum(-1).round().long()                      # [1, T_text]
         token_latent = (out.z @ out.attn.transpose(1, 2)) / aligned.clamp(min=1)[:, None, :]

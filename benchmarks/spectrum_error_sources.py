@@ -42,11 +42,11 @@ from _teacher_timing import (
     decode,
     load_glow_tts,
     split_sentences,
+    teacher_timing,
     vocode,
     world_analysis,
 )
 
-from flowspeech.audio import load_wav, mel_spectrogram
 from flowspeech.evaluation.spectral import (
     MCD_ORDER,
     TRIM_DB,
@@ -119,11 +119,8 @@ def score(args) -> list[dict]:
 
     rows = []
     for k, (uid, text) in enumerate(split_sentences(args)):
-        ids, lengths = tts._tokens([tts.frontend.encode(text)])
-        recording, _ = load_wav(args.corpus / "wavs" / f"{uid}.wav", rate)
-        mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)
+        ids, lengths, recording, mel, out = teacher_timing(tts, args.corpus, uid, text)
         with torch.no_grad():
-            out = model(ids, lengths, mel[None], torch.tensor([mel.size(1)]))
             durations = out.attn.sum(-1).round().long()
             mean, log_scale, _, _ = model.encoder(ids, lengths)
         voice_mel = decode(tts, decoder, mean, log_scale, durations, seed=k)[0]

@@ -24,23 +24,18 @@ import time
 import numpy as np
 import pyworld
 import torch
-from _teacher_timing import add_voice_arguments, load_glow_tts, split_sentences
+from _teacher_timing import add_voice_arguments, load_glow_tts, split_sentences, teacher_timing
 
-from flowspeech.audio import load_wav, mel_spectrogram
 from flowspeech.models.glow_tts import DurationPredictor, GlowTTS, TextEncoder
 
 
 def token_log_f0(tts, corpus, sentences) -> list[dict[str, np.ndarray]]:
     """Per sentence: token ids, each token's mean log-F0 over its voiced frames (0 where
     none) and its voiced frames, under the voice's MAS alignment of the recording."""
-    model, rate, hop = tts.model, tts.sample_rate, tts.mel_config.hop_length
+    rate, hop = tts.sample_rate, tts.mel_config.hop_length
     items = []
     for uid, text in sentences:
-        ids, lengths = tts._tokens([tts.frontend.encode(text)])
-        recording, _ = load_wav(corpus / "wavs" / f"{uid}.wav", rate)
-        mel = mel_spectrogram(torch.from_numpy(recording), tts.mel_config)
-        with torch.no_grad():
-            out = model(ids, lengths, mel[None], torch.tensor([mel.size(1)]))
+        ids, _, recording, _, out = teacher_timing(tts, corpus, uid, text)
         frames = out.attn.sum(-1)[0].round().long().numpy()
         x = recording.astype(np.float64)
         f0, t = pyworld.dio(x, rate, f0_floor=71.0, f0_ceil=800.0,
