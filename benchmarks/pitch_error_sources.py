@@ -242,9 +242,9 @@ def main() -> None:
               f"{100 * totals['voice'][k] / totals['voice'].sum():.0f} % | "
               f"{np.sqrt(totals['perfect text encoder'][k]):.4f} |")
     word_pitch = np.concatenate([pairs for _, _, pairs in levels["voice"]])
-    corr = np.corrcoef(word_pitch[:, 0], word_pitch[:, 1])[0, 1]
+    word_corr = np.corrcoef(word_pitch[:, 0], word_pitch[:, 1])[0, 1]
     print(f"\nWords' error about their sentence's, against the teacher's word pitch about its "
-          f"sentence's mean: correlation {corr:.2f} (below zero: the voice's word pitch is pulled "
+          f"sentence's mean: correlation {word_corr:.2f} (below zero: the voice's word pitch is pulled "
           f"towards the sentence's mean)")
     r_c, s_c = voice.centred[:, 0], voice.centred[:, 1]
     slope = float(np.sum(weights * r_c * s_c) / np.sum(weights * r_c * r_c))
