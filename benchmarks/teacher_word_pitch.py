@@ -129,8 +129,9 @@ def word_pitch(wav: Path, words: list[dict]) -> list[tuple[float, int]]:
     return out
 
 
-def has_accent(word: dict) -> bool:
-    return any(a not in ("0",) + BOUNDARY_TONES for _, a in word["syllables"])
+def pitch_accents(word: dict) -> list[str]:
+    """The ToBI pitch accents on the word's syllables (boundary tones left out)."""
+    return [a for _, a in word["syllables"] if a not in ("0",) + BOUNDARY_TONES]
 
 
 def phrase_spans(words: list[dict], ends) -> tuple[list[int], list[int]]:
@@ -161,12 +162,12 @@ def word_features(words: list[dict], vocabulary: dict[str, int]) -> list[tuple[d
         return words[j][key] if 0 <= j < n else "<none>"
 
     def accented(j: int) -> str:
-        return str(has_accent(words[j])) if 0 <= j < n else "<none>"
+        return str(bool(pitch_accents(words[j]))) if 0 <= j < n else "<none>"
 
     rows = []
     for i, w in enumerate(words):
         stress = [s for s, _ in w["syllables"]]
-        accents = [a for _, a in w["syllables"] if a not in ("0",) + BOUNDARY_TONES]
+        accents = pitch_accents(w)
         tones = [a for _, a in w["syllables"] if a in BOUNDARY_TONES]
         text = {"word": name[i], "word_before": name[i - 1] if i else -1,
                 "word_after": name[i + 1] if i + 1 < n else -1,
