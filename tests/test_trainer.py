@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import soundfile as sf
 import torch
 from conftest import latest_glow_tts_checkpoint, train_glow_tts
 
@@ -96,7 +97,7 @@ def test_a_voice_warm_started_with_absolute_positions_trains_only_its_text_encod
     assert_same_weights(after["model"], again["model"])
 
 
-def test_cached_latents_come_from_the_eval_mode_decoder_once_per_clip_and_resume_exactly(
+def test_cached_latents_come_from_the_eval_mode_decoder_once_per_clip_even_across_a_resume(
         tiny_glow_tts_config, tiny_dataset, tmp_path, monkeypatch):
     from flowspeech.models.glow_tts import GlowTTS
 
@@ -123,10 +124,85 @@ def test_cached_latents_come_from_the_eval_mode_decoder_once_per_clip_and_resume
     after = latest_state(straight)
     assert_same_weights(start, after["model"], "decoder.")
     assert not torch.equal(after["model"]["encoder.proj_m.weight"], start["encoder.proj_m.weight"])
+    decoded.clear()
     assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "3", *cached, *warm) == 0
+    assert len([d for d in decoded if d[0] == 1]) == 8  # steps 1-3 saw every clip
+    # The resumed run reads the 8 latents from the run folder instead of the decoder, and
+    # ends where the uninterrupted run did.
+    decoded.clear()
     assert train(tiny_glow_tts_config, tiny_dataset, resumed, "--max-steps", "6", "--resume", *cached) == 0
+    assert not [d for d in decoded if d[0] == 1]
+    assert "latent cache: 8 clips read from" in (resumed / "train.log").read_text()
     again = latest_state(resumed)
     assert_same_weights(after["model"], again["model"])
+
+
+def test_a_latent_cache_is_read_only_by_its_own_decoder_and_a_damaged_shard_only_costs_time(
+        tiny_glow_tts_config, tiny_dataset, tmp_path, monkeypatch):
+    from flowspeech.models.glow_tts import GlowTTS
+
+    bases = []
+    for name, seed in (("base_a", 1), ("base_b", 2)):
+        bases.append(tmp_path / name)
+        assert train(tiny_glow_tts_config, tiny_dataset, bases[-1], "--max-steps", "1",
+                     "--set", f"train.seed={seed}", "--set", "train.checkpoint_every=1") == 0
+    cached = ["--set", "train.trainable=text-encoder", "--set", "train.cache_latents=true",
+              "--set", "train.checkpoint_every=2"]
+    decoded = []
+    original = GlowTTS.mel_latents
+
+    def counting(model, mels, mel_lengths, speakers=None):
+        decoded.append(mels.size(0))
+        return original(model, mels, mel_lengths, speakers)
+
+    monkeypatch.setattr(GlowTTS, "mel_latents", counting)
+    run = tmp_path / "run"
+    warm_a = ["--init-from", str(CheckpointManager(bases[0]).list()[-1][1])]
+    assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "2", *cached, *warm_a) == 0
+    (folder_a,) = (run / "latent_cache").iterdir()
+    assert decoded.count(1) == 8 and len(list(folder_a.glob("*.pt"))) == 1
+    # Another decoder in the same folder: its own fingerprint, its own latents.
+    decoded.clear()
+    other = tmp_path / "other"
+    (other / "latent_cache").mkdir(parents=True)
+    (other / "latent_cache" / folder_a.name).symlink_to(folder_a)
+    warm_b = ["--init-from", str(CheckpointManager(bases[1]).list()[-1][1])]
+    assert train(tiny_glow_tts_config, tiny_dataset, other, "--max-steps", "2", *cached, *warm_b) == 0
+    assert decoded.count(1) == 8
+    assert len(list((other / "latent_cache").iterdir())) == 2
+    # A clip whose audio changed (another length) is computed again, into a new shard.
+    (shard,) = folder_a.glob("*.pt")
+    wav = tiny_dataset / "wavs" / "LJ001-0003.wav"
+    audio, rate = sf.read(wav)
+    sf.write(wav, audio[: len(audio) - rate // 5], rate, subtype="PCM_16")
+    decoded.clear()
+    assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "4", "--resume", *cached) == 0
+    assert decoded.count(1) == 1 and len(list(folder_a.glob("*.pt"))) == 2
+    # A damaged shard is reported, and only its clips are computed again; the changed clip's
+    # new latent, in the newer shard, is kept.
+    shard.write_bytes(shard.read_bytes()[:100])
+    decoded.clear()
+    assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "6", "--resume", *cached) == 0
+    assert decoded.count(1) == 7
+    assert "latent cache: skipping unreadable" in (run / "train.log").read_text()
+
+
+def test_a_frozen_decoder_keeps_the_speaker_embedding_that_conditions_it_frozen_too(
+        tiny_glow_tts_config):
+    from flowspeech.training.recipes.glow_tts import GlowTTSRecipe, LatentCache
+
+    config = load_config(tiny_glow_tts_config)
+    config["model_args"].update(n_speakers=3, gin_channels=8)
+    config.setdefault("train", {})["trainable"] = "text-encoder"
+    model = GlowTTSRecipe(config).build_model()
+    assert not model.emb_g.weight.requires_grad and not any(
+        p.requires_grad for p in model.decoder.parameters())
+    assert any(p.requires_grad for p in model.encoder.parameters())
+    # The latent cache's fingerprint covers the embedding as well as the decoder.
+    before = LatentCache.fingerprint(model)
+    with torch.no_grad():
+        model.emb_g.weight[0, 0] += 1.0
+    assert LatentCache.fingerprint(model) != before
 
 
 def test_cached_latents_without_a_frozen_decoder_are_refused(tiny_glow_tts_config):

@@ -276,6 +276,16 @@ class Recipe:
         what it measures, and figures and audio for ``writer`` (TensorBoard; may be None)."""
         return {}
 
+    # --- what a run keeps beside its checkpoints ------------------------------------------
+    def load_run_state(self, run_dir: Path, model: torch.nn.Module) -> None:
+        """Reload what :meth:`save_run_state` wrote into ``run_dir`` (e.g. a cache that
+        depends only on frozen weights). Called on every rank once the weights are in place
+        (resumed, warm-started or initialised), before the first step."""
+
+    def save_run_state(self, run_dir: Path, model: torch.nn.Module, rank: int) -> None:
+        """Write what the recipe keeps in ``run_dir`` besides the checkpoints. Called on
+        every rank (``rank``: this process's) after each checkpoint."""
+
     def inference_extras(self) -> dict[str, Any]:
         """What inference needs besides the weights (stored in every checkpoint)."""
         return {}

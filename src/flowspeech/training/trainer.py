@@ -141,7 +141,8 @@ class Trainer:
     """Train ``recipe``'s model on ``data``, writing into ``run_dir``.
 
     ``run_dir`` layout: ``config.yaml`` (the resolved config), ``checkpoints/step_*.pt``,
-    ``tensorboard/`` (event files), ``train.log``.
+    ``tensorboard/`` (event files), ``train.log``, and what the recipe keeps beside them
+    (:meth:`Recipe.save_run_state`: Glow-TTS's ``latent_cache/``).
     """
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, data: str, *, val_data: str | None = None,
@@ -284,6 +285,7 @@ class Trainer:
         if self.dist.is_main:
             path = self.ckpt.save(self.step, self._payload(rng))
             log.info("step %d: checkpoint %s", self.step, path)
+        self.recipe.save_run_state(self.run_dir, self.raw_model, self.dist.rank)
         fdist.barrier(self.dist)
 
     def _restore(self) -> bool:
@@ -409,6 +411,7 @@ class Trainer:
         if not resumed and self.init_from:
             self._warm_start(self.init_from)
         self._start_weight_average()
+        self.recipe.load_run_state(self.run_dir, self.raw_model)
         self.model = self.raw_model
         if self.dist.enabled:
 

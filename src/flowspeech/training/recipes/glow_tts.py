@@ -4,7 +4,12 @@ authors (Kim et al., 2020, Sec. 4; their train.py and configs/base.json)."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import pickle
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -17,22 +22,97 @@ from flowspeech.models.glow_tts import GlowTTS
 from flowspeech.text import TextFrontend
 from flowspeech.training.plots import alignment_figure, spectrogram_figure
 from flowspeech.training.recipe import Recipe, TrainConfig
+from flowspeech.utils.files import atomic_write
+
+log = logging.getLogger("flowspeech.train")
 
 
 @dataclass
 class GlowTTSTrainConfig(TrainConfig):
-    #: ``text-encoder``: the flow decoder is frozen (no gradient, no optimiser state) and only
-    #: the text encoder and duration predictor learn. For teaching a trained voice something
-    #: on the text side (e.g. ``absolute_positions``, warm-started with ``--init-partial``)
-    #: without moving the spectral model; each step also costs about half as much, since
-    #: nothing flows back through the decoder.
+    #: ``text-encoder``: the flow decoder, and the speaker embedding that conditions it, are
+    #: frozen (no gradient, no optimiser state); only the text encoder and duration predictor
+    #: learn. For teaching a trained voice something on the text side (e.g.
+    #: ``absolute_positions``, warm-started with ``--init-partial``) without moving the spectral
+    #: model; each step also costs about half as much, since nothing flows back through the
+    #: decoder.
     trainable: Literal["all", "text-encoder"] = "all"
     #: With ``trainable: text-encoder``: compute each clip's latent once, with the frozen
     #: decoder in eval mode, and keep it in memory (about 4 bytes x n_mels per frame: 0.6 GB
-    #: for 4,000 clips of LJSpeech length). Steps after the first epoch skip the decoder and
-    #: cost about a third as much. Off by default: the decoder's dropout then still perturbs
-    #: the latents, as in whole-model training, and nothing is held in memory.
+    #: for 4,000 clips of LJSpeech length) and in the run folder's ``latent_cache/`` (as much
+    #: again on disk), so a resumed run skips the decoder for every clip seen before. Steps
+    #: after the first epoch skip the decoder and cost about a third as much. Off by
+    #: default: the decoder's dropout then still perturbs the latents, as in whole-model
+    #: training, and nothing is kept.
     cache_latents: bool = False
+
+
+class LatentCache:
+    """Each clip's latent under a frozen decoder, ``clip id -> (z [n_mels, F], logdet)``, in
+    memory and, once :meth:`attach`-ed to a folder, in shard files there.
+
+    A shard holds the clips added since the previous one. Shards belong to one decoder: the
+    fingerprint of its weights (and the speaker embedding that conditions it) names their
+    subfolder, so a run warm-started from other weights never reads them.
+    """
+
+    def __init__(self):
+        self.entries: dict[str, tuple[torch.Tensor, float]] = {}
+        self._unsaved: dict[str, None] = {}  # clips added or replaced since the last shard
+        self.folder: Path | None = None
+
+    def __contains__(self, clip: str) -> bool:
+        return clip in self.entries
+
+    def __getitem__(self, clip: str) -> tuple[torch.Tensor, float]:
+        return self.entries[clip]
+
+    def add(self, clip: str, z: torch.Tensor, logdet: float) -> None:
+        self.entries[clip] = (z, logdet)
+        self._unsaved[clip] = None
+
+    @staticmethod
+    def fingerprint(model: GlowTTS) -> str:
+        """What the latents depend on besides the mels: the decoder's weights and buffers
+        and the speaker embedding's, hashed."""
+        digest = hashlib.sha256()
+        tensors = [("decoder." + k, v) for k, v in model.decoder.state_dict().items()]
+        if getattr(model, "emb_g", None) is not None:
+            tensors.append(("emb_g.weight", model.emb_g.weight))
+        for name, tensor in sorted(tensors, key=lambda kv: kv[0]):
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def attach(self, folder: Path) -> int:
+        """Read every shard in ``folder`` into memory and write future shards there; returns
+        how many clips were read. Shards are read oldest first, so a clip computed again
+        (its audio changed) has its newest latent. An unreadable shard is reported and left
+        alone (its clips are computed again)."""
+        self.folder = folder
+        read = 0
+        for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
+            try:
+                shard = torch.load(path, map_location="cpu", weights_only=True)
+                clips, latents, logdets = shard["clips"], shard["z"], shard["logdet"].tolist()
+            except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError,
+                    TypeError, AttributeError) as err:  # costs only its clips' recomputation
+                log.warning("latent cache: skipping unreadable %s (%s)", path, err)
+                continue
+            for clip, z, logdet in zip(clips, latents, logdets):
+                read += clip not in self.entries
+                self.entries[clip] = (z, logdet)
+        return read
+
+    def save(self, name: str) -> None:
+        """Write the clips added since the last save as the shard ``name``.pt."""
+        if self.folder is None or not self._unsaved:
+            return
+        clips = list(self._unsaved)
+        shard = {"clips": clips, "z": [self.entries[c][0] for c in clips],
+                 "logdet": torch.tensor([self.entries[c][1] for c in clips], dtype=torch.float64)}
+        atomic_write(self.folder / f"{name}.pt", lambda tmp: torch.save(shard, tmp))
+        self._unsaved = {}
 
 
 class GlowTTSRecipe(Recipe):
@@ -45,8 +125,7 @@ class GlowTTSRecipe(Recipe):
         self.frontend = TextFrontend(**config.get("text", {}))
         self.mel_config = mel_config(config)
         self.speakers = None
-        # clip id -> (z [n_mels, F], logdet) under the frozen decoder (train.cache_latents)
-        self._latent_cache: dict[str, tuple[torch.Tensor, float]] = {}
+        self._latent_cache = LatentCache()  # the frozen decoder's latents (train.cache_latents)
 
     def build_datasets(self, data, val_data, cache_dir):
         train_manifest, val_manifest = self.manifests(data, val_data)
@@ -71,6 +150,8 @@ class GlowTTSRecipe(Recipe):
         model = super().build_model()
         if self.train.trainable == "text-encoder":
             model.decoder.requires_grad_(False)
+            if getattr(model, "emb_g", None) is not None:  # it conditions the decoder too
+                model.emb_g.requires_grad_(False)
         elif self.train.cache_latents:
             raise ConfigError("train.cache_latents needs train.trainable: text-encoder (a decoder "
                               "that learns changes every latent at every step)")
@@ -96,7 +177,10 @@ class GlowTTSRecipe(Recipe):
         in it yet go through the decoder one at a time, in eval mode, so that a clip's latent
         does not depend on the batch it first came in (and a resumed run gets the same)."""
         cache = self._latent_cache
-        missing = [i for i, utt in enumerate(batch["ids"]) if utt not in cache]
+        # The trimmed width (a multiple of n_sqz) tells a clip whose audio changed since.
+        widths = [int(n) // model.n_sqz * model.n_sqz for n in batch["mel_lengths"]]
+        missing = [i for i, utt in enumerate(batch["ids"])
+                   if utt not in cache or cache[utt][0].size(1) != widths[i]]
         if missing:
             was_training = model.decoder.training
             model.decoder.eval()
@@ -106,7 +190,7 @@ class GlowTTSRecipe(Recipe):
                     speakers = batch["speakers"][i:i + 1] if batch.get("speakers") is not None else None
                     z, logdet, _ = model.mel_latents(batch["mels"][i:i + 1, :, :n],
                                                      batch["mel_lengths"][i:i + 1], speakers)
-                    cache[batch["ids"][i]] = (z[0].float().cpu(), float(logdet[0]))
+                    cache.add(batch["ids"][i], z[0].float().cpu(), float(logdet[0]))
             model.decoder.train(was_training)
         entries = [cache[utt] for utt in batch["ids"]]
         # Padded to the longest trimmed clip: the batch's trimmed mel width.
@@ -114,6 +198,19 @@ class GlowTTSRecipe(Recipe):
         z = z.to(batch["mels"])
         logdet = torch.tensor([logdet for _, logdet in entries], dtype=z.dtype, device=z.device)
         return z, logdet
+
+    def load_run_state(self, run_dir, model):
+        if not self.train.cache_latents:
+            return
+        folder = Path(run_dir) / "latent_cache" / LatentCache.fingerprint(model)
+        read = self._latent_cache.attach(folder)
+        if read:
+            log.info("latent cache: %d clips read from %s", read, folder)
+
+    def save_run_state(self, run_dir, model, rank):
+        if self.train.cache_latents and self._latent_cache.folder is not None:
+            # Named by time, then rank: read back in the order written; ranks never clash.
+            self._latent_cache.save(f"{time.time_ns()}-rank{rank:03d}")
 
     def training_step(self, ctx, batch):
         latents = None
