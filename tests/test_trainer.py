@@ -161,15 +161,19 @@ def test_a_latent_cache_is_read_only_by_its_own_decoder_and_a_damaged_shard_only
     assert train(tiny_glow_tts_config, tiny_dataset, run, "--max-steps", "2", *cached, *warm_a) == 0
     (folder_a,) = (run / "latent_cache").iterdir()
     assert decoded.count(1) == 8 and len(list(folder_a.glob("*.pt"))) == 1
-    # Another decoder in the same folder: its own fingerprint, its own latents.
+    # A second run of the same decoder sharing the folder reads its latents; one of another
+    # decoder gets its own fingerprint and computes its own.
+    shared = ["--set", f"train.latent_cache_dir={run / 'latent_cache'}"]
     decoded.clear()
-    other = tmp_path / "other"
-    (other / "latent_cache").mkdir(parents=True)
-    (other / "latent_cache" / folder_a.name).symlink_to(folder_a)
+    assert train(tiny_glow_tts_config, tiny_dataset, tmp_path / "same", "--max-steps", "2",
+                 *cached, *shared, *warm_a) == 0
+    assert decoded.count(1) == 0
     warm_b = ["--init-from", str(CheckpointManager(bases[1]).list()[-1][1])]
-    assert train(tiny_glow_tts_config, tiny_dataset, other, "--max-steps", "2", *cached, *warm_b) == 0
+    assert train(tiny_glow_tts_config, tiny_dataset, tmp_path / "other", "--max-steps", "2",
+                 *cached, *shared, *warm_b) == 0
     assert decoded.count(1) == 8
-    assert len(list((other / "latent_cache").iterdir())) == 2
+    assert len(list((run / "latent_cache").iterdir())) == 2
+    assert len(list(folder_a.glob("*.pt"))) == 1  # the second run added nothing
     # A clip whose audio changed (another length) is computed again, into a new shard.
     (shard,) = folder_a.glob("*.pt")
     wav = tiny_dataset / "wavs" / "LJ001-0003.wav"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class GlowTTSTrainConfig(TrainConfig):
     #: default: the decoder's dropout then still perturbs the latents, as in whole-model
     #: training, and nothing is kept.
     cache_latents: bool = False
+    #: Where ``cache_latents`` keeps its files (null: the run folder's ``latent_cache/``).
+    #: Runs warm-started from the same voice can share one folder: each reads only the
+    #: latents of its own decoder.
+    latent_cache_dir: str | None = None
 
 
 class LatentCache:
@@ -202,15 +207,17 @@ class GlowTTSRecipe(Recipe):
     def load_run_state(self, run_dir, model):
         if not self.train.cache_latents:
             return
-        folder = Path(run_dir) / "latent_cache" / LatentCache.fingerprint(model)
+        base = self.train.latent_cache_dir or Path(run_dir) / "latent_cache"
+        folder = Path(base) / LatentCache.fingerprint(model)
         read = self._latent_cache.attach(folder)
         if read:
             log.info("latent cache: %d clips read from %s", read, folder)
 
     def save_run_state(self, run_dir, model, rank):
         if self.train.cache_latents and self._latent_cache.folder is not None:
-            # Named by time, then rank: read back in the order written; ranks never clash.
-            self._latent_cache.save(f"{time.time_ns()}-rank{rank:03d}")
+            # Named by time, then rank and process: read back in the order written; neither
+            # ranks nor runs sharing the folder clash.
+            self._latent_cache.save(f"{time.time_ns()}-rank{rank:03d}-{os.getpid()}")
 
     def training_step(self, ctx, batch):
         latents = None
