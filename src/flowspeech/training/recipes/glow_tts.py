@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,10 @@ from typing import Any, Literal
 import torch
 
 from flowspeech.audio import griffin_lim
+from flowspeech.checkpoints import read_torch_file
 from flowspeech.config import mel_config
 from flowspeech.data import SpeakerTable, TextMelDataset, collate_text_mel, pad_2d
-from flowspeech.errors import ConfigError
+from flowspeech.errors import CheckpointError, ConfigError
 from flowspeech.models.glow_tts import GlowTTS
 from flowspeech.text import TextFrontend
 from flowspeech.training.plots import alignment_figure, spectrogram_figure
@@ -81,7 +81,7 @@ class LatentCache:
         and the speaker embedding's, hashed."""
         digest = hashlib.sha256()
         tensors = [("decoder." + k, v) for k, v in model.decoder.state_dict().items()]
-        if getattr(model, "emb_g", None) is not None:
+        if model.n_speakers > 1:
             tensors.append(("emb_g.weight", model.emb_g.weight))
         for name, tensor in sorted(tensors, key=lambda kv: kv[0]):
             tensor = tensor.detach().cpu().contiguous()
@@ -98,10 +98,10 @@ class LatentCache:
         read = 0
         for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
             try:
-                shard = torch.load(path, map_location="cpu", weights_only=True)
+                shard = read_torch_file(path, what="latent cache shard")
                 clips, latents, logdets = shard["clips"], shard["z"], shard["logdet"].tolist()
-            except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError,
-                    TypeError, AttributeError) as err:  # costs only its clips' recomputation
+            except (CheckpointError, KeyError, TypeError, AttributeError) as err:
+                # Costs only its clips' recomputation.
                 log.warning("latent cache: skipping unreadable %s (%s)", path, err)
                 continue
             for clip, z, logdet in zip(clips, latents, logdets):
@@ -155,7 +155,7 @@ class GlowTTSRecipe(Recipe):
         model = super().build_model()
         if self.train.trainable == "text-encoder":
             model.decoder.requires_grad_(False)
-            if getattr(model, "emb_g", None) is not None:  # it conditions the decoder too
+            if model.n_speakers > 1:  # the speaker embedding conditions the decoder too
                 model.emb_g.requires_grad_(False)
         elif self.train.cache_latents:
             raise ConfigError("train.cache_latents needs train.trainable: text-encoder (a decoder "
@@ -182,8 +182,8 @@ class GlowTTSRecipe(Recipe):
         in it yet go through the decoder one at a time, in eval mode, so that a clip's latent
         does not depend on the batch it first came in (and a resumed run gets the same)."""
         cache = self._latent_cache
-        # The trimmed width (a multiple of n_sqz) tells a clip whose audio changed since.
-        widths = [int(n) // model.n_sqz * model.n_sqz for n in batch["mel_lengths"]]
+        # The trimmed width tells a clip whose audio changed since.
+        widths = model._trim(batch["mels"], batch["mel_lengths"])[1].tolist()
         missing = [i for i, utt in enumerate(batch["ids"])
                    if utt not in cache or cache[utt][0].size(1) != widths[i]]
         if missing:
