@@ -437,6 +437,15 @@ def test_real_speech() -> None:
         assert _relative_mel_error(griffin_lim(mel, config), mel, config) < 0.15
 
 
+def test_flowspeech_audio_griffin_lim_is_the_function_whichever_import_ran_first() -> None:
+    code = ("from flowspeech.audio.griffin_lim import nnls\n"
+            "import flowspeech.audio.features\n"
+            "from flowspeech.audio import griffin_lim, mel_spectrogram\n"
+            "assert callable(griffin_lim) and griffin_lim.__name__ == 'griffin_lim'\n"
+            "assert mel_spectrogram.__name__ == 'mel_spectrogram'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_import_does_not_load_librosa() -> None:
     code = "import sys, flowspeech.audio; assert 'librosa' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,6 +8,8 @@ see ``docs/audio.md``.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 # Names resolve on first use (PEP 562), so that the torch-free parts (``config``, ``io``) can
 # be imported without the spectrogram and Griffin-Lim modules, which need torch: the ONNX
@@ -33,6 +35,20 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(list(globals()) + list(_HOMES))
+
+
+class _Package(types.ModuleType):
+    """Importing a submodule sets the package's attribute of that name to the submodule; for
+    ``griffin_lim``, module and function alike, that would make ``from flowspeech.audio import
+    griffin_lim`` give the module or the function depending on which import ran first."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _HOMES and isinstance(value, types.ModuleType) and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

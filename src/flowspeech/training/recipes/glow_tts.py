@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 
-from flowspeech.audio import griffin_lim
+from flowspeech.audio.griffin_lim import griffin_lim
 from flowspeech.checkpoints import read_torch_file
 from flowspeech.config import mel_config
 from flowspeech.data import SpeakerTable, TextMelDataset, collate_text_mel, pad_2d

@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from flowspeech.audio import griffin_lim, log_spectral_distance, mel_spectrogram
+from flowspeech.audio import log_spectral_distance, mel_spectrogram
+from flowspeech.audio.griffin_lim import griffin_lim
 from flowspeech.config import mel_config
 from flowspeech.data import AudioMelDataset, collate_audio_mel
 from flowspeech.errors import ConfigError
