@@ -21,7 +21,7 @@ import torch
 from test_flowavenet import tiny as tiny_flowavenet
 from test_vocode import make_waveglow_checkpoint
 
-from flowspeech.audio.griffin_lim import _fast_griffin_lim, _magnitude
+from flowspeech.audio.griffin_lim import _fast_griffin_lim, _magnitude, griffin_lim
 from flowspeech.cli.main import main
 from flowspeech.errors import CheckpointError, ConfigError, OutputError
 from flowspeech.inference.onnx_export import (
@@ -266,6 +266,34 @@ def test_the_runtimes_griffin_lim_is_the_pytorch_one(griffin_lim_voice):
             ours = GriffinLim(config.n_fft, config.hop_length, config.win_length, n_iter=n_iter,
                               workers=workers)(magnitude[0].numpy(), phase[0].numpy())
             assert ours.shape == expected.shape and np.abs(ours - expected).max() < AUDIO_TOLERANCE
+
+
+def test_the_runtime_starts_griffin_lim_where_the_pytorch_path_does(griffin_lim_voice, tmp_path):
+    tts, folder = griffin_lim_voice
+    config = json.loads((folder / "voice.onnx.json").read_text())
+    assert config["vocoder"]["init"] == tts.vocoder.init == "pghi"
+    voice = OnnxVoice(folder, threads=1)
+    mel = tts.synthesize_full("The cat sat on the mat.", seed=0).mels[0]
+    expected = griffin_lim(mel, tts.mel_config, n_iter=0)  # the PGHI phase alone: no seed
+    got = voice.vocode(mel, np.random.default_rng(5))
+    assert voice.vocoder["n_iter"] == tts.vocoder.n_iter
+    voice.griffin_lim.n_iter = 0
+    alone = voice.vocode(mel, np.random.default_rng(6))
+    assert alone.shape == expected.shape
+    assert np.abs(alone - expected).max() < 1e-3 * np.abs(expected).max()
+    assert got.shape == expected.shape and np.isfinite(got).all()
+    # A voice exported before the PGHI start has none in its settings: random phases, as then.
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    del config["vocoder"]["init"]
+    (old / "voice.onnx.json").write_text(json.dumps(config))
+    old_voice = OnnxVoice(old, threads=1)
+    first, second = (old_voice.vocode(mel, np.random.default_rng(seed)) for seed in (1, 2))
+    assert not np.allclose(first, second)
+    config["vocoder"]["init"] = "zeros"
+    (old / "voice.onnx.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="Griffin-Lim start 'zeros'"):
+        OnnxVoice(old, threads=1)
 
 
 @pytest.mark.parametrize("padding", ["center", "vits"])

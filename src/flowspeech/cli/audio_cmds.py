@@ -30,7 +30,11 @@ def register(subparsers) -> None:
     g.add_argument("mel", help="input .npy log-mel spectrogram [n_mels, frames]")
     add_audio_output_arg(g, positional=True)
     add_audio_config_args(g)
-    g.add_argument("--n-iter", type=int, default=60, help="Griffin-Lim iterations (default 60)")
+    g.add_argument("--n-iter", type=int, default=None,
+                   help="Griffin-Lim iterations (default: the voices' 12)")
+    g.add_argument("--init", choices=("pghi", "random"), default="pghi",
+                   help="starting phase: phase-gradient heap integration of the magnitude "
+                        "(default) or random")
     add_seed_arg(g)
     g.set_defaults(run=run_griffin_lim)
 
@@ -58,15 +62,18 @@ def run_mel(args) -> int:
 
 
 def run_griffin_lim(args) -> int:
-    from flowspeech.audio import griffin_lim, save_wav
+    from flowspeech.audio import save_wav
+    from flowspeech.audio.griffin_lim import N_ITER, griffin_lim
     from flowspeech.utils.files import load_mel_npy
 
     out = check_audio_output(audio_output_path(args), [args.mel])
     config = mel_config_from_args(args)
     mel = load_mel_npy(args.mel, n_mels=config.n_mels)
     seed_everything(args.seed)
-    wav = griffin_lim(mel, config, n_iter=args.n_iter)
+    n_iter = N_ITER if args.n_iter is None else args.n_iter
+    wav = griffin_lim(mel, config, n_iter=n_iter, seed=args.seed or 0, init=args.init)
     save_wav(out, wav, config.sample_rate)
+    start = "the PGHI phase" if args.init == "pghi" else "random phases"
     print(f"{out}: {len(wav) / config.sample_rate:.2f} s of audio from Griffin-Lim "
-          f"({args.n_iter} iterations)")
+          f"({n_iter} iterations from {start})")
     return 0

@@ -245,6 +245,7 @@ def _export(tts: Synthesizer, folder: Path, opset: int, winograd: bool) -> dict[
         np.save(folder / "mel_basis.npy", mel_basis(mel))
         graphs["mel_basis"] = {"file": "mel_basis.npy"}
         vocoder = {"type": "griffin-lim", "n_iter": tts.vocoder.n_iter, "momentum": 0.99,
+                   "init": tts.vocoder.init,
                    "n_fft": mel.n_fft, "win_length": mel.win_length, "padding": mel.padding,
                    "pad": (mel.n_fft - mel.hop_length) // 2, "compression": mel.compression,
                    "magnitude_eps": mel.magnitude_eps, "power": mel.power}

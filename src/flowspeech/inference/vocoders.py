@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowspeech.audio import MelConfig, griffin_lim
-from flowspeech.audio.griffin_lim import griffin_lim_stream
+from flowspeech.audio import MelConfig
+from flowspeech.audio.griffin_lim import INIT as GRIFFIN_LIM_INIT
+from flowspeech.audio.griffin_lim import N_ITER as GRIFFIN_LIM_ITERATIONS
+from flowspeech.audio.griffin_lim import griffin_lim, griffin_lim_stream
 from flowspeech.config import mel_config as config_mel_config
 from flowspeech.errors import ConfigError
 from flowspeech.inference.loading import load_model
@@ -84,9 +86,11 @@ class GriffinLimVocoder(Vocoder):
 
     name = "griffin-lim"
 
-    def __init__(self, mel_config: MelConfig, n_iter: int = 60):
+    def __init__(self, mel_config: MelConfig, n_iter: int = GRIFFIN_LIM_ITERATIONS,
+                 init: str = GRIFFIN_LIM_INIT):
         self.mel_config = mel_config
         self.n_iter = n_iter
+        self.init = init  # the starting phase: "pghi" or "random" (flowspeech.audio.griffin_lim)
 
     def _seeds(self, generator: Generators, batch: int) -> list[int]:
         rows = per_utterance(generator, batch)
@@ -98,7 +102,8 @@ class GriffinLimVocoder(Vocoder):
     def vocode(self, mels, lengths, generator=None) -> Vocoded:
         hop = self.mel_config.hop_length
         waves = [torch.from_numpy(np.asarray(griffin_lim(mel[:, :n].float().cpu().numpy(), self.mel_config,
-                                                          n_iter=self.n_iter, seed=seed), dtype=np.float32))
+                                                          n_iter=self.n_iter, seed=seed, init=self.init),
+                                             dtype=np.float32))
                  for mel, n, seed in zip(mels, lengths.tolist(), self._seeds(generator, len(mels)))]
         n_samples = torch.tensor([min(w.numel(), n * hop) for w, n in zip(waves, lengths.tolist())])
         return Vocoded(_padded(waves, hop, mels.size(2)), n_samples)
@@ -110,10 +115,11 @@ class GriffinLimVocoder(Vocoder):
         LJSpeech with the defaults; the tests bound it)."""
         yield from griffin_lim_stream(mel[0].float().cpu(), self.mel_config, chunk_frames,
                                       max_chunk_frames, n_iter=self.n_iter,
-                                      seed=self._seeds(generator, 1)[0])
+                                      seed=self._seeds(generator, 1)[0], init=self.init)
 
     def describe(self) -> str:
-        return f"griffin-lim ({self.n_iter} iterations)"
+        start = "the PGHI phase" if self.init == "pghi" else "random phases"
+        return f"griffin-lim ({self.n_iter} iterations from {start})"
 
 
 class NeuralVocoder(Vocoder):

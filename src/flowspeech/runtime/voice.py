@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from flowspeech.audio.phase import pghi_phase
 from flowspeech.errors import CheckpointError, ConfigError, FlowspeechError
 from flowspeech.inference.controls import check_scale
 from flowspeech.inference.timestamps import Timestamps, sentence_timestamps
@@ -148,6 +149,9 @@ class OnnxVoice:
             pass  # NaturalSpeech: the decoder graph makes the waveform
         elif self.vocoder["type"] == "griffin-lim":
             self.basis = np.load(self.folder / graphs["mel_basis"]["file"], allow_pickle=False)
+            if self.vocoder.get("init", "random") not in ("pghi", "random"):
+                raise CheckpointError(f"{config_path}: unknown Griffin-Lim start "
+                                      f"{self.vocoder['init']!r} (pghi or random)")
             settings = (self.vocoder["n_fft"], self.hop_length, self.vocoder["win_length"], self.vocoder["padding"],
                         self.vocoder["pad"], self.vocoder["n_iter"], self.vocoder["momentum"])
             self.griffin_lim = GriffinLim(*settings, workers=self.threads)
@@ -321,7 +325,11 @@ class OnnxVoice:
             workers = self.threads if workers is None else workers
             magnitude = mel_to_magnitude(mel, self.basis, self.vocoder["compression"],
                                          self.vocoder["magnitude_eps"], self.vocoder["power"], workers=workers)
-            phase = rng.random(magnitude.shape, dtype=np.float32)
+            if self.vocoder.get("init", "random") == "pghi":
+                phase = pghi_phase(magnitude, self.vocoder["n_fft"], self.hop_length,
+                                   self.vocoder["win_length"])
+            else:  # random phases, as voices exported before the PGHI start have them
+                phase = rng.random(magnitude.shape, dtype=np.float32)
             return (self.griffin_lim if workers == self.threads else self._single_griffin_lim)(magnitude, phase)
         n_frames = mel.shape[1]
         samples = n_frames * self.hop_length
