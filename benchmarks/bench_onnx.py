@@ -1,6 +1,7 @@
 """The ONNX path against the PyTorch path and Piper, side by side in one run.
 
-    python benchmarks/bench_onnx.py [--threads 2] [--sentences FILE] [--no-piper] [--paper-parity [--skip-speed]]
+    python benchmarks/bench_onnx.py [--threads 2] [--sentences FILE] [--no-piper]
+        [--compare-griffin-lim INIT:N_ITER] [--paper-parity [--skip-speed]]
 
 1. Speed on the same sentences (an LJSpeech-layout ``metadata.csv``; default the shared
    sample's 32 transcripts): the shipped voice through PyTorch (``Synthesizer``) and through
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flowspeech.audio.phase import pghi_phase
+from flowspeech.evaluation.synthesis import set_griffin_lim
 from flowspeech.inference.onnx_export import (
     GlowTTSDecoderGraph,
     GlowTTSEncoderGraph,
@@ -74,6 +77,15 @@ def speed(args, texts: list[str], folder: Path) -> None:
     voice = OnnxVoice(folder, threads=args.threads)
     systems = {"flowspeech, PyTorch": lambda t, i: tts.synthesize(t, seed=i),
                "flowspeech, ONNX runtime": lambda t, i: voice.synthesize(t, seed=i)}
+    if args.compare_griffin_lim:
+        init, _, n_iter = args.compare_griffin_lim.partition(":")
+        other = Synthesizer()
+        set_griffin_lim(other, int(n_iter), init)
+        export_onnx(other, folder.parent / "other")
+        other_voice = OnnxVoice(folder.parent / "other", threads=args.threads)
+        label = f"Griffin-Lim {n_iter} iterations from {init} phases"
+        systems[f"flowspeech, PyTorch, {label}"] = lambda t, i: other.synthesize(t, seed=i)
+        systems[f"flowspeech, ONNX runtime, {label}"] = lambda t, i: other_voice.synthesize(t, seed=i)
     piper = load_piper(args) if args.piper else None
     if piper is not None:
         from piper import SynthesisConfig
@@ -97,7 +109,8 @@ def speed(args, texts: list[str], folder: Path) -> None:
         print(f"| {name} | {work:.2f} | {audio:.1f} | {rtf:.4f} | {base / rtf:.2f}x |")
     # Where the time goes, on one long text.
     text = max(texts, key=len)
-    stages = {"acoustic model (graphs)": 0.0, "mel to magnitude (NNLS)": 0.0, "Griffin-Lim phases": 0.0}
+    stages = {"acoustic model (graphs)": 0.0, "mel to magnitude (NNLS)": 0.0,
+              "starting phase": 0.0, "Griffin-Lim iterations": 0.0}
     for sentence in voice.split(text):
         rng = np.random.default_rng(0)
         t0 = time.perf_counter()
@@ -105,9 +118,15 @@ def speed(args, texts: list[str], folder: Path) -> None:
         t1 = time.perf_counter()
         magnitude = mel_to_magnitude(mel, voice.basis)
         t2 = time.perf_counter()
-        voice.griffin_lim(magnitude, rng.random(magnitude.shape, dtype=np.float32))
+        if voice.vocoder.get("init") == "pghi":
+            phase = pghi_phase(magnitude, voice.vocoder["n_fft"], voice.hop_length,
+                               voice.vocoder["win_length"])
+        else:
+            phase = rng.random(magnitude.shape, dtype=np.float32)
         t3 = time.perf_counter()
-        for key, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
+        voice.griffin_lim(magnitude, phase)
+        t4 = time.perf_counter()
+        for key, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             stages[key] += dt
     torch_timings = tts.synthesize_full(text, seed=0).timings
     print(f"\nStages on the longest text ({len(text)} characters): ONNX "
@@ -289,6 +308,9 @@ def main() -> None:
     parser.add_argument("--no-piper", dest="piper", action="store_false")
     parser.add_argument("--paper-parity", action="store_true")
     parser.add_argument("--skip-speed", action="store_true", help="only --paper-parity")
+    parser.add_argument("--compare-griffin-lim", metavar="INIT:N_ITER",
+                        help="also time both paths with this Griffin-Lim (e.g. random:60, the "
+                             "voice's until 2026-12-07)")
     args = parser.parse_args()
     texts = sentences(args.sentences)
     if args.skip_speed:

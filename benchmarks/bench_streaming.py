@@ -2,6 +2,7 @@
 the same text and seed, side by side in one run.
 
     python benchmarks/bench_streaming.py                        # the shipped voice (Griffin-Lim)
+    python benchmarks/bench_streaming.py --compare-griffin-lim random:60   # and its old vocoder
     python benchmarks/bench_streaming.py --vocoder waveglow-small --vocoder flowavenet-small
 
 A 10-sentence paragraph (LJSpeech-like prose, about 40 s of speech). With ``--vocoder PRESET``
@@ -28,6 +29,7 @@ from flowspeech import Synthesizer
 from flowspeech.audio import log_spectral_distance
 from flowspeech.checkpoints import save_checkpoint
 from flowspeech.config import load_config
+from flowspeech.evaluation.synthesis import set_griffin_lim
 from flowspeech.models.registry import build_model
 
 PARAGRAPH = (
@@ -64,6 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vocoder", action="append", default=[],
                         help="a vocoder preset to pair with the shipped voice (repeatable)")
+    parser.add_argument("--compare-griffin-lim", metavar="INIT:N_ITER", action="append", default=[],
+                        help="also the shipped voice with this Griffin-Lim (e.g. random:60, its "
+                             "setting until 2026-12-07; repeatable)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -73,11 +78,19 @@ def main() -> None:
     print("| system | first chunk (s) | stream total (s) | synthesize() (s) | stream / synthesize | audio (s) | streamed vs whole |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [("shipped voice, Griffin-Lim", None)] + [(p, p) for p in args.vocoder]
+        compared = [(setting, *setting.split(":")) for setting in args.compare_griffin_lim]
+        rows = ([("shipped voice, Griffin-Lim", None)]
+                + [(f"shipped voice, Griffin-Lim {n} iterations from {init} phases", setting)
+                   for setting, init, n in compared]
+                + [(p, p) for p in args.vocoder])
         for label, preset in rows:
-            vocoder = "griffin-lim" if preset is None else vocoder_checkpoint(preset, Path(tmp))
-            vocoder_only = preset is not None and load_config(preset)["model"] == "flowavenet"
+            griffin_lim = preset is None or ":" in preset
+            vocoder = "griffin-lim" if griffin_lim else vocoder_checkpoint(preset, Path(tmp))
+            vocoder_only = not griffin_lim and load_config(preset)["model"] == "flowavenet"
             tts = Synthesizer(vocoder="griffin-lim" if vocoder_only else vocoder)
+            if preset is not None and griffin_lim:
+                init, _, n_iter = preset.partition(":")
+                set_griffin_lim(tts, int(n_iter), init)
             if vocoder_only:
                 row = _vocoder_only(tts, vocoder, args.repeats)
                 print(f"| {label} (vocoder only, the acoustic model's first sentence) | " + row)
@@ -92,7 +105,7 @@ def main() -> None:
                 firsts.append(t_first)
                 totals.append(t_total)
             streamed = np.concatenate([c.samples for c in chunks])
-            if preset is None:
+            if griffin_lim:
                 match = f"{log_spectral_distance(whole, streamed):.2f} dB LSD"
             else:
                 match = f"{np.abs(whole - streamed).max():.1e} max"

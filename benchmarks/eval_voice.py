@@ -76,7 +76,11 @@ def main() -> None:
                          "(other metrics options), without synthesising them again")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--griffin-lim-iterations", type=int, default=None,
-                    help="Griffin-Lim iterations of the voice and of copy-synthesis (default: 60)")
+                    help="Griffin-Lim iterations of the voice and of copy-synthesis (default: the "
+                         "vocoder's, 12)")
+    ap.add_argument("--griffin-lim-init", choices=("pghi", "random"), default=None,
+                    help="Griffin-Lim's starting phase for the voice and copy-synthesis (default: "
+                         "the vocoder's, pghi; random: as the voice had it until 2026-12-07)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
     ap.add_argument("--compare", help="an earlier OUT of this script: paired tests against it")
@@ -108,6 +112,7 @@ def main() -> None:
                                   vocoder=args.vocoder, noise_scale=args.noise_scale,
                                   length_scale=args.length_scale, duration_rounding=rounding,
                                   seed=args.seed, griffin_lim_iterations=args.griffin_lim_iterations,
+                                  griffin_lim_init=args.griffin_lim_init,
                                   progress=False)
         (wav_dir / "run.json").write_text(json.dumps(run, indent=1) + "\n")
 
@@ -209,13 +214,13 @@ def copy_synthesis_of(corpus: Path, ids: list[str], out: Path, args) -> Path:
     """Griffin-Lim (the voice's audio settings and iterations) of each recording's own mel."""
     from _heldout import copy_synthesis
 
-    from flowspeech.evaluation.synthesis import set_griffin_lim_iterations
+    from flowspeech.evaluation.synthesis import set_griffin_lim
     from flowspeech.inference.synthesizer import Synthesizer
 
     tts = Synthesizer(args.acoustic, voice=args.voice, vocoder=args.vocoder)
     if tts.vocoder is None:
         raise SystemExit("an end-to-end model has no separate vocoder to copy-synthesise with")
-    set_griffin_lim_iterations(tts, args.griffin_lim_iterations)
+    set_griffin_lim(tts, args.griffin_lim_iterations, args.griffin_lim_init)
     if out.exists():
         shutil.rmtree(out)
     for _ in copy_synthesis(tts.vocoder, corpus, ids, out, args.seed):
@@ -225,9 +230,9 @@ def copy_synthesis_of(corpus: Path, ids: list[str], out: Path, args) -> Path:
 
 def earlier_reports(run_dir: str | None, ids: list[str], floor_settings: dict | None):
     """``(teacher, copy_synthesis)``: the recordings' and copy-synthesis reports of an earlier
-    run of this script (``--teacher``), checked to cover the same sentences with the same
-    copy-synthesis settings: neither changes with the voice's settings, and scoring them again
-    takes minutes. ``floor_settings`` None (an end-to-end model): the recordings' report only.
+    run of this script (``--teacher``), checked to cover the same sentences; its copy-synthesis
+    only where it used the same settings (else None: made again). Neither changes with the
+    voice's settings, and scoring them again takes minutes. ``floor_settings`` None (an end-to-end model): the recordings' report only.
     ``(None, None)`` without ``run_dir``."""
     from flowspeech.errors import DatasetError
     from flowspeech.evaluation.report import load_report
@@ -245,8 +250,9 @@ def earlier_reports(run_dir: str | None, ids: list[str], floor_settings: dict | 
         return teacher, None
     earlier = json.loads((Path(run_dir) / "summary.json").read_text()).get("floor_settings")
     if earlier != json.loads(json.dumps(floor_settings)):
-        raise DatasetError(f"{run_dir} copy-synthesised with other settings ({earlier}); leave out "
-                           "--teacher to score the recordings again")
+        print(f"recordings: the scores of {run_dir}; copy-synthesis again, since that run's "
+              f"settings were other ({earlier})")
+        return teacher, None
     print(f"recordings and copy-synthesis: the scores of {run_dir}")
     return teacher, floor
 

@@ -1,0 +1,111 @@
+"""Choose Griffin-Lim's starting phase and iterations by measurement on the validation split.
+
+Speaks the first sentences of a split once with a voice (its own settings), then inverts the
+same mels, and the recordings' own mels (copy-synthesis), with each Griffin-Lim setting, and
+scores every clip against the recordings as ``eval_voice.py`` does (WORLD dio F0, MCD over
+the mel's band), without speech recognition: the vocoder changes pitch, voicing and spectrum,
+and a minute per setting makes a grid affordable. Confirm the chosen setting with
+``eval_voice.py`` (WER included). Never run it on the test split.
+
+    python benchmarks/griffin_lim_settings.py --corpus data/slt_hts --out reports/gl-settings \\
+        --setting random:60 --setting pghi:16 --setting pghi:32 --setting pghi:60
+
+Each setting's clips are in ``OUT/<voice|copy_synthesis>-<init><n_iter>/``; the table is
+also ``OUT/settings.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/ and wavs/")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--limit", type=int, default=100, help="first N sentences of the split")
+    source = ap.add_mutually_exclusive_group()
+    source.add_argument("--voice", help="named voice (default: the shipped default voice)")
+    source.add_argument("--acoustic", help="a Glow-TTS checkpoint, at its own settings")
+    ap.add_argument("--setting", action="append", required=True,
+                    help="INIT:N_ITER, INIT pghi or random (e.g. pghi:16); repeat")
+    ap.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    if args.split == "test":
+        raise SystemExit("choose settings on the validation split; the test split reports them")
+
+    import torch
+    from _heldout import first_sentences
+
+    from flowspeech.audio import load_wav, mel_spectrogram, save_wav
+    from flowspeech.audio.griffin_lim import INITS, griffin_lim
+    from flowspeech.evaluation.evaluate import EvalOptions, evaluate
+    from flowspeech.inference.synthesizer import Synthesizer
+
+    settings = []
+    for setting in args.setting:
+        init, _, n_iter = setting.partition(":")
+        if init not in INITS or not n_iter.isdigit():
+            raise SystemExit(f"--setting {setting}: expected INIT:N_ITER with INIT in {INITS}")
+        settings.append((init, int(n_iter)))
+    corpus, out = Path(args.corpus), Path(args.out)
+    sentences, _ = first_sentences(corpus, args.split, args.limit, out)
+    tts = Synthesizer(args.acoustic, voice=args.voice)
+    config = tts.mel_config
+    pause = np.zeros(int(tts.sentence_pause * tts.sample_rate), np.float32)  # as synthesize() joins them
+    mels = {}
+    for uid, text in sentences:
+        recording, _ = load_wav(corpus / "wavs" / f"{uid}.wav", sample_rate=config.sample_rate)
+        mels[uid] = {"voice": tts.synthesize_full(text, seed=0).mels,
+                     "copy_synthesis": [mel_spectrogram(torch.from_numpy(recording), config).numpy()]}
+
+    options = EvalOptions(asr=False, f0_method="dio", mcd_max_hz=config.top_filter_hz)
+    rows = []
+    for init, n_iter in settings:
+        for kind in ("voice", "copy_synthesis"):
+            folder = out / f"{kind}-{init}{n_iter}"
+            folder.mkdir(parents=True, exist_ok=True)
+            seconds = 0.0
+            for uid, _ in sentences:
+                pieces = []
+                for i, mel in enumerate(mels[uid][kind]):
+                    t = time.perf_counter()
+                    pieces += ([pause] if i else []) + [griffin_lim(mel, config, n_iter=n_iter, init=init)]
+                    seconds += time.perf_counter() - t
+                save_wav(folder / f"{uid}.wav", np.concatenate(pieces), config.sample_rate)
+            report = evaluate(folder, reference=corpus / "wavs", options=options, jobs=args.jobs,
+                              progress=False)
+            audio = sum(len(load_wav(folder / f"{uid}.wav")[0]) for uid, _ in sentences) / config.sample_rate
+            row = {"kind": kind, "init": init, "n_iter": n_iter,
+                   **{k: float(np.mean([r[k] for r in report.rows])) for k in ("log_f0_rmse", "vde", "mcd")},
+                   "rtf_griffin_lim": seconds / audio}
+            rows.append(row)
+            print(f"{kind:15s} {init:6s} {n_iter:4d}: log-F0 RMSE {row['log_f0_rmse']:.4f}  "
+                  f"VDE {100 * row['vde']:.2f} %  MCD {row['mcd']:.3f} dB  "
+                  f"RTF {row['rtf_griffin_lim']:.3f}", flush=True)
+    (out / "settings.json").write_text(json.dumps({"split": args.split, "sentences": len(sentences),
+                                                   "rows": rows}, indent=2) + "\n")
+    print(f"\n{args.split} split, first {len(sentences)} sentences, {torch.get_num_threads()} threads")
+    print("| start | iterations | voice: log-F0 RMSE | VDE | MCD (dB) | copy-synthesis: log-F0 RMSE "
+          "| VDE | MCD (dB) | Griffin-Lim RTF |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for init, n_iter in settings:
+        voice, floor = (next(r for r in rows if (r["kind"], r["init"], r["n_iter"]) == (k, init, n_iter))
+                        for k in ("voice", "copy_synthesis"))
+        print(f"| {init} | {n_iter} | {voice['log_f0_rmse']:.4f} | {100 * voice['vde']:.2f} % | "
+              f"{voice['mcd']:.3f} | {floor['log_f0_rmse']:.4f} | {100 * floor['vde']:.2f} % | "
+              f"{floor['mcd']:.3f} | {voice['rtf_griffin_lim']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
