@@ -85,7 +85,8 @@ def speed(args, texts: list[str], folder: Path) -> None:
         other_voice = OnnxVoice(folder.parent / "other", threads=args.threads)
         label = f"Griffin-Lim {n_iter} iterations from {init} phases"
         systems[f"flowspeech, PyTorch, {label}"] = lambda t, i: other.synthesize(t, seed=i)
-        systems[f"flowspeech, ONNX runtime, {label}"] = lambda t, i: other_voice.synthesize(t, seed=i)
+        systems[f"flowspeech, ONNX runtime, {label}"] = (
+            lambda t, i: other_voice.synthesize(t, seed=i))
     piper = load_piper(args) if args.piper else None
     if piper is not None:
         from piper import SynthesisConfig

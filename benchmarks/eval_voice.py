@@ -232,7 +232,8 @@ def earlier_reports(run_dir: str | None, ids: list[str], floor_settings: dict | 
     """``(teacher, copy_synthesis)``: the recordings' and copy-synthesis reports of an earlier
     run of this script (``--teacher``), checked to cover the same sentences; its copy-synthesis
     only where it used the same settings (else None: made again). Neither changes with the
-    voice's settings, and scoring them again takes minutes. ``floor_settings`` None (an end-to-end model): the recordings' report only.
+    voice's settings, and scoring them again takes minutes. ``floor_settings`` None (an
+    end-to-end model): the recordings' report only.
     ``(None, None)`` without ``run_dir``."""
     from flowspeech.errors import DatasetError
     from flowspeech.evaluation.report import load_report

@@ -30,7 +30,8 @@ sys.path.insert(0, str(HERE))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/ and wavs/")
+    ap.add_argument("--corpus", required=True,
+                    help="LJSpeech-layout corpus with filelists/ and wavs/")
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=100, help="first N sentences of the split")
     source = ap.add_mutually_exclusive_group()
@@ -62,12 +63,13 @@ def main() -> None:
     sentences, _ = first_sentences(corpus, args.split, args.limit, out)
     tts = Synthesizer(args.acoustic, voice=args.voice)
     config = tts.mel_config
-    pause = np.zeros(int(tts.sentence_pause * tts.sample_rate), np.float32)  # as synthesize() joins them
+    # the pause synthesize() puts between sentences
+    pause = np.zeros(int(tts.sentence_pause * tts.sample_rate), np.float32)
     mels = {}
     for uid, text in sentences:
         recording, _ = load_wav(corpus / "wavs" / f"{uid}.wav", sample_rate=config.sample_rate)
-        mels[uid] = {"voice": tts.synthesize_full(text, seed=0).mels,
-                     "copy_synthesis": [mel_spectrogram(torch.from_numpy(recording), config).numpy()]}
+        own = mel_spectrogram(torch.from_numpy(recording), config).numpy()
+        mels[uid] = {"voice": tts.synthesize_full(text, seed=0).mels, "copy_synthesis": [own]}
 
     options = EvalOptions(asr=False, f0_method="dio", mcd_max_hz=config.top_filter_hz)
     rows = []
@@ -80,14 +82,17 @@ def main() -> None:
                 pieces = []
                 for i, mel in enumerate(mels[uid][kind]):
                     t = time.perf_counter()
-                    pieces += ([pause] if i else []) + [griffin_lim(mel, config, n_iter=n_iter, init=init)]
+                    wav = griffin_lim(mel, config, n_iter=n_iter, init=init)
+                    pieces += [pause, wav] if i else [wav]
                     seconds += time.perf_counter() - t
                 save_wav(folder / f"{uid}.wav", np.concatenate(pieces), config.sample_rate)
             report = evaluate(folder, reference=corpus / "wavs", options=options, jobs=args.jobs,
                               progress=False)
-            audio = sum(len(load_wav(folder / f"{uid}.wav")[0]) for uid, _ in sentences) / config.sample_rate
+            samples = sum(len(load_wav(folder / f"{uid}.wav")[0]) for uid, _ in sentences)
+            audio = samples / config.sample_rate
             row = {"kind": kind, "init": init, "n_iter": n_iter,
-                   **{k: float(np.mean([r[k] for r in report.rows])) for k in ("log_f0_rmse", "vde", "mcd")},
+                   **{k: float(np.mean([r[k] for r in report.rows]))
+                      for k in ("log_f0_rmse", "vde", "mcd")},
                    "rtf_griffin_lim": seconds / audio}
             rows.append(row)
             print(f"{kind:15s} {init:6s} {n_iter:4d}: log-F0 RMSE {row['log_f0_rmse']:.4f}  "
@@ -95,7 +100,8 @@ def main() -> None:
                   f"RTF {row['rtf_griffin_lim']:.3f}", flush=True)
     (out / "settings.json").write_text(json.dumps({"split": args.split, "sentences": len(sentences),
                                                    "rows": rows}, indent=2) + "\n")
-    print(f"\n{args.split} split, first {len(sentences)} sentences, {torch.get_num_threads()} threads")
+    print(f"\n{args.split} split, first {len(sentences)} sentences, "
+          f"{torch.get_num_threads()} threads")
     print("| start | iterations | voice: log-F0 RMSE | VDE | MCD (dB) | copy-synthesis: log-F0 RMSE "
           "| VDE | MCD (dB) | Griffin-Lim RTF |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
