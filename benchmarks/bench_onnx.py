@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowspeech.audio.phase import pghi_phase
 from flowspeech.evaluation.synthesis import set_griffin_lim
 from flowspeech.inference.onnx_export import (
     GlowTTSDecoderGraph,
@@ -119,11 +118,7 @@ def speed(args, texts: list[str], folder: Path) -> None:
         t1 = time.perf_counter()
         magnitude = mel_to_magnitude(mel, voice.basis)
         t2 = time.perf_counter()
-        if voice.vocoder.get("init") == "pghi":
-            phase = pghi_phase(magnitude, voice.vocoder["n_fft"], voice.hop_length,
-                               voice.vocoder["win_length"])
-        else:
-            phase = rng.random(magnitude.shape, dtype=np.float32)
+        phase = voice.starting_phase(magnitude, rng)
         t3 = time.perf_counter()
         voice.griffin_lim(magnitude, phase)
         t4 = time.perf_counter()

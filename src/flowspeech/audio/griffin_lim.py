@@ -23,6 +23,7 @@ from torch import Tensor
 
 from flowspeech.audio.config import MelConfig
 from flowspeech.audio.features import decompress_mel, mel_basis
+from flowspeech.audio.phase import STARTS as INITS
 from flowspeech.audio.phase import pghi_phase
 from flowspeech.errors import AudioError, ConfigError
 from flowspeech.utils.chunks import chunk_spans
@@ -33,7 +34,6 @@ from flowspeech.utils.chunks import chunk_spans
 # the PGHI phase").
 N_ITER = 12
 INIT = "pghi"
-INITS = ("pghi", "random")
 
 
 def griffin_lim(

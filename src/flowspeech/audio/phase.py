@@ -21,6 +21,9 @@ import functools
 
 import numpy as np
 
+# Griffin-Lim's starting phases: this module's integration, or uniform random phases.
+STARTS = ("pghi", "random")
+
 # The Hann window's equivalent Gaussian: gamma = 0.25645 * L^2 (Průša et al., 2017, Table I).
 HANN_GAMMA = 0.25645
 

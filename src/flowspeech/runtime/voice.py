@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from flowspeech.audio.phase import pghi_phase
+from flowspeech.audio.phase import STARTS, pghi_phase
 from flowspeech.errors import CheckpointError, ConfigError, FlowspeechError
 from flowspeech.inference.controls import check_scale
 from flowspeech.inference.timestamps import Timestamps, sentence_timestamps
@@ -149,9 +149,9 @@ class OnnxVoice:
             pass  # NaturalSpeech: the decoder graph makes the waveform
         elif self.vocoder["type"] == "griffin-lim":
             self.basis = np.load(self.folder / graphs["mel_basis"]["file"], allow_pickle=False)
-            if self.vocoder.get("init", "random") not in ("pghi", "random"):
+            if self.vocoder.get("init", "random") not in STARTS:
                 raise CheckpointError(f"{config_path}: unknown Griffin-Lim start "
-                                      f"{self.vocoder['init']!r} (pghi or random)")
+                                      f"{self.vocoder['init']!r} ({' or '.join(STARTS)})")
             settings = (self.vocoder["n_fft"], self.hop_length, self.vocoder["win_length"], self.vocoder["padding"],
                         self.vocoder["pad"], self.vocoder["n_iter"], self.vocoder["momentum"])
             self.griffin_lim = GriffinLim(*settings, workers=self.threads)
@@ -317,6 +317,14 @@ class OnnxVoice:
             "noise_scale": np.asarray(noise_scale, np.float32)})
         return audio[0], durations[0]
 
+    def starting_phase(self, magnitude: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Griffin-Lim's starting phase for ``magnitude``, in turns: the PGHI phase, or random
+        phases for voices exported before the PGHI start (no ``init`` in their settings)."""
+        if self.vocoder.get("init", "random") == "pghi":
+            return pghi_phase(magnitude, self.vocoder["n_fft"], self.hop_length,
+                              self.vocoder["win_length"])
+        return rng.random(magnitude.shape, dtype=np.float32)
+
     def vocode(self, mel: np.ndarray, rng: np.random.Generator, sigma: float | None = None,
                workers: int | None = None) -> np.ndarray:
         """Waveform of one mel ``[n_mels, F]``; ``workers``: Griffin-Lim's threads (None: the
@@ -325,11 +333,7 @@ class OnnxVoice:
             workers = self.threads if workers is None else workers
             magnitude = mel_to_magnitude(mel, self.basis, self.vocoder["compression"],
                                          self.vocoder["magnitude_eps"], self.vocoder["power"], workers=workers)
-            if self.vocoder.get("init", "random") == "pghi":
-                phase = pghi_phase(magnitude, self.vocoder["n_fft"], self.hop_length,
-                                   self.vocoder["win_length"])
-            else:  # random phases, as voices exported before the PGHI start have them
-                phase = rng.random(magnitude.shape, dtype=np.float32)
+            phase = self.starting_phase(magnitude, rng)
             return (self.griffin_lim if workers == self.threads else self._single_griffin_lim)(magnitude, phase)
         n_frames = mel.shape[1]
         samples = n_frames * self.hop_length
