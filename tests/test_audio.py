@@ -485,3 +485,19 @@ def test_flowspeech_audio_griffin_lim_is_the_function_whichever_import_ran_first
 def test_import_does_not_load_librosa() -> None:
     code = "import sys, flowspeech.audio; assert 'librosa' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_pghi_kernel_loads_without_importing_scipy_signal() -> None:
+    """pghipy imports scipy.signal (0.6 s) for helpers the phase does not use: loading the
+    kernel leaves it unimported, and the helpers still work when called."""
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from flowspeech.audio.phase import pghi_phase\n"
+            "pghi_phase(np.ones((513, 4)), 1024, 256)\n"
+            "assert 'scipy.signal' not in sys.modules, 'scipy.signal was imported'\n"
+            "import pghipy\n"
+            "x = np.random.default_rng(0).random(4096)\n"
+            "assert pghipy.stft(x, 512, 128).shape == (34, 257)\n"
+            "import scipy.signal\n"
+            "assert scipy.signal.get_window('hann', 4)[2] == 1.0\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

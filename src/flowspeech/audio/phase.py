@@ -17,7 +17,11 @@ numba only, so that the runtime without PyTorch (flowspeech.runtime) shares it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
+import sys
+import types
 
 import numpy as np
 
@@ -68,11 +72,42 @@ def pghi_phase(magnitude: np.ndarray, n_fft: int, hop_length: int,
 def _kernel():
     """``pghipy.pghi`` compiled with numba's on-disk cache (the package compiles it in every
     process), or as shipped where no cache directory is writable."""
-    import numba  # lazy: numba and pghipy take half a second to import, on first use only
-    from pghipy import pghi  # lazy: as numba
+    import numba  # lazy: numba takes a fifth of a second to import, on first use only
+
+    with _deferred("scipy.signal"):
+        from pghipy import pghi
 
     function = getattr(pghi, "py_func", pghi)
     try:
         return numba.njit(cache=True)(function)
     except RuntimeError:
         return pghi
+
+
+
+@contextlib.contextmanager
+def _deferred(name: str):
+    """While the block runs, ``import name`` gives a placeholder that imports the real module
+    on its first attribute access, so that an import nothing uses costs nothing.
+
+    ``pghipy`` imports ``scipy.signal`` (0.6 s, more than the rest of the start of a process
+    that speaks one sentence) for its STFT helpers, which this module does not call. The
+    placeholder is registered only within the block: imports elsewhere stay the ordinary ones.
+    """
+    if name in sys.modules:
+        yield
+        return
+    placeholder = types.ModuleType(name, f"{name}, imported on first use")
+
+    def real_attribute(attribute: str):
+        if sys.modules.get(name) is placeholder:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attribute)
+
+    placeholder.__getattr__ = real_attribute  # PEP 562: looked up in the module's namespace
+    sys.modules[name] = placeholder
+    try:
+        yield
+    finally:
+        if sys.modules.get(name) is placeholder:
+            del sys.modules[name]
