@@ -75,7 +75,7 @@ def _kernel():
     import numba  # lazy: numba takes a fifth of a second to import, on first use only
 
     with _deferred("scipy.signal"):
-        from pghipy import pghi
+        from pghipy import pghi  # lazy: as numba, and without its scipy.signal (below)
 
     function = getattr(pghi, "py_func", pghi)
     try:
