@@ -84,15 +84,15 @@ def _kernel():
         return pghi
 
 
-
 @contextlib.contextmanager
 def _deferred(name: str):
     """While the block runs, ``import name`` gives a placeholder that imports the real module
     on its first attribute access, so that an import nothing uses costs nothing.
 
-    ``pghipy`` imports ``scipy.signal`` (0.6 s, more than the rest of the start of a process
-    that speaks one sentence) for its STFT helpers, which this module does not call. The
-    placeholder is registered only within the block: imports elsewhere stay the ordinary ones.
+    ``pghipy`` imports ``scipy.signal`` (0.6 s: a third of the time from a process's start to
+    its first sentence through the ONNX runtime) for its STFT helpers, which this module does
+    not call. The placeholder is registered only within the block: imports elsewhere stay the
+    ordinary ones.
     """
     if name in sys.modules:
         yield
