@@ -24,6 +24,7 @@ from test_vocode import make_waveglow_checkpoint
 from flowspeech.audio.griffin_lim import _fast_griffin_lim, _magnitude, griffin_lim
 from flowspeech.cli.main import main
 from flowspeech.errors import CheckpointError, ConfigError, OutputError
+from flowspeech.inference.folding import ChannelAffineFlow
 from flowspeech.inference.onnx_export import (
     GlowTTSDecoderGraph,
     GlowTTSEncoderGraph,
@@ -32,7 +33,6 @@ from flowspeech.inference.onnx_export import (
     export_onnx,
 )
 from flowspeech.inference.synthesizer import Synthesizer
-from flowspeech.inference.folding import ChannelAffineFlow
 from flowspeech.inference.winograd import WinogradConv1d
 from flowspeech.runtime import OnnxVoice
 from flowspeech.runtime.griffin_lim import GriffinLim, mel_to_magnitude
@@ -262,7 +262,7 @@ def test_the_runtimes_griffin_lim_is_the_pytorch_one(griffin_lim_voice):
     phase = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(1))
     for workers in (1, 3):
         for n_iter in (0, 8):  # iterations amplify float32 rounding: few keep the comparison tight
-            expected = _fast_griffin_lim(magnitude, config, n_iter, 0.99, 0, phase)[0].numpy()
+            expected = _fast_griffin_lim(magnitude, config, n_iter, 0.99, phase)[0].numpy()
             ours = GriffinLim(config.n_fft, config.hop_length, config.win_length, n_iter=n_iter,
                               workers=workers)(magnitude[0].numpy(), phase[0].numpy())
             assert ours.shape == expected.shape and np.abs(ours - expected).max() < AUDIO_TOLERANCE
@@ -305,7 +305,7 @@ def test_the_runtimes_griffin_lim_is_the_pytorch_one_for_either_padding_and_shor
     magnitude = torch.rand(1, config.n_fft // 2 + 1, frames, generator=torch.Generator().manual_seed(frames))
     phase = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(2))
     for n_iter in (0, 1, 4):
-        expected = _fast_griffin_lim(magnitude, config, n_iter, 0.99, 0, phase)[0].numpy()
+        expected = _fast_griffin_lim(magnitude, config, n_iter, 0.99, phase)[0].numpy()
         ours = GriffinLim(config.n_fft, config.hop_length, config.win_length, padding=padding, pad=config.pad,
                           n_iter=n_iter, workers=2)(magnitude[0].numpy(), phase[0].numpy())
         assert ours.shape == expected.shape and np.abs(ours - expected).max() < AUDIO_TOLERANCE

@@ -72,7 +72,7 @@ def griffin_lim(
     log_mel, squeeze = _check(mel, config, n_iter, momentum, power, init)
     magnitude = _magnitude(log_mel, config, power)
     phase = _initial_phase(magnitude, config, init, seed)
-    wav = _fast_griffin_lim(magnitude, config, n_iter, momentum, seed, phase).cpu().numpy()
+    wav = _fast_griffin_lim(magnitude, config, n_iter, momentum, phase).cpu().numpy()
     return wav[0] if squeeze else wav
 
 
@@ -118,7 +118,7 @@ def griffin_lim_stream(mel: Tensor | np.ndarray, config: MelConfig | None = None
         if hi > known:
             magnitude[..., known:hi] = _magnitude(log_mel[..., known:hi], config, power)
             known = hi
-        wav = _fast_griffin_lim(magnitude[..., lo:hi], config, n_iter, momentum, seed,
+        wav = _fast_griffin_lim(magnitude[..., lo:hi], config, n_iter, momentum,
                                 phase[..., lo:hi])[0].cpu()
         offset = lo * hop  # a window's audio starts at its first frame's sample
         a, b = start * hop, min(total, end * hop)
@@ -239,10 +239,10 @@ _NNLS_START: dict = {}
 
 
 def _fast_griffin_lim(
-    magnitude: Tensor, config: MelConfig, n_iter: int, momentum: float, seed: int,
-    phase: Tensor | None = None,
+    magnitude: Tensor, config: MelConfig, n_iter: int, momentum: float, phase: Tensor,
 ) -> Tensor:
-    """Phase retrieval for ``magnitude [B, n_fft // 2 + 1, F]`` -> waveform ``[B, T]``."""
+    """Phase retrieval for ``magnitude [B, n_fft // 2 + 1, F]`` -> waveform ``[B, T]``,
+    starting from ``phase`` (same shape, in turns)."""
     n_frames = magnitude.shape[-1]
     if config.padding == "center":
         shift, length = 0, config.hop_length * (n_frames - 1)
@@ -263,8 +263,6 @@ def _fast_griffin_lim(
         center=True,
     )
 
-    if phase is None:
-        phase = _random_phase(magnitude.shape, seed)
     phase = phase.to(magnitude.dtype)
     angles = torch.polar(torch.ones_like(phase), phase * (2 * math.pi)).to(magnitude.device)
     decay = momentum / (1 + momentum)
