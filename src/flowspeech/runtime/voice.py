@@ -149,7 +149,9 @@ class OnnxVoice:
             pass  # NaturalSpeech: the decoder graph makes the waveform
         elif self.vocoder["type"] == "griffin-lim":
             self.basis = np.load(self.folder / graphs["mel_basis"]["file"], allow_pickle=False)
-            if self.vocoder.get("init", "random") not in STARTS:
+            # Voices exported before the PGHI start name none: random phases, as then.
+            self.vocoder.setdefault("init", "random")
+            if self.vocoder["init"] not in STARTS:
                 raise CheckpointError(f"{config_path}: unknown Griffin-Lim start "
                                       f"{self.vocoder['init']!r} ({' or '.join(STARTS)})")
             settings = (self.vocoder["n_fft"], self.hop_length, self.vocoder["win_length"], self.vocoder["padding"],
@@ -320,7 +322,7 @@ class OnnxVoice:
     def starting_phase(self, magnitude: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Griffin-Lim's starting phase for ``magnitude``, in turns: the PGHI phase, or random
         phases for voices exported before the PGHI start (no ``init`` in their settings)."""
-        if self.vocoder.get("init", "random") == "pghi":
+        if self.vocoder["init"] == "pghi":
             return pghi_phase(magnitude, self.vocoder["n_fft"], self.hop_length,
                               self.vocoder["win_length"])
         return rng.random(magnitude.shape, dtype=np.float32)
