@@ -64,3 +64,14 @@ def mcd_band_hz(max_hz: float | None, mel_config) -> float | None:
         return max_hz or None
     return None if mel_config is None else mel_config.top_filter_hz
 
+
+
+def griffin_lim_setting(text: str) -> tuple[str, int]:
+    """``(init, n_iter)`` of a Griffin-Lim setting written ``INIT:N_ITER`` (``pghi:12``,
+    ``random:60``); exits with a message on anything else."""
+    from flowspeech.audio.phase import STARTS
+
+    init, _, n_iter = text.partition(":")
+    if init not in STARTS or not n_iter.isdigit():
+        raise SystemExit(f"{text}: expected INIT:N_ITER with INIT one of {', '.join(STARTS)}")
+    return init, int(n_iter)

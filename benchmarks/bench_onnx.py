@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _heldout import griffin_lim_setting
 
 from flowspeech.evaluation.synthesis import set_griffin_lim
 from flowspeech.inference.onnx_export import (
@@ -77,9 +78,9 @@ def speed(args, texts: list[str], folder: Path) -> None:
     systems = {"flowspeech, PyTorch": lambda t, i: tts.synthesize(t, seed=i),
                "flowspeech, ONNX runtime": lambda t, i: voice.synthesize(t, seed=i)}
     if args.compare_griffin_lim:
-        init, _, n_iter = args.compare_griffin_lim.partition(":")
+        init, n_iter = griffin_lim_setting(args.compare_griffin_lim)
         other = Synthesizer()
-        set_griffin_lim(other, int(n_iter), init)
+        set_griffin_lim(other, n_iter, init)
         export_onnx(other, folder.parent / "other")
         other_voice = OnnxVoice(folder.parent / "other", threads=args.threads)
         label = f"Griffin-Lim {n_iter} iterations from {init} phases"

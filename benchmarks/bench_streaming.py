@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _heldout import griffin_lim_setting
 
 from flowspeech import Synthesizer
 from flowspeech.audio import log_spectral_distance
@@ -78,7 +79,7 @@ def main() -> None:
     print("| system | first chunk (s) | stream total (s) | synthesize() (s) | stream / synthesize | audio (s) | streamed vs whole |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        compared = [(setting, *setting.split(":")) for setting in args.compare_griffin_lim]
+        compared = [(setting, *griffin_lim_setting(setting)) for setting in args.compare_griffin_lim]
         rows = ([("shipped voice, Griffin-Lim", None)]
                 + [(f"shipped voice, Griffin-Lim {n} iterations from {init} phases", setting)
                    for setting, init, n in compared]
@@ -89,8 +90,8 @@ def main() -> None:
             vocoder_only = not griffin_lim and load_config(preset)["model"] == "flowavenet"
             tts = Synthesizer(vocoder="griffin-lim" if vocoder_only else vocoder)
             if preset is not None and griffin_lim:
-                init, _, n_iter = preset.partition(":")
-                set_griffin_lim(tts, int(n_iter), init)
+                init, n_iter = griffin_lim_setting(preset)
+                set_griffin_lim(tts, n_iter, init)
             if vocoder_only:
                 row = _vocoder_only(tts, vocoder, args.repeats)
                 print(f"| {label} (vocoder only, the acoustic model's first sentence) | " + row)

@@ -46,19 +46,14 @@ def main() -> None:
         raise SystemExit("choose settings on the validation split; the test split reports them")
 
     import torch
-    from _heldout import first_sentences
+    from _heldout import first_sentences, griffin_lim_setting
 
     from flowspeech.audio import load_wav, mel_spectrogram, save_wav
-    from flowspeech.audio.griffin_lim import INITS, griffin_lim
+    from flowspeech.audio.griffin_lim import griffin_lim
     from flowspeech.evaluation.evaluate import EvalOptions, evaluate
     from flowspeech.inference.synthesizer import Synthesizer
 
-    settings = []
-    for setting in args.setting:
-        init, _, n_iter = setting.partition(":")
-        if init not in INITS or not n_iter.isdigit():
-            raise SystemExit(f"--setting {setting}: expected INIT:N_ITER with INIT in {INITS}")
-        settings.append((init, int(n_iter)))
+    settings = [griffin_lim_setting(setting) for setting in args.setting]
     corpus, out = Path(args.corpus), Path(args.out)
     sentences, _ = first_sentences(corpus, args.split, args.limit, out)
     tts = Synthesizer(args.acoustic, voice=args.voice)
