@@ -18,7 +18,7 @@ _HOMES = {
     "MelConfig": "config",
     "LinearSpectrogram": "features", "MelSpectrogram": "features", "compress_mel": "features",
     "decompress_mel": "features", "mel_basis": "features", "mel_spectrogram": "features",
-    "griffin_lim": "griffin_lim",
+    "griffin_lim": "griffin_lim", "phase_retrieval": "griffin_lim",
     "load_wav": "io", "pcm16": "io", "resample": "io", "save_wav": "io", "wav_stream_header": "io",
     "normalize_loudness": "levels", "normalize_peak": "levels",
     "log_spectral_distance": "metrics",

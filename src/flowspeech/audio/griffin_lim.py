@@ -10,6 +10,10 @@ Two steps:
    mel's device. Same update as ``librosa.griffinlim``. It starts from the phase that
    phase-gradient heap integration reads off the magnitude (:mod:`flowspeech.audio.phase`;
    ``init="pghi"``, the default) or from random phases (``init="random"``, as librosa).
+   :func:`phase_retrieval` is this step alone, for a linear magnitude from elsewhere.
+
+The first step is the one that costs intelligibility (``docs/default-voice.md``, "What
+Griffin-Lim loses").
 """
 
 from __future__ import annotations
@@ -71,6 +75,51 @@ def griffin_lim(
     config = MelConfig.glow_tts() if config is None else config
     log_mel, squeeze = _check(mel, config, n_iter, momentum, power, init)
     magnitude = _magnitude(log_mel, config, power)
+    phase = _initial_phase(magnitude, config, init, seed)
+    wav = _fast_griffin_lim(magnitude, config, n_iter, momentum, phase).cpu().numpy()
+    return wav[0] if squeeze else wav
+
+
+def phase_retrieval(
+    magnitude: Tensor | np.ndarray,
+    config: MelConfig | None = None,
+    n_iter: int = N_ITER,
+    momentum: float = 0.99,
+    seed: int = 0,
+    init: str = INIT,
+) -> np.ndarray:
+    """Waveform from a linear STFT magnitude: :func:`griffin_lim`'s second step alone.
+
+    For a magnitude that did not come from a mel through :func:`nnls`: the recordings' own
+    (which shows what the mel-to-linear step costs: ``benchmarks/griffin_lim_ceiling.py``),
+    or a model's.
+
+    Args:
+        magnitude: ``[n_fft // 2 + 1, F]`` or ``[B, n_fft // 2 + 1, F]`` non-negative
+            ``|STFT|`` with ``config``'s framing (as :class:`LinearSpectrogram` with
+            ``power=1`` returns), torch or numpy.
+        config, n_iter, momentum, seed, init: as in :func:`griffin_lim`.
+
+    Returns:
+        float32 ``[T]`` or ``[B, T]``, ``T`` as :func:`griffin_lim` gives for ``F`` frames.
+    """
+    config = MelConfig.glow_tts() if config is None else config
+    _check_options(n_iter, momentum, 1.0, init)
+    if isinstance(magnitude, Tensor):
+        magnitude = magnitude.detach().float()
+    else:
+        magnitude = torch.from_numpy(np.array(magnitude, dtype=np.float32))
+    n_bins = config.n_fft // 2 + 1
+    if magnitude.ndim not in (2, 3) or magnitude.shape[-2] != n_bins:
+        raise AudioError(f"expected a magnitude of shape [{n_bins}, F] or [B, {n_bins}, F], "
+                         f"got {tuple(magnitude.shape)}")
+    if magnitude.shape[-1] < 2:
+        raise AudioError(f"need at least 2 frames to invert, got {magnitude.shape[-1]}")
+    if not bool(torch.isfinite(magnitude).all()) or bool((magnitude < 0).any()):
+        raise AudioError("a magnitude must be finite and non-negative")
+    squeeze = magnitude.ndim == 2
+    if squeeze:
+        magnitude = magnitude[None]
     phase = _initial_phase(magnitude, config, init, seed)
     wav = _fast_griffin_lim(magnitude, config, n_iter, momentum, phase).cpu().numpy()
     return wav[0] if squeeze else wav
@@ -153,15 +202,7 @@ def _initial_phase(magnitude: Tensor, config: MelConfig, init: str, seed: int) -
 
 
 def _check(mel, config: MelConfig, n_iter, momentum, power, init) -> tuple[Tensor, bool]:
-    if init not in INITS:
-        raise ConfigError(f"init must be one of {', '.join(INITS)}, got {init!r}")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
-        raise ConfigError(f"n_iter must be a non-negative integer, got {n_iter!r}")
-    if not 0 <= momentum < 1:
-        raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
-    if not power > 0:
-        raise ConfigError(f"power must be > 0, got {power!r}")
-
+    _check_options(n_iter, momentum, power, init)
     if isinstance(mel, Tensor):
         log_mel = mel.detach().float()
     else:
@@ -177,6 +218,17 @@ def _check(mel, config: MelConfig, n_iter, momentum, power, init) -> tuple[Tenso
     if squeeze:
         log_mel = log_mel[None]
     return log_mel, squeeze
+
+
+def _check_options(n_iter, momentum, power, init) -> None:
+    if init not in INITS:
+        raise ConfigError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+        raise ConfigError(f"n_iter must be a non-negative integer, got {n_iter!r}")
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
+    if not power > 0:
+        raise ConfigError(f"power must be > 0, got {power!r}")
 
 
 def _magnitude(log_mel: Tensor, config: MelConfig, power: float) -> Tensor:
