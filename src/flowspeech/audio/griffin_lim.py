@@ -75,9 +75,7 @@ def griffin_lim(
     config = MelConfig.glow_tts() if config is None else config
     log_mel, squeeze = _check(mel, config, n_iter, momentum, power, init)
     magnitude = _magnitude(log_mel, config, power)
-    phase = _initial_phase(magnitude, config, init, seed)
-    wav = _fast_griffin_lim(magnitude, config, n_iter, momentum, phase).cpu().numpy()
-    return wav[0] if squeeze else wav
+    return _retrieve(magnitude, config, n_iter, momentum, seed, init, squeeze)
 
 
 def phase_retrieval(
@@ -120,6 +118,13 @@ def phase_retrieval(
     squeeze = magnitude.ndim == 2
     if squeeze:
         magnitude = magnitude[None]
+    return _retrieve(magnitude, config, n_iter, momentum, seed, init, squeeze)
+
+
+def _retrieve(magnitude: Tensor, config: MelConfig, n_iter: int, momentum: float, seed: int,
+              init: str, squeeze: bool) -> np.ndarray:
+    """The waveform of ``magnitude [B, bins, F]`` from its starting phase; ``[T]`` if
+    ``squeeze`` (one item given without a batch axis), else ``[B, T]``."""
     phase = _initial_phase(magnitude, config, init, seed)
     wav = _fast_griffin_lim(magnitude, config, n_iter, momentum, phase).cpu().numpy()
     return wav[0] if squeeze else wav
