@@ -59,6 +59,9 @@ def test_mel_and_griffin_lim(tmp_path, tiny_dataset, capsys):
     out_wav, out_npy = tmp_path / "gl.wav", tmp_path / "gl.npy"
     assert main(["griffin-lim", str(mel_path), str(out_wav), "--seed", "1", "--n-iter", "8"]) == 0
     assert main(["griffin-lim", str(mel_path), "--out", str(out_npy), "--seed", "1", "--n-iter", "8"]) == 0
+    assert "8 iterations from the PGHI phase, then 30 matching the mel" in capsys.readouterr().out
+    assert main(["griffin-lim", str(mel_path), str(tmp_path / "plain.wav"), "--mel-iter", "0"]) == 0
+    assert "then" not in capsys.readouterr().out
     audio, sr = sf.read(out_wav)
     samples = np.load(out_npy)
     assert sr == 22050 and samples.dtype == np.float32

@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     g.add_argument("--init", choices=("pghi", "random"), default="pghi",
                    help="starting phase: phase-gradient heap integration of the magnitude "
                         "(default) or random")
+    g.add_argument("--mel-iter", type=int, default=None,
+                   help="mel-matching iterations after those (default: the voices' 30; 0: none)")
     add_seed_arg(g)
     g.set_defaults(run=run_griffin_lim)
 
@@ -63,7 +65,7 @@ def run_mel(args) -> int:
 
 def run_griffin_lim(args) -> int:
     from flowspeech.audio import save_wav
-    from flowspeech.audio.griffin_lim import N_ITER, griffin_lim
+    from flowspeech.audio.griffin_lim import MEL_ITER, N_ITER, griffin_lim
     from flowspeech.utils.files import load_mel_npy
 
     out = check_audio_output(audio_output_path(args), [args.mel])
@@ -71,9 +73,12 @@ def run_griffin_lim(args) -> int:
     mel = load_mel_npy(args.mel, n_mels=config.n_mels)
     seed_everything(args.seed)
     n_iter = N_ITER if args.n_iter is None else args.n_iter
-    wav = griffin_lim(mel, config, n_iter=n_iter, seed=args.seed or 0, init=args.init)
+    mel_iter = MEL_ITER if args.mel_iter is None else args.mel_iter
+    wav = griffin_lim(mel, config, n_iter=n_iter, seed=args.seed or 0, init=args.init,
+                      mel_iter=mel_iter)
     save_wav(out, wav, config.sample_rate)
     start = "the PGHI phase" if args.init == "pghi" else "random phases"
+    matched = f", then {mel_iter} matching the mel" if mel_iter else ""
     print(f"{out}: {len(wav) / config.sample_rate:.2f} s of audio from Griffin-Lim "
-          f"({n_iter} iterations from {start})")
+          f"({n_iter} iterations from {start}{matched})")
     return 0

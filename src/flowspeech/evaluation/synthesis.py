@@ -26,11 +26,13 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
                         duration_rounding: dict | None = None, seed: int = 0,
                         griffin_lim_iterations: int | None = None,
                         griffin_lim_init: str | None = None,
+                        griffin_lim_mel_iterations: int | None = None,
                         device: str = "cpu", progress: bool = True) -> dict:
     """Synthesise every ``id -> text`` of ``texts`` into ``out_dir``. The settings left None
     are the voice's (:class:`~flowspeech.inference.synthesizer.Synthesizer`);
-    ``griffin_lim_iterations`` and ``griffin_lim_init`` replace Griffin-Lim's iterations and
-    starting phase (ignored with a neural vocoder).
+    ``griffin_lim_iterations``, ``griffin_lim_init`` and ``griffin_lim_mel_iterations``
+    replace Griffin-Lim's iterations, starting phase and mel-matching iterations (ignored with
+    a neural vocoder).
 
     Returns:
         ``{"voice", "noise_scale", "length_scale", "duration_rounding", "acoustic", "vocoder",
@@ -44,7 +46,7 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
                       noise_scale=noise_scale, length_scale=length_scale,
                       duration_rounding=duration_rounding)
     load_s = time.perf_counter() - t0
-    set_griffin_lim(tts, griffin_lim_iterations, griffin_lim_init)
+    set_griffin_lim(tts, griffin_lim_iterations, griffin_lim_init, griffin_lim_mel_iterations)
     totals, stages = {}, {}
     items = sorted(texts.items())
     if progress:
@@ -67,12 +69,16 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
             "load_s": load_s, "sentences": len(totals)}
 
 
-def set_griffin_lim(tts: Synthesizer, n_iter: int | None = None, init: str | None = None) -> None:
+def set_griffin_lim(tts: Synthesizer, n_iter: int | None = None, init: str | None = None,
+                    mel_iter: int | None = None) -> None:
     """Give ``tts``'s Griffin-Lim ``n_iter`` iterations from the ``init`` phase (``"pghi"`` or
-    ``"random"``); None, or a neural vocoder: unchanged."""
+    ``"random"``), then ``mel_iter`` mel-matching ones; None, or a neural vocoder:
+    unchanged."""
     if not isinstance(tts.vocoder, GriffinLimVocoder):
         return
     if n_iter is not None:
         tts.vocoder.n_iter = n_iter
     if init is not None:
         tts.vocoder.init = init
+    if mel_iter is not None:
+        tts.vocoder.mel_iter = mel_iter

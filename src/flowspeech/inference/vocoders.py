@@ -17,6 +17,7 @@ import torch
 
 from flowspeech.audio import MelConfig
 from flowspeech.audio.griffin_lim import INIT as GRIFFIN_LIM_INIT
+from flowspeech.audio.griffin_lim import MEL_ITER as GRIFFIN_LIM_MEL_ITERATIONS
 from flowspeech.audio.griffin_lim import N_ITER as GRIFFIN_LIM_ITERATIONS
 from flowspeech.audio.griffin_lim import griffin_lim, griffin_lim_stream
 from flowspeech.config import mel_config as config_mel_config
@@ -87,10 +88,11 @@ class GriffinLimVocoder(Vocoder):
     name = "griffin-lim"
 
     def __init__(self, mel_config: MelConfig, n_iter: int = GRIFFIN_LIM_ITERATIONS,
-                 init: str = GRIFFIN_LIM_INIT):
+                 init: str = GRIFFIN_LIM_INIT, mel_iter: int = GRIFFIN_LIM_MEL_ITERATIONS):
         self.mel_config = mel_config
         self.n_iter = n_iter
         self.init = init  # the starting phase: "pghi" or "random" (flowspeech.audio.griffin_lim)
+        self.mel_iter = mel_iter  # mel-matching iterations after phase retrieval
 
     def _seeds(self, generator: Generators, batch: int) -> list[int]:
         rows = per_utterance(generator, batch)
@@ -101,9 +103,12 @@ class GriffinLimVocoder(Vocoder):
 
     def vocode(self, mels, lengths, generator=None) -> Vocoded:
         hop = self.mel_config.hop_length
-        waves = [torch.from_numpy(np.asarray(griffin_lim(mel[:, :n].float().cpu().numpy(), self.mel_config,
-                                                          n_iter=self.n_iter, seed=seed, init=self.init),
-                                             dtype=np.float32))
+
+        def invert(mel, seed):
+            return griffin_lim(mel.float().cpu().numpy(), self.mel_config, n_iter=self.n_iter,
+                               seed=seed, init=self.init, mel_iter=self.mel_iter)
+
+        waves = [torch.from_numpy(np.asarray(invert(mel[:, :n], seed), dtype=np.float32))
                  for mel, n, seed in zip(mels, lengths.tolist(), self._seeds(generator, len(mels)))]
         n_samples = torch.tensor([min(w.numel(), n * hop) for w, n in zip(waves, lengths.tolist())])
         return Vocoded(_padded(waves, hop, mels.size(2)), n_samples)
@@ -115,11 +120,13 @@ class GriffinLimVocoder(Vocoder):
         LJSpeech with the defaults; the tests bound it)."""
         yield from griffin_lim_stream(mel[0].float().cpu(), self.mel_config, chunk_frames,
                                       max_chunk_frames, n_iter=self.n_iter,
-                                      seed=self._seeds(generator, 1)[0], init=self.init)
+                                      seed=self._seeds(generator, 1)[0], init=self.init,
+                                      mel_iter=self.mel_iter)
 
     def describe(self) -> str:
         start = "the PGHI phase" if self.init == "pghi" else "random phases"
-        return f"griffin-lim ({self.n_iter} iterations from {start})"
+        matched = f", then {self.mel_iter} matching the mel" if self.mel_iter else ""
+        return f"griffin-lim ({self.n_iter} iterations from {start}{matched})"
 
 
 class NeuralVocoder(Vocoder):
