@@ -35,7 +35,7 @@ from flowspeech.inference.onnx_export import (
 from flowspeech.inference.synthesizer import Synthesizer
 from flowspeech.inference.winograd import WinogradConv1d
 from flowspeech.runtime import OnnxVoice
-from flowspeech.runtime.griffin_lim import GriffinLim, mel_to_magnitude
+from flowspeech.runtime.griffin_lim import GriffinLim, MelMatch, mel_to_magnitude
 from flowspeech.runtime.voice import session_options
 from flowspeech.training.checkpoint import CheckpointManager
 
@@ -309,6 +309,33 @@ def test_the_runtimes_griffin_lim_is_the_pytorch_one_for_either_padding_and_shor
         ours = GriffinLim(config.n_fft, config.hop_length, config.win_length, padding=padding, pad=config.pad,
                           n_iter=n_iter, workers=2)(magnitude[0].numpy(), phase[0].numpy())
         assert ours.shape == expected.shape and np.abs(ours - expected).max() < AUDIO_TOLERANCE
+
+
+@pytest.mark.parametrize("preset", ["glow_tts", "vits", "flowavenet"])
+def test_the_runtimes_mel_matching_is_the_pytorch_one_for_every_preset(preset):
+    from flowspeech.audio import mel_basis, mel_spectrogram
+    from flowspeech.audio.config import MelConfig
+
+    config = MelConfig.preset(preset)
+    t = np.arange(6000) / config.sample_rate
+    rng = np.random.default_rng(0)
+    x = (np.sin(2 * np.pi * 180 * t) + 0.3 * np.sin(2 * np.pi * 900 * t)
+         + 0.01 * rng.standard_normal(len(t)))
+    mel = mel_spectrogram(torch.from_numpy(x.astype(np.float32)), config)[None]
+    magnitude = _magnitude(mel, config, 1.0)
+    phase = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(3))
+    match = MelMatch(mel_basis(config), config.compression, config.magnitude_eps, config.power,
+                     config.log_clamp)
+    for mel_iter in (1, 4):
+        expected = _fast_griffin_lim(magnitude, config, 2, 0.99, phase, mel, mel_iter)[0].numpy()
+        runtime = GriffinLim(config.n_fft, config.hop_length, config.win_length,
+                             padding=config.padding, pad=config.pad, n_iter=2, workers=2,
+                             mel_iter=mel_iter, mel_match=match)
+        ours = runtime(magnitude[0].numpy(), phase[0].numpy(), mel[0].numpy())
+        assert ours.shape == expected.shape
+        assert np.abs(ours - expected).max() < AUDIO_TOLERANCE * max(1.0, np.abs(expected).max())
+    with pytest.raises(ValueError, match="MelMatch"):
+        GriffinLim(config.n_fft, config.hop_length, config.win_length, mel_iter=1)
 
 
 @pytest.mark.parametrize("padding, pad", [("center", 0), ("vits", 384)])

@@ -2,9 +2,10 @@
 
 The same algorithm and the same framing as :func:`flowspeech.audio.griffin_lim.griffin_lim`
 (fast Griffin-Lim with momentum, Perraudin et al., 2013; periodic Hann window, ``center``
-framing with reflect padding, least-squares overlap-add), written on ``scipy.fft`` so that
-it runs on the cores numpy's FFT leaves idle. The magnitude comes from the voice's ONNX graph
-(the mel's non-negative least squares); only the iterations run here.
+framing with reflect padding, least-squares overlap-add; then the mel-matching iterations),
+written on ``scipy.fft`` so that it runs on the cores numpy's FFT leaves idle. The magnitude
+comes from the mel's non-negative least squares (:func:`mel_to_magnitude`); only the
+iterations run in :class:`GriffinLim`.
 """
 
 from __future__ import annotations
@@ -38,13 +39,21 @@ class GriffinLim:
         pad: the ``"vits"`` padding's reflect pad, ``(n_fft - hop) // 2``.
         n_iter, momentum: iterations and the fast Griffin-Lim momentum.
         workers: threads, each taking a slice of the frames (None: all cores).
+        mel_iter: mel-matching iterations after those, for calls given the mel.
+        mel_match: how the mel is measured (needed when ``mel_iter > 0``).
+        mel_momentum: their extrapolation from the previous rescaled spectrum
+            (:data:`flowspeech.audio.griffin_lim.MEL_MOMENTUM`).
     """
 
     def __init__(self, n_fft: int, hop_length: int, win_length: int, padding: str = "center",
-                 pad: int = 0, n_iter: int = 60, momentum: float = 0.99, workers: int | None = None):
+                 pad: int = 0, n_iter: int = 60, momentum: float = 0.99, workers: int | None = None,
+                 mel_iter: int = 0, mel_match: MelMatch | None = None, mel_momentum: float = 0.9):
         if n_fft % hop_length:
             raise ValueError(f"n_fft ({n_fft}) must be a multiple of hop_length ({hop_length})")
+        if mel_iter and mel_match is None:
+            raise ValueError("mel-matching iterations need a MelMatch")
         self.n_fft, self.hop, self.n_iter, self.momentum = n_fft, hop_length, n_iter, momentum
+        self.mel_iter, self.mel_match, self.mel_momentum = mel_iter, mel_match, mel_momentum
         self.padding, self.workers = padding, max(1, workers or os.cpu_count() or 1)
         self.shift = 0 if padding == "center" else n_fft // 2 - pad
         window = np.zeros(n_fft, dtype=np.float32)
@@ -53,9 +62,12 @@ class GriffinLim:
         window[left:left + win_length] = 0.5 - 0.5 * np.cos(2 * math.pi * n / win_length)  # periodic Hann
         self.window = window
 
-    def __call__(self, magnitude: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    def __call__(self, magnitude: np.ndarray, phase: np.ndarray,
+                 mel: np.ndarray | None = None) -> np.ndarray:
         """``magnitude [n_fft // 2 + 1, F]`` and the starting phase in turns ``[same]`` (the
-        PyTorch path's ``torch.rand``) -> float32 waveform ``[T]``."""
+        PyTorch path's ``torch.rand``) -> float32 waveform ``[T]``; with the mel features
+        ``[n_mels, F]`` the magnitude came from, ``mel_iter`` mel-matching iterations
+        follow."""
         n_frames = magnitude.shape[-1]
         if self.padding == "center":
             length = self.hop * (n_frames - 1)
@@ -121,6 +133,23 @@ class GriffinLim:
             each(analysis, self._signal(frames, length, inverse_envelope, padded))
         each(synthesis_frames)
         self._signal(frames, length, inverse_envelope, padded)
+        if mel is not None and self.mel_iter:
+            target = self.mel_match.target(mel)  # [F, n_mels]
+            beta = np.float32(self.mel_momentum)
+            matched: list[np.ndarray | None] = [None] * len(slices)  # the last rescaled spectra
+
+            def matching(i: int, wav: np.ndarray) -> None:
+                frames_i = self._frames(wav, slices[i]) * self.window
+                now = fft().rfft(frames_i, axis=-1, overwrite_x=True)
+                now *= self.mel_match.gain(now, target[slices[i]])
+                # A new array: the synthesis transforms spectra[i] in place.
+                spectra[i] = now.copy() if matched[i] is None else now + beta * (now - matched[i])
+                matched[i] = now
+
+            for _ in range(self.mel_iter):
+                each(matching, padded)
+                each(synthesis_frames)
+                self._signal(frames, length, inverse_envelope, padded)
         wav = padded[half:half + length]
         return np.concatenate([np.zeros(self.shift, np.float32), wav]) if self.shift else wav.copy()
 
@@ -168,6 +197,58 @@ class GriffinLim:
         else:  # a signal shorter than the margin reflects more than once: np.pad's rule
             padded[:length + 2 * half] = np.pad(signal.copy(), half, mode="reflect")
         return padded
+
+
+class MelMatch:
+    """The mel-matching step's gain, as :class:`flowspeech.audio.griffin_lim._MelMatch`
+    computes it: for a spectrum ``[F, bins]``, the factor on each bin that brings its mel to
+    the target's (the ratios of the bands over the bin, weighted as the filters weigh it; bins
+    under no filter keep their level). The current mel goes through the features' compression
+    and back, so that what the features cannot tell apart counts as a match.
+
+    Args:
+        basis: the mel filters ``[n_mels, n_fft // 2 + 1]``.
+        compression, magnitude_eps, power, log_clamp: the features' settings
+            (:class:`~flowspeech.audio.config.MelConfig`).
+    """
+
+    def __init__(self, basis: np.ndarray, compression: str = "log", magnitude_eps: float = 0.0,
+                 power: float = 1.0, log_clamp: float = 1e-5):
+        basis = basis.astype(np.float32)
+        coverage = basis.sum(axis=0)
+        self.compression, self.magnitude_eps = compression, np.float32(magnitude_eps)
+        self.power, self.log_clamp = power, np.float32(log_clamp)
+        self.filters = sparse().csr_matrix(basis.T)  # [bins, n_mels]: spectrum -> mel
+        self.weights = sparse().csr_matrix(basis / np.maximum(coverage, 1e-12))  # mel -> bins
+        self.uncovered = coverage == 0
+
+    def target(self, features: np.ndarray) -> np.ndarray:
+        """The linear mel ``[F, n_mels]`` of features ``[n_mels, F]``."""
+        return np.ascontiguousarray(self._decompress(features.astype(np.float32)).T)
+
+    def gain(self, spectrum: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """``spectrum [F, bins]`` (complex), ``target [F, n_mels]`` -> gain ``[F, bins]``."""
+        level = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
+        if self.magnitude_eps:
+            level += self.magnitude_eps
+        level = np.sqrt(level) if self.power == 1.0 else level ** np.float32(self.power / 2)
+        current = self._decompress(self._compress(np.asarray(level @ self.filters)))
+        gain = np.asarray((target / current) @ self.weights, dtype=np.float32)
+        if self.power != 1.0:
+            gain **= np.float32(1 / self.power)
+        gain[:, self.uncovered] = 1.0
+        return gain
+
+    def _compress(self, mel: np.ndarray) -> np.ndarray:
+        if self.compression == "log":
+            return np.log(np.maximum(mel, self.log_clamp))
+        db = 20.0 * np.log10(np.maximum(mel, self.log_clamp)) - DB_REFERENCE
+        return np.clip((db - DB_MIN) / -DB_MIN, 0.0, 1.0)
+
+    def _decompress(self, features: np.ndarray) -> np.ndarray:
+        if self.compression == "log":
+            return np.exp(features)
+        return np.power(np.float32(10.0), (features * -DB_MIN + DB_MIN + DB_REFERENCE) / 20.0)
 
 
 def _bounds(n: int, parts: int) -> list[tuple[int, int]]:

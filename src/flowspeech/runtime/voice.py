@@ -25,7 +25,7 @@ from flowspeech.audio.phase import STARTS, pghi_phase
 from flowspeech.errors import CheckpointError, ConfigError, FlowspeechError
 from flowspeech.inference.controls import check_scale
 from flowspeech.inference.timestamps import Timestamps, sentence_timestamps
-from flowspeech.runtime.griffin_lim import GriffinLim, fft, mel_to_magnitude, sparse
+from flowspeech.runtime.griffin_lim import GriffinLim, MelMatch, fft, mel_to_magnitude, sparse
 from flowspeech.text import TextFrontend, split_sentences
 from flowspeech.utils.durations import DurationRounding, check_duration_scale
 from flowspeech.utils.files import sha256_file
@@ -154,10 +154,17 @@ class OnnxVoice:
             if self.vocoder["init"] not in STARTS:
                 raise CheckpointError(f"{config_path}: unknown Griffin-Lim start "
                                       f"{self.vocoder['init']!r} ({' or '.join(STARTS)})")
+            # Voices exported before the mel-matching iterations name none: none, as then.
+            self.vocoder.setdefault("mel_iter", 0)
+            match = MelMatch(self.basis, self.vocoder["compression"], self.vocoder["magnitude_eps"],
+                             self.vocoder["power"], self.vocoder.get("log_clamp", 1e-5))
             settings = (self.vocoder["n_fft"], self.hop_length, self.vocoder["win_length"], self.vocoder["padding"],
                         self.vocoder["pad"], self.vocoder["n_iter"], self.vocoder["momentum"])
-            self.griffin_lim = GriffinLim(*settings, workers=self.threads)
-            self._single_griffin_lim = GriffinLim(*settings, workers=1)  # for sentences side by side
+            extra = {"mel_iter": self.vocoder["mel_iter"], "mel_match": match,
+                     "mel_momentum": self.vocoder.get("mel_momentum", 0.9)}
+            self.griffin_lim = GriffinLim(*settings, workers=self.threads, **extra)
+            # for sentences side by side
+            self._single_griffin_lim = GriffinLim(*settings, workers=1, **extra)
         elif "vocoder" not in self.sessions:
             raise CheckpointError(f"{config_path}: a {self.vocoder['type']} voice needs its vocoder graph")
         self.name = self.config.get("name", self.folder.name)
@@ -336,7 +343,8 @@ class OnnxVoice:
             magnitude = mel_to_magnitude(mel, self.basis, self.vocoder["compression"],
                                          self.vocoder["magnitude_eps"], self.vocoder["power"], workers=workers)
             phase = self.starting_phase(magnitude, rng)
-            return (self.griffin_lim if workers == self.threads else self._single_griffin_lim)(magnitude, phase)
+            invert = self.griffin_lim if workers == self.threads else self._single_griffin_lim
+            return invert(magnitude, phase, mel)
         n_frames = mel.shape[1]
         samples = n_frames * self.hop_length
         channels = self.vocoder["noise_channels"]
