@@ -66,12 +66,22 @@ def mcd_band_hz(max_hz: float | None, mel_config) -> float | None:
 
 
 
-def griffin_lim_setting(text: str) -> tuple[str, int]:
-    """``(init, n_iter)`` of a Griffin-Lim setting written ``INIT:N_ITER`` (``pghi:12``,
-    ``random:60``); exits with a message on anything else."""
+def griffin_lim_setting(text: str) -> tuple[str, int, int]:
+    """``(init, n_iter, mel_iter)`` of a Griffin-Lim setting written ``INIT:N_ITER[:MEL_ITER]``
+    (``pghi:12:30``; ``random:60``: no mel-matching iterations, as before they existed); exits
+    with a message on anything else."""
     from flowspeech.audio.phase import STARTS
 
-    init, _, n_iter = text.partition(":")
-    if init not in STARTS or not n_iter.isdigit():
-        raise SystemExit(f"{text}: expected INIT:N_ITER with INIT one of {', '.join(STARTS)}")
-    return init, int(n_iter)
+    init, _, rest = text.partition(":")
+    n_iter, _, mel_iter = rest.partition(":")
+    mel_iter = mel_iter or "0"
+    if init not in STARTS or not n_iter.isdigit() or not mel_iter.isdigit():
+        raise SystemExit(f"{text}: expected INIT:N_ITER[:MEL_ITER] with INIT one of "
+                         f"{', '.join(STARTS)}")
+    return init, int(n_iter), int(mel_iter)
+
+
+def describe_griffin_lim(init: str, n_iter: int, mel_iter: int) -> str:
+    """``Griffin-Lim 12 iterations from pghi phases, 30 matching the mel``."""
+    matched = f", {mel_iter} matching the mel" if mel_iter else ""
+    return f"Griffin-Lim {n_iter} iterations from {init} phases{matched}"

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _heldout import griffin_lim_setting
+from _heldout import describe_griffin_lim, griffin_lim_setting
 
 from flowspeech.evaluation.synthesis import set_griffin_lim
 from flowspeech.inference.onnx_export import (
@@ -78,12 +78,12 @@ def speed(args, texts: list[str], folder: Path) -> None:
     systems = {"flowspeech, PyTorch": lambda t, i: tts.synthesize(t, seed=i),
                "flowspeech, ONNX runtime": lambda t, i: voice.synthesize(t, seed=i)}
     if args.compare_griffin_lim:
-        init, n_iter = griffin_lim_setting(args.compare_griffin_lim)
+        init, n_iter, mel_iter = griffin_lim_setting(args.compare_griffin_lim)
         other = Synthesizer()
-        set_griffin_lim(other, n_iter, init)
+        set_griffin_lim(other, n_iter, init, mel_iter)
         export_onnx(other, folder.parent / "other")
         other_voice = OnnxVoice(folder.parent / "other", threads=args.threads)
-        label = f"Griffin-Lim {n_iter} iterations from {init} phases"
+        label = describe_griffin_lim(init, n_iter, mel_iter)
         systems[f"flowspeech, PyTorch, {label}"] = lambda t, i: other.synthesize(t, seed=i)
         systems[f"flowspeech, ONNX runtime, {label}"] = (
             lambda t, i: other_voice.synthesize(t, seed=i))

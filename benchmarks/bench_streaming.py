@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _heldout import griffin_lim_setting
+from _heldout import describe_griffin_lim, griffin_lim_setting
 
 from flowspeech import Synthesizer
 from flowspeech.audio import log_spectral_distance
@@ -81,8 +81,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         compared = [(setting, *griffin_lim_setting(setting)) for setting in args.compare_griffin_lim]
         rows = ([("shipped voice, Griffin-Lim", None)]
-                + [(f"shipped voice, Griffin-Lim {n} iterations from {init} phases", setting)
-                   for setting, init, n in compared]
+                + [(f"shipped voice, {describe_griffin_lim(init, n, m)}", setting)
+                   for setting, init, n, m in compared]
                 + [(p, p) for p in args.vocoder])
         for label, preset in rows:
             griffin_lim = preset is None or ":" in preset
@@ -90,8 +90,8 @@ def main() -> None:
             vocoder_only = not griffin_lim and load_config(preset)["model"] == "flowavenet"
             tts = Synthesizer(vocoder="griffin-lim" if vocoder_only else vocoder)
             if preset is not None and griffin_lim:
-                init, n_iter = griffin_lim_setting(preset)
-                set_griffin_lim(tts, n_iter, init)
+                init, n_iter, mel_iter = griffin_lim_setting(preset)
+                set_griffin_lim(tts, n_iter, init, mel_iter)
             if vocoder_only:
                 row = _vocoder_only(tts, vocoder, args.repeats)
                 print(f"| {label} (vocoder only, the acoustic model's first sentence) | " + row)

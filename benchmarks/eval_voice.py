@@ -81,6 +81,9 @@ def main() -> None:
     ap.add_argument("--griffin-lim-init", choices=("pghi", "random"), default=None,
                     help="Griffin-Lim's starting phase for the voice and copy-synthesis (default: "
                          "the vocoder's, pghi; random: as the voice had it until 2026-12-07)")
+    ap.add_argument("--griffin-lim-mel-iterations", type=int, default=None,
+                    help="Griffin-Lim's mel-matching iterations for the voice and copy-synthesis "
+                         "(default: the vocoder's, 30; 0: as the voice had it until 2026-12-07)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
     ap.add_argument("--compare", help="an earlier OUT of this script: paired tests against it")
@@ -113,6 +116,7 @@ def main() -> None:
                                   length_scale=args.length_scale, duration_rounding=rounding,
                                   seed=args.seed, griffin_lim_iterations=args.griffin_lim_iterations,
                                   griffin_lim_init=args.griffin_lim_init,
+                                  griffin_lim_mel_iterations=args.griffin_lim_mel_iterations,
                                   progress=False)
         (wav_dir / "run.json").write_text(json.dumps(run, indent=1) + "\n")
 
@@ -220,7 +224,8 @@ def copy_synthesis_of(corpus: Path, ids: list[str], out: Path, args) -> Path:
     tts = Synthesizer(args.acoustic, voice=args.voice, vocoder=args.vocoder)
     if tts.vocoder is None:
         raise SystemExit("an end-to-end model has no separate vocoder to copy-synthesise with")
-    set_griffin_lim(tts, args.griffin_lim_iterations, args.griffin_lim_init)
+    set_griffin_lim(tts, args.griffin_lim_iterations, args.griffin_lim_init,
+                    args.griffin_lim_mel_iterations)
     if out.exists():
         shutil.rmtree(out)
     for _ in copy_synthesis(tts.vocoder, corpus, ids, out, args.seed):

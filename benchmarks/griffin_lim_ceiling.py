@@ -1,11 +1,13 @@
 """What Griffin-Lim loses in each of its two steps: the mel-to-linear magnitude, or the phase.
 
-Re-synthesises the recordings of the first sentences of a corpus split two ways (three with
+Re-synthesises the recordings of the first sentences of a corpus split three ways (four with
 ``--magnitude-probe``), with the voices' Griffin-Lim (12 iterations from the PGHI phase
 unless told otherwise):
 
-* from their mel (:func:`~flowspeech.audio.griffin_lim.griffin_lim`: the magnitude by
-  non-negative least squares against the mel basis, then phase retrieval): the
+* from their mel (:func:`~flowspeech.audio.griffin_lim.griffin_lim` with ``mel_iter=0``: the
+  magnitude by non-negative least squares against the mel basis, then phase retrieval): the
+  copy-synthesis floor that ``eval_voice.py`` reported before the mel matching;
+* the same, then the voices' mel-matching iterations (``griffin_lim``'s default): the
   copy-synthesis floor that ``eval_voice.py`` reports;
 * from their own linear STFT magnitude (:func:`~flowspeech.audio.griffin_lim.phase_retrieval`:
   phase retrieval alone);
@@ -20,7 +22,8 @@ nothing, so any split is fair (the training split has the most sentences):
     python benchmarks/griffin_lim_ceiling.py --corpus data/slt_hts --split train --limit 500 \\
         --jobs 2 --out reports/gl-ceiling
 
-Clips in ``OUT/{mel,linear,probe}/``; reports in ``OUT/{recordings,mel,linear,probe}/``
+Clips in ``OUT/{mel,matched,linear,probe}/``; reports in
+``OUT/{recordings,mel,matched,linear,probe}/``
 (``--reuse``: those already there are read, not made again); the table is also
 ``OUT/summary.json``.
 """
@@ -43,8 +46,9 @@ def main() -> None:
     ap.add_argument("--split", default="train")
     ap.add_argument("--limit", type=int, default=500,
                     help="first N sentences of the split (0: all)")
-    ap.add_argument("--griffin-lim", default=None, metavar="INIT:N_ITER",
-                    help="Griffin-Lim's start and iterations (default: the voices', pghi:12)")
+    ap.add_argument("--griffin-lim", default=None, metavar="INIT:N_ITER[:MEL_ITER]",
+                    help="Griffin-Lim's start and iterations, and the mel-matching iterations "
+                         "of the matched row (default: the voices', pghi:12:30)")
     ap.add_argument("--magnitude-probe", metavar="PT",
                     help="also from the magnitude this mel_to_linear_probe.py network predicts")
     ap.add_argument("--reuse", action="store_true",
@@ -59,15 +63,19 @@ def main() -> None:
 
     from flowspeech.audio import MelConfig, load_wav, mel_spectrogram, save_wav
     from flowspeech.audio.features import LinearSpectrogram
-    from flowspeech.audio.griffin_lim import INIT, N_ITER, griffin_lim, phase_retrieval
+    from flowspeech.audio.griffin_lim import INIT, MEL_ITER, N_ITER, griffin_lim, phase_retrieval
     from flowspeech.evaluation import EvalOptions, compare_reports, evaluate
     from flowspeech.evaluation.report import load_report, write_report
 
-    init, n_iter = griffin_lim_setting(args.griffin_lim) if args.griffin_lim else (INIT, N_ITER)
+    init, n_iter, mel_iter = (griffin_lim_setting(args.griffin_lim) if args.griffin_lim
+                              else (INIT, N_ITER, MEL_ITER))
+    mel_iter = mel_iter or MEL_ITER  # the matched row's iterations
     corpus, out = Path(args.corpus), Path(args.out)
     sentences, text_file = first_sentences(corpus, args.split, args.limit, out)
     config = MelConfig.glow_tts()
-    names = {"mel": "Griffin-Lim from the mel", "linear": "Griffin-Lim from the linear magnitude"}
+    names = {"mel": "Griffin-Lim from the mel",
+             "matched": "Griffin-Lim from the mel, then matching the mel",
+             "linear": "Griffin-Lim from the linear magnitude"}
     if args.magnitude_probe:
         from mel_to_linear_probe import load_probe
 
@@ -81,8 +89,9 @@ def main() -> None:
         wav = torch.from_numpy(recording)
         mel = mel_spectrogram(wav, config)
         for kind in set(todo) & set(names):
-            if kind == "mel":
-                made = griffin_lim(mel, config, n_iter=n_iter, init=init)
+            if kind in ("mel", "matched"):
+                made = griffin_lim(mel, config, n_iter=n_iter, init=init,
+                                   mel_iter=mel_iter if kind == "matched" else 0)
             else:
                 magnitude = linear(wav) if kind == "linear" else probe.magnitude(mel[None])[0]
                 made = phase_retrieval(magnitude, config, n_iter=n_iter, init=init)
@@ -111,13 +120,15 @@ def main() -> None:
     tests = {f"{kind}_vs_recordings": wer_test(report, recordings)
              for kind, report in reports.items()}
     tests["mel_vs_linear"] = wer_test(reports["mel"], reports["linear"])
+    tests["matched_vs_mel"] = wer_test(reports["matched"], reports["mel"])
     if "probe" in reports:
         tests["probe_vs_mel"] = wer_test(reports["probe"], reports["mel"])
     rows = {"recordings": {"wer": recordings.overall["wer"]}}
     for kind, report in reports.items():
         rows[kind] = {k: report.overall[k] for k in ("wer", "log_f0_rmse", "vde", "mcd")}
     summary = {"corpus": str(corpus), "split": args.split, "sentences": len(sentences),
-               "griffin_lim": {"init": init, "n_iter": n_iter}, "rows": rows, "wer_tests": tests}
+               "griffin_lim": {"init": init, "n_iter": n_iter, "mel_iter": mel_iter},
+               "rows": rows, "wer_tests": tests}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     print(f"\n{args.split} split, first {len(sentences)} sentences; Griffin-Lim {n_iter} "
@@ -126,6 +137,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     print(f"| recordings | {100 * rows['recordings']['wer']:.1f} % | | | |")
     for kind, name in (("mel", "from the mel (NNLS magnitude)"),
+                       ("matched", f"the same, then {mel_iter} iterations matching the mel"),
                        ("linear", "from the recordings' linear magnitude"),
                        ("probe", "from the probe's magnitude")):
         if kind not in rows:

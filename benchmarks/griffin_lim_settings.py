@@ -10,8 +10,10 @@ and a minute per setting makes a grid affordable. Confirm the chosen setting wit
     python benchmarks/griffin_lim_settings.py --corpus data/slt_hts --out reports/gl-settings \\
         --setting random:60 --setting pghi:16 --setting pghi:32 --setting pghi:60
 
-Each setting's clips are in ``OUT/<voice|copy_synthesis>-<init><n_iter>/``; the table is
-also ``OUT/settings.json``.
+A setting is ``INIT:N_ITER[:MEL_ITER]``: the starting phase, the iterations and the
+mel-matching iterations after them (none if left out). Each setting's clips are in
+``OUT/<voice|copy_synthesis>-<init><n_iter>[m<mel_iter>]/``; the table is also
+``OUT/settings.json``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def main() -> None:
     source.add_argument("--voice", help="named voice (default: the shipped default voice)")
     source.add_argument("--acoustic", help="a Glow-TTS checkpoint, at its own settings")
     ap.add_argument("--setting", action="append", required=True,
-                    help="INIT:N_ITER, INIT pghi or random (e.g. pghi:16); repeat")
+                    help="INIT:N_ITER[:MEL_ITER], INIT pghi or random (e.g. pghi:16, pghi:12:30); "
+                         "repeat")
     ap.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -68,16 +71,16 @@ def main() -> None:
 
     options = EvalOptions(asr=False, f0_method="dio", mcd_max_hz=config.top_filter_hz)
     rows = []
-    for init, n_iter in settings:
+    for init, n_iter, mel_iter in settings:
         for kind in ("voice", "copy_synthesis"):
-            folder = out / f"{kind}-{init}{n_iter}"
+            folder = out / (f"{kind}-{init}{n_iter}" + (f"m{mel_iter}" if mel_iter else ""))
             folder.mkdir(parents=True, exist_ok=True)
             seconds = 0.0
             for uid, _ in sentences:
                 pieces = []
                 for i, mel in enumerate(mels[uid][kind]):
                     t = time.perf_counter()
-                    wav = griffin_lim(mel, config, n_iter=n_iter, init=init)
+                    wav = griffin_lim(mel, config, n_iter=n_iter, init=init, mel_iter=mel_iter)
                     pieces += [pause, wav] if i else [wav]
                     seconds += time.perf_counter() - t
                 save_wav(folder / f"{uid}.wav", np.concatenate(pieces), config.sample_rate)
@@ -85,25 +88,29 @@ def main() -> None:
                               progress=False)
             samples = sum(len(load_wav(folder / f"{uid}.wav")[0]) for uid, _ in sentences)
             audio = samples / config.sample_rate
-            row = {"kind": kind, "init": init, "n_iter": n_iter,
+            row = {"kind": kind, "init": init, "n_iter": n_iter, "mel_iter": mel_iter,
                    **{k: float(np.mean([r[k] for r in report.rows]))
                       for k in ("log_f0_rmse", "vde", "mcd")},
                    "rtf_griffin_lim": seconds / audio}
             rows.append(row)
-            print(f"{kind:15s} {init:6s} {n_iter:4d}: log-F0 RMSE {row['log_f0_rmse']:.4f}  "
+            print(f"{kind:15s} {init:6s} {n_iter:4d} {mel_iter:4d}: "
+                  f"log-F0 RMSE {row['log_f0_rmse']:.4f}  "
                   f"VDE {100 * row['vde']:.2f} %  MCD {row['mcd']:.3f} dB  "
                   f"RTF {row['rtf_griffin_lim']:.3f}", flush=True)
     (out / "settings.json").write_text(json.dumps({"split": args.split, "sentences": len(sentences),
                                                    "rows": rows}, indent=2) + "\n")
     print(f"\n{args.split} split, first {len(sentences)} sentences, "
           f"{torch.get_num_threads()} threads")
-    print("| start | iterations | voice: log-F0 RMSE | VDE | MCD (dB) | copy-synthesis: log-F0 RMSE "
-          "| VDE | MCD (dB) | Griffin-Lim RTF |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for init, n_iter in settings:
-        voice, floor = (next(r for r in rows if (r["kind"], r["init"], r["n_iter"]) == (k, init, n_iter))
+    print("| start | iterations | mel matching | voice: log-F0 RMSE | VDE | MCD (dB) "
+          "| copy-synthesis: log-F0 RMSE | VDE | MCD (dB) | Griffin-Lim RTF |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for setting in settings:
+        voice, floor = (next(r for r in rows
+                             if (r["kind"], r["init"], r["n_iter"], r["mel_iter"]) == (k, *setting))
                         for k in ("voice", "copy_synthesis"))
-        print(f"| {init} | {n_iter} | {voice['log_f0_rmse']:.4f} | {100 * voice['vde']:.2f} % | "
+        init, n_iter, mel_iter = setting
+        print(f"| {init} | {n_iter} | {mel_iter} | {voice['log_f0_rmse']:.4f} | "
+              f"{100 * voice['vde']:.2f} % | "
               f"{voice['mcd']:.3f} | {floor['log_f0_rmse']:.4f} | {100 * floor['vde']:.2f} % | "
               f"{floor['mcd']:.3f} | {voice['rtf_griffin_lim']:.3f} |")
 
