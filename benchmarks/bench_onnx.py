@@ -305,7 +305,7 @@ def main() -> None:
     parser.add_argument("--no-piper", dest="piper", action="store_false")
     parser.add_argument("--paper-parity", action="store_true")
     parser.add_argument("--skip-speed", action="store_true", help="only --paper-parity")
-    parser.add_argument("--compare-griffin-lim", metavar="INIT:N_ITER",
+    parser.add_argument("--compare-griffin-lim", metavar="INIT:N_ITER[:MEL_ITER]",
                         help="also time both paths with this Griffin-Lim (e.g. random:60, the "
                              "voice's until 2026-12-07)")
     args = parser.parse_args()

@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vocoder", action="append", default=[],
                         help="a vocoder preset to pair with the shipped voice (repeatable)")
-    parser.add_argument("--compare-griffin-lim", metavar="INIT:N_ITER", action="append", default=[],
+    parser.add_argument("--compare-griffin-lim", metavar="INIT:N_ITER[:MEL_ITER]", action="append", default=[],
                         help="also the shipped voice with this Griffin-Lim (e.g. random:60, its "
                              "setting until 2026-12-07; repeatable)")
     parser.add_argument("--repeats", type=int, default=3)
