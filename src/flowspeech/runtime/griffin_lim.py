@@ -102,8 +102,11 @@ class GriffinLim:
             signal = fft().irfft(spectra[i], n=self.n_fft, axis=-1, overwrite_x=True)
             np.multiply(signal, self.window, out=frames[slices[i]])
 
+        def spectrum(i: int, wav: np.ndarray) -> np.ndarray:  # the STFT of slice i's frames
+            return fft().rfft(self._frames(wav, slices[i]) * self.window, axis=-1, overwrite_x=True)
+
         def analysis(i: int, wav: np.ndarray) -> None:
-            now = fft().rfft(self._frames(wav, slices[i]) * self.window, axis=-1, overwrite_x=True)
+            now = spectrum(i, wav)
             if rebuilt[i] is None:
                 update = now.copy()
             else:  # Perraudin et al.'s momentum, in place on the float32 view of the last analysis
@@ -139,8 +142,7 @@ class GriffinLim:
             matched: list[np.ndarray | None] = [None] * len(slices)  # the last rescaled spectra
 
             def matching(i: int, wav: np.ndarray) -> None:
-                frames_i = self._frames(wav, slices[i]) * self.window
-                now = fft().rfft(frames_i, axis=-1, overwrite_x=True)
+                now = spectrum(i, wav)
                 now *= self.mel_match.gain(now, target[slices[i]])
                 # A new array: the synthesis transforms spectra[i] in place.
                 spectra[i] = now.copy() if matched[i] is None else now + beta * (now - matched[i])
