@@ -121,6 +121,7 @@ def main() -> None:
              for kind, report in reports.items()}
     tests["mel_vs_linear"] = wer_test(reports["mel"], reports["linear"])
     tests["matched_vs_mel"] = wer_test(reports["matched"], reports["mel"])
+    tests["matched_vs_linear"] = wer_test(reports["matched"], reports["linear"])
     if "probe" in reports:
         tests["probe_vs_mel"] = wer_test(reports["probe"], reports["mel"])
     rows = {"recordings": {"wer": recordings.overall["wer"]}}
