@@ -1,7 +1,7 @@
 """Restoring the harmonics above the mel's resolution after Griffin-Lim: a measured prototype.
 
-Above about 1.5 kHz a mel band spans several harmonics of the voice, so the mel says how much
-energy a band holds but not that it lies on harmonics. Griffin-Lim's output (its mel matched)
+From about 2 kHz up, a band of the 80-band mel is as wide as a voice's harmonic spacing or
+wider, so the mel says how much energy a band holds but not that it lies on harmonics. Griffin-Lim's output (its mel matched)
 keeps little of that structure: its peak-to-valley contrast above 2 kHz is about two thirds of
 the recordings'. This prototype puts it back, as a fourth step after the voices' Griffin-Lim:
 
