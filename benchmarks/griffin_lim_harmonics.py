@@ -84,12 +84,12 @@ def comb_gain(f0: np.ndarray, config, floor: float = FLOOR,
     freqs = np.arange(config.n_fft // 2 + 1) * bin_hz
     fade = np.clip((freqs - from_hz) / FADE_HZ, 0.0, 1.0)
     gain = np.ones((len(freqs), len(f0)))
-    for t in np.flatnonzero(f0 > 0):
-        harmonic = freqs / f0[t]
-        offset = np.abs(harmonic - np.round(harmonic)) * f0[t] / bin_hz  # bins to the nearest
-        index = np.round(offset * oversample).astype(int)
-        comb = np.where(index < len(lobe), lobe[np.minimum(index, len(lobe) - 1)], 0.0) + floor
-        gain[:, t] = comb**fade
+    voiced = np.flatnonzero(f0 > 0)
+    harmonic = freqs[:, None] / f0[voiced]  # [bins, voiced frames]
+    offset = np.abs(harmonic - np.round(harmonic)) * f0[voiced] / bin_hz  # bins to the nearest
+    index = np.round(offset * oversample).astype(int)
+    comb = np.where(index < len(lobe), lobe[np.minimum(index, len(lobe) - 1)], 0.0) + floor
+    gain[:, voiced] = comb ** fade[:, None]
     return gain
 
 
