@@ -9,6 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def add_split_arguments(parser, split: str, limit: int) -> None:
+    """``--corpus``, ``--split`` and ``--limit``: the sentences :func:`first_sentences` reads,
+    with these defaults."""
+    parser.add_argument("--corpus", required=True,
+                        help="LJSpeech-layout corpus with filelists/ and wavs/")
+    parser.add_argument("--split", default=split)
+    parser.add_argument("--limit", type=int, default=limit,
+                        help="first N sentences of the split (0: all)")
+
+
 def first_sentences(corpus: Path, split: str, limit: int, out: Path) -> tuple[list[tuple[str, str]], Path]:
     """The first ``limit`` (0: all) ``(id, text)`` pairs of the corpus's ``split`` filelist, in
     the file's order, also written to ``out/text.txt`` (``id|text`` lines) for

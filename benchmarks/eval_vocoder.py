@@ -31,10 +31,10 @@ def vocoder_name(spec: str) -> str:
 
 
 def main() -> None:
+    from _heldout import add_split_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/ and wavs/")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--limit", type=int, default=20, help="first N clips of the split (0: all)")
+    add_split_arguments(ap, split="val", limit=20)
     ap.add_argument("--vocoder", action="append", required=True,
                     help="a vocoder checkpoint or griffin-lim; repeat to compare several")
     ap.add_argument("--sigma", type=float, default=None, help="sampling temperature (default: the model's)")

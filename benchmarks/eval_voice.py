@@ -47,14 +47,14 @@ GOALS = {"duration_ratio": (0.97, 1.03), "log_f0_rmse": 0.06, "vde": 0.08}
 
 
 def main() -> None:
+    from _heldout import add_split_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     who = ap.add_mutually_exclusive_group()
     who.add_argument("--voice", help="named voice (default: the shipped default voice)")
     who.add_argument("--acoustic", help="Glow-TTS or NaturalSpeech checkpoint")
     ap.add_argument("--vocoder", default="griffin-lim")
-    ap.add_argument("--corpus", required=True, help="LJSpeech-layout corpus with filelists/ and wavs/")
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--limit", type=int, default=100, help="first N sentences of the split (0: all)")
+    add_split_arguments(ap, split="test", limit=100)
     ap.add_argument("--noise-scale", type=float, default=None,
                     help="prior temperature (default: the voice's setting, else 0.667)")
     ap.add_argument("--length-scale", type=float, default=None,

@@ -40,12 +40,10 @@ sys.path.insert(0, str(HERE))
 
 
 def main() -> None:
+    from _heldout import add_split_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus", required=True,
-                    help="LJSpeech-layout corpus with filelists/ and wavs/")
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--limit", type=int, default=500,
-                    help="first N sentences of the split (0: all)")
+    add_split_arguments(ap, split="train", limit=500)
     ap.add_argument("--griffin-lim", default=None, metavar="INIT:N_ITER[:MEL_ITER]",
                     help="Griffin-Lim's start and iterations, and the mel-matching iterations "
                          "of the matched row (default: the voices', pghi:12:30)")

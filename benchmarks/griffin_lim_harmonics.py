@@ -138,12 +138,10 @@ def band_contrast(wav: np.ndarray, recording: np.ndarray, config) -> np.ndarray:
 
 
 def main() -> None:
+    from _heldout import add_split_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus", required=True,
-                    help="LJSpeech-layout corpus with filelists/ and wavs/")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--limit", type=int, default=100,
-                    help="first N sentences of the split (0: all)")
+    add_split_arguments(ap, split="val", limit=100)
     ap.add_argument("--no-voice", action="store_true",
                     help="copy-synthesis only (any split: Griffin-Lim learns nothing)")
     ap.add_argument("--floor", type=float, default=FLOOR, help="the comb between harmonics")

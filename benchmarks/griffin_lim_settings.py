@@ -31,11 +31,10 @@ sys.path.insert(0, str(HERE))
 
 
 def main() -> None:
+    from _heldout import add_split_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus", required=True,
-                    help="LJSpeech-layout corpus with filelists/ and wavs/")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--limit", type=int, default=100, help="first N sentences of the split")
+    add_split_arguments(ap, split="val", limit=100)
     source = ap.add_mutually_exclusive_group()
     source.add_argument("--voice", help="named voice (default: the shipped default voice)")
     source.add_argument("--acoustic", help="a Glow-TTS checkpoint, at its own settings")
