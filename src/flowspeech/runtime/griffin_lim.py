@@ -226,7 +226,7 @@ class MelMatch:
 
     def target(self, features: np.ndarray) -> np.ndarray:
         """The linear mel ``[F, n_mels]`` of features ``[n_mels, F]``."""
-        return np.ascontiguousarray(self._decompress(features.astype(np.float32)).T)
+        return np.ascontiguousarray(decompress(features.astype(np.float32), self.compression).T)
 
     def gain(self, spectrum: np.ndarray, target: np.ndarray) -> np.ndarray:
         """``spectrum [F, bins]`` (complex), ``target [F, n_mels]`` -> gain ``[F, bins]``."""
@@ -234,7 +234,7 @@ class MelMatch:
         if self.magnitude_eps:
             level += self.magnitude_eps
         level = np.sqrt(level) if self.power == 1.0 else level ** np.float32(self.power / 2)
-        current = self._decompress(self._compress(np.asarray(level @ self.filters)))
+        current = decompress(self._compress(np.asarray(level @ self.filters)), self.compression)
         gain = np.asarray((target / current) @ self.weights, dtype=np.float32)
         if self.power != 1.0:
             gain **= np.float32(1 / self.power)
@@ -247,10 +247,14 @@ class MelMatch:
         db = 20.0 * np.log10(np.maximum(mel, self.log_clamp)) - DB_REFERENCE
         return np.clip((db - DB_MIN) / -DB_MIN, 0.0, 1.0)
 
-    def _decompress(self, features: np.ndarray) -> np.ndarray:
-        if self.compression == "log":
-            return np.exp(features)
-        return np.power(np.float32(10.0), (features * -DB_MIN + DB_MIN + DB_REFERENCE) / 20.0)
+
+
+def decompress(features: np.ndarray, compression: str) -> np.ndarray:
+    """The linear mel of compressed features (``"log"`` or ``"db_normalized"``), as
+    :func:`flowspeech.audio.features.decompress_mel` computes it."""
+    if compression == "log":
+        return np.exp(features)
+    return np.power(np.float32(10.0), (features * -DB_MIN + DB_MIN + DB_REFERENCE) / 20.0)
 
 
 def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
@@ -276,11 +280,7 @@ def mel_to_magnitude(features: np.ndarray, basis: np.ndarray, compression: str =
     Each frame is its own problem, so ``workers`` threads take a slice of the frames each; the
     mel basis is sparse (each frequency bin lies under at most two filters), and its products
     run as sparse ones, five times faster than dense."""
-    if compression == "log":
-        mel = np.exp(features)
-    else:
-        mel = np.power(10.0, (features * -DB_MIN + DB_MIN + DB_REFERENCE) / 20.0)
-    mel = mel.astype(np.float32)
+    mel = decompress(features, compression).astype(np.float32)
     basis = basis.astype(np.float32)
     if magnitude_eps:
         floor = math.sqrt(magnitude_eps) ** power * basis.sum(axis=1)
