@@ -31,7 +31,13 @@ from flowspeech.audio import (
     resample,
     save_wav,
 )
-from flowspeech.audio.griffin_lim import griffin_lim_stream, nnls
+from flowspeech.audio.griffin_lim import (
+    HARMONIC_ITER,
+    griffin_lim_stream,
+    harmonic_iterations,
+    nnls,
+)
+from flowspeech.audio.harmonics import frame_f0, harmonic_comb
 from flowspeech.errors import AudioError, ConfigError
 
 torch.set_num_threads(1)
@@ -382,10 +388,16 @@ def test_griffin_lim_reconstructs_harmonic_signal(config: MelConfig) -> None:
     assert error < 0.85 * pghi12  # measured: 0.037 against 0.051
     assert pghi12 < 0.2 and from_random < 0.2  # measured: ~0.06 and ~0.1-0.15
     assert pghi_alone < 0.2 and random_phase > 0.4  # measured: ~0.09-0.11 vs ~0.57
-    # Batched, numpy input: each item gets its own starting phase.
-    batch = griffin_lim(np.stack([mel.numpy(), mel.numpy()[:, ::-1].copy()]), config, n_iter=2)
+    # Batched, numpy input: each item gets its own starting phase. (A batch's FFTs may take
+    # other code paths than one signal's: on an AVX-512 CPU the two differ by 1e-5 after the
+    # phase retrieval, and the 30 momentum steps of the mel matching carry that to 6e-4.)
+    both = np.stack([mel.numpy(), mel.numpy()[:, ::-1].copy()])
+    batch = griffin_lim(both, config, n_iter=2, mel_iter=0)
     assert batch.shape == (2, len(wav))
-    np.testing.assert_allclose(batch[0], griffin_lim(mel, config, n_iter=2), atol=1e-5)
+    np.testing.assert_allclose(batch[0], griffin_lim(mel, config, n_iter=2, mel_iter=0),
+                               atol=1e-4)
+    np.testing.assert_allclose(griffin_lim(both, config, n_iter=2)[0],
+                               griffin_lim(mel, config, n_iter=2), atol=3e-3)
 
 
 def test_the_pghi_phase_of_a_true_spectrogram_rebuilds_it() -> None:
@@ -469,6 +481,89 @@ def test_matching_the_mel_after_phase_retrieval_brings_the_signals_mel_to_the_ta
     assert streamed.shape == griffin_lim(mel, config).shape and distance(streamed) < before
     with pytest.raises(ConfigError, match="mel_iter"):
         griffin_lim(mel, config, mel_iter=-1)
+
+
+def _vowel(config: MelConfig, seconds: float = 0.5) -> torch.Tensor:
+    """A steady vowel-like tone: 33 harmonics of an F0 gliding around 180 Hz (up to 6 kHz),
+    falling as 1/k, over a faint noise floor."""
+    t = np.arange(int(seconds * config.sample_rate)) / config.sample_rate
+    f0 = 180 * (1 + 0.03 * np.sin(2 * np.pi * 2 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / config.sample_rate
+    noise = 0.003 * np.random.default_rng(0).standard_normal(len(t))
+    x = sum(0.3 / k * np.sin(k * phase + k) for k in range(1, 34)) + noise
+    return torch.from_numpy(x.astype(np.float32))
+
+
+def _contrast_above_2khz(wav: np.ndarray, config: MelConfig) -> float:
+    """Mean log peak-to-valley contrast over 5 bins, 2-5.5 kHz."""
+    import scipy.ndimage
+
+    log = np.log(np.abs(librosa.stft(wav, n_fft=config.n_fft, hop_length=config.hop_length,
+                                     win_length=config.win_length)) + 1e-5)
+    contrast = (scipy.ndimage.maximum_filter1d(log, 5, axis=0)
+                - scipy.ndimage.minimum_filter1d(log, 5, axis=0))
+    freqs = np.arange(log.shape[0]) * config.sample_rate / config.n_fft
+    return float(contrast[(freqs > 2000) & (freqs < 5500)].mean())
+
+
+@pytest.mark.parametrize("preset", ["glow_tts", "vits", "flowavenet"])
+def test_restoring_the_harmonics_brings_back_the_contrast_the_mel_does_not_hold(preset):
+    """Above 2 kHz a mel band is wider than the harmonics' spacing, and Griffin-Lim's signal
+    loses their peaks and valleys there (contrast 1.1 against the tone's 3.4); the fourth step
+    puts them back (2.2) and leaves the signal's mel at least as close to the target."""
+    config = MelConfig.preset(preset)
+    x = _vowel(config)
+    mel = mel_spectrogram(x, config)
+
+    def distance(wav: np.ndarray) -> float:
+        return float((mel_spectrogram(torch.from_numpy(wav), config) - mel).abs().mean())
+
+    before = griffin_lim(mel, config, harmonic_iter=0)
+    after = griffin_lim(mel, config, harmonic_iter=12)
+    assert _contrast_above_2khz(after, config) > 1.5 * _contrast_above_2khz(before, config)
+    assert distance(after) < 1.05 * distance(before)  # measured: 0.84-0.89 times
+    streamed = np.concatenate(list(griffin_lim_stream(mel, config, harmonic_iter=12)))
+    assert streamed.shape == after.shape
+    assert _contrast_above_2khz(streamed, config) > 1.5 * _contrast_above_2khz(before, config)
+
+
+def test_the_harmonic_restoration_needs_the_mel_matching_after_it():
+    """Asked for without the mel matching, it is refused; by default it runs only with it."""
+    with pytest.raises(ConfigError, match="mel_iter > 0"):
+        griffin_lim(torch.zeros(80, 10), mel_iter=0, harmonic_iter=4)
+    with pytest.raises(ConfigError, match="harmonic_iter"):
+        griffin_lim(torch.zeros(80, 10), harmonic_iter=-1)
+    assert harmonic_iterations(0) == 0 and harmonic_iterations(30) == HARMONIC_ITER
+    assert harmonic_iterations(30, 5) == 5 and harmonic_iterations(30, 0) == 0
+    griffin_lim(torch.zeros(80, 10), mel_iter=0)  # the default: none
+
+
+def test_frame_f0_follows_a_tone_at_the_stft_frames_and_finds_none_in_silence():
+    config = MelConfig.glow_tts()
+    x = _vowel(config).numpy()
+    n_frames = len(x) // config.hop_length + 1
+    f0 = frame_f0(x, config.sample_rate, config.hop_length, n_frames)
+    t = np.arange(n_frames) * config.hop_length / config.sample_rate
+    truth = 180 * (1 + 0.03 * np.sin(2 * np.pi * 2 * t))
+    inner = slice(3, n_frames - 3)  # Praat's 40 ms window does not reach the edges
+    assert np.abs(f0[inner] - truth[inner]).max() < 1.0
+    assert not frame_f0(np.zeros_like(x), config.sample_rate, config.hop_length, n_frames).any()
+    short = frame_f0(x[:500], config.sample_rate, config.hop_length, 2)  # shorter than 40 ms
+    assert short.shape == (2,) and not short.any()
+
+
+def test_the_harmonic_comb_peaks_on_the_harmonics_above_its_start_and_only_in_voiced_frames():
+    config = MelConfig.glow_tts()
+    bin_hz = config.sample_rate / config.n_fft
+    f0 = np.array([0.0, 10 * bin_hz])  # an unvoiced frame; harmonics every 10 bins
+    comb = harmonic_comb(f0, config.sample_rate, config.n_fft, config.win_length, floor=0.1,
+                         from_hz=1500.0, fade_hz=500.0)
+    assert comb.shape == (config.n_fft // 2 + 1, 2) and comb.dtype == np.float32
+    assert np.all(comb[:, 0] == 1) and np.all(comb[: int(1500 / bin_hz) + 1, 1] == 1)
+    above = int(2000 / bin_hz) + 10
+    harmonic = above - above % 10
+    assert comb[harmonic, 1] == pytest.approx(1.1)  # the lobe's peak plus the floor
+    assert comb[harmonic + 5, 1] == pytest.approx(0.1)  # half way: past the main lobe
 
 
 def test_griffin_lim_rejects_bad_mel() -> None:

@@ -1,6 +1,6 @@
 """Griffin-Lim inversion of a log-mel spectrogram: audio to listen to before a vocoder exists.
 
-Three steps:
+Three steps, and an optional fourth:
 
 1. mel -> linear magnitude by non-negative least squares against the mel basis
    (:func:`nnls`; it reproduces the mel exactly, where the clipped pseudo-inverse leaves a
@@ -22,9 +22,17 @@ Three steps:
    than the least-squares step's. (Masuyama et al., 2023, reconstruct the full-band magnitude
    and phase under the same mel constraint by proximal splitting; this is a simpler
    multiplicative update.)
+4. harmonic restoration (``harmonic_iter`` iterations; needs the mel matching): above about
+   2 kHz a mel band is wider than the spacing of a voice's harmonics, and the signal the
+   first three steps make has lost much of their peak-to-valley contrast there. The F0 of
+   that signal at each frame (:func:`~flowspeech.audio.harmonics.frame_f0`) says where the
+   harmonics are; its spectrum's magnitude is weighted by a harmonic comb in the voiced
+   frames (:func:`~flowspeech.audio.harmonics.harmonic_comb`), phase retrieval runs again
+   from the signal's own phase, and the mel is matched again (``mel_iter`` iterations),
+   which sets each band's level back and keeps the comb's structure within it.
 
 The first step is the one that costs intelligibility (``docs/default-voice.md``, "What
-Griffin-Lim loses"); the third wins it back.
+Griffin-Lim loses"); the third wins most of it back, the fourth some more.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from torch import Tensor
 
 from flowspeech.audio.config import MelConfig
 from flowspeech.audio.features import compress_mel, decompress_mel, mel_basis
+from flowspeech.audio.harmonics import frame_f0, harmonic_comb
 from flowspeech.audio.phase import STARTS as INITS
 from flowspeech.audio.phase import pghi_phase
 from flowspeech.errors import AudioError, ConfigError
@@ -55,6 +64,17 @@ INIT = "pghi"
 # "Matching the mel after phase retrieval").
 MEL_ITER = 30
 MEL_MOMENTUM = 0.9
+# Phase-retrieval iterations from the harmonic comb's magnitude (the fourth step), when the mel
+# matching runs; 0: the step does not run.
+HARMONIC_ITER = 0
+
+
+def harmonic_iterations(mel_iter: int, harmonic_iter: int | None = None) -> int:
+    """The harmonic restoration's iterations: ``harmonic_iter``, or for None the default
+    (:data:`HARMONIC_ITER`) when the mel matching it needs runs (``mel_iter > 0``), else 0."""
+    if harmonic_iter is None:
+        return HARMONIC_ITER if mel_iter else 0
+    return harmonic_iter
 
 
 def griffin_lim(
@@ -66,6 +86,7 @@ def griffin_lim(
     seed: int = 0,
     init: str = INIT,
     mel_iter: int = MEL_ITER,
+    harmonic_iter: int | None = None,
 ) -> np.ndarray:
     """Waveform from a log-mel spectrogram computed with ``config``, by fast Griffin-Lim.
 
@@ -87,16 +108,22 @@ def griffin_lim(
             phases.
         mel_iter: mel-matching iterations after phase retrieval (0: none; the module
             docstring says what they do).
+        harmonic_iter: phase-retrieval iterations of the harmonic restoration after those
+            (0: none; the module docstring's fourth step), followed by ``mel_iter``
+            mel-matching iterations again; None: :data:`HARMONIC_ITER` if ``mel_iter``, else
+            none (:func:`harmonic_iterations`).
 
     Returns:
         float32 ``[T]`` or ``[B, T]`` with ``T = hop * (F - 1)`` for ``"center"`` padding
         and ``T = hop * F`` for ``"vits"`` padding, so that ``config.n_frames(T) == F``.
     """
     config = MelConfig.glow_tts() if config is None else config
-    log_mel, squeeze = _check(mel, config, n_iter, momentum, power, init, mel_iter)
+    harmonic_iter = harmonic_iterations(mel_iter, harmonic_iter)
+    log_mel, squeeze = _check(mel, config, n_iter, momentum, power, init, mel_iter,
+                              harmonic_iter)
     magnitude = _magnitude(log_mel, config, power)
     return _retrieve(magnitude, config, n_iter, momentum, seed, init, squeeze,
-                     log_mel, mel_iter)
+                     log_mel, mel_iter, harmonic_iter)
 
 
 def phase_retrieval(
@@ -144,13 +171,14 @@ def phase_retrieval(
 
 def _retrieve(magnitude: Tensor, config: MelConfig, n_iter: int, momentum: float, seed: int,
               init: str, squeeze: bool, mel: Tensor | None = None,
-              mel_iter: int = 0) -> np.ndarray:
+              mel_iter: int = 0, harmonic_iter: int = 0) -> np.ndarray:
     """The waveform of ``magnitude [B, bins, F]`` from its starting phase, its mel then
-    matched to ``mel [B, n_mels, F]`` (if given) by ``mel_iter`` iterations; ``[T]`` if
-    ``squeeze`` (one item given without a batch axis), else ``[B, T]``."""
+    matched to ``mel [B, n_mels, F]`` (if given) by ``mel_iter`` iterations and its harmonics
+    restored by ``harmonic_iter``; ``[T]`` if ``squeeze`` (one item given without a batch
+    axis), else ``[B, T]``."""
     phase = _initial_phase(magnitude, config, init, seed)
     wav = _fast_griffin_lim(magnitude, config, n_iter, momentum, phase, mel,
-                            mel_iter).cpu().numpy()
+                            mel_iter, harmonic_iter).cpu().numpy()
     return wav[0] if squeeze else wav
 
 
@@ -158,7 +186,7 @@ def griffin_lim_stream(mel: Tensor | np.ndarray, config: MelConfig | None = None
                        chunk_frames: int = 32, max_chunk_frames: int | None = None,
                        overlap: int = 16, n_iter: int = N_ITER, power: float = 1.0,
                        momentum: float = 0.99, seed: int = 0, init: str = INIT,
-                       mel_iter: int = MEL_ITER):
+                       mel_iter: int = MEL_ITER, harmonic_iter: int | None = None):
     """:func:`griffin_lim` of one ``[n_mels, F]`` mel in pieces, each available as soon as its
     window is inverted: windows of ``chunk_frames`` frames with ``overlap`` frames of context
     on each side (the first window ``chunk_frames`` long, the others ``max_chunk_frames``;
@@ -167,7 +195,8 @@ def griffin_lim_stream(mel: Tensor | np.ndarray, config: MelConfig | None = None
     (Griffin-Lim has no exact local form: tests bound the log-spectral distance to it). Yields
     float32 numpy arrays that join to the length :func:`griffin_lim` returns."""
     config = MelConfig.glow_tts() if config is None else config
-    log_mel, _ = _check(mel, config, n_iter, momentum, power, init, mel_iter)
+    harmonic_iter = harmonic_iterations(mel_iter, harmonic_iter)
+    log_mel, _ = _check(mel, config, n_iter, momentum, power, init, mel_iter, harmonic_iter)
     if log_mel.shape[0] != 1:
         raise AudioError("griffin_lim_stream takes one mel [n_mels, F]")
     if chunk_frames < 1 or overlap < 1:
@@ -198,7 +227,8 @@ def griffin_lim_stream(mel: Tensor | np.ndarray, config: MelConfig | None = None
             magnitude[..., known:hi] = _magnitude(log_mel[..., known:hi], config, power)
             known = hi
         wav = _fast_griffin_lim(magnitude[..., lo:hi], config, n_iter, momentum,
-                                phase[..., lo:hi], log_mel[..., lo:hi], mel_iter)[0].cpu()
+                                phase[..., lo:hi], log_mel[..., lo:hi], mel_iter,
+                                harmonic_iter)[0].cpu()
         offset = lo * hop  # a window's audio starts at its first frame's sample
         a, b = start * hop, min(total, end * hop)
         core = wav[a - offset:b - offset]
@@ -231,9 +261,9 @@ def _initial_phase(magnitude: Tensor, config: MelConfig, init: str, seed: int) -
     return torch.from_numpy(phase)
 
 
-def _check(mel, config: MelConfig, n_iter, momentum, power, init,
-           mel_iter) -> tuple[Tensor, bool]:
-    _check_options(n_iter, momentum, power, init, mel_iter)
+def _check(mel, config: MelConfig, n_iter, momentum, power, init, mel_iter,
+           harmonic_iter) -> tuple[Tensor, bool]:
+    _check_options(n_iter, momentum, power, init, mel_iter, harmonic_iter)
     if isinstance(mel, Tensor):
         log_mel = mel.detach().float()
     else:
@@ -251,12 +281,16 @@ def _check(mel, config: MelConfig, n_iter, momentum, power, init,
     return log_mel, squeeze
 
 
-def _check_options(n_iter, momentum, power, init, mel_iter=0) -> None:
+def _check_options(n_iter, momentum, power, init, mel_iter=0, harmonic_iter=0) -> None:
     if init not in INITS:
         raise ConfigError(f"init must be one of {', '.join(INITS)}, got {init!r}")
-    for name, value in (("n_iter", n_iter), ("mel_iter", mel_iter)):
+    for name, value in (("n_iter", n_iter), ("mel_iter", mel_iter),
+                        ("harmonic_iter", harmonic_iter)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+    if harmonic_iter and not mel_iter:
+        raise ConfigError("the harmonic restoration (harmonic_iter > 0) needs the mel "
+                          "matching after it to set the bands' levels back: mel_iter > 0")
     if not 0 <= momentum < 1:
         raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
     if not power > 0:
@@ -324,12 +358,13 @@ _NNLS_START: dict = {}
 
 def _fast_griffin_lim(
     magnitude: Tensor, config: MelConfig, n_iter: int, momentum: float, phase: Tensor,
-    mel: Tensor | None = None, mel_iter: int = 0,
+    mel: Tensor | None = None, mel_iter: int = 0, harmonic_iter: int = 0,
 ) -> Tensor:
     """Phase retrieval for ``magnitude [B, n_fft // 2 + 1, F]`` -> waveform ``[B, T]``,
     starting from ``phase`` (same shape, in turns); then, if ``mel [B, n_mels, F]`` (the
     features, compressed as ``config`` says) is given, ``mel_iter`` mel-matching
-    iterations."""
+    iterations, and with ``harmonic_iter`` the harmonic restoration (the module docstring's
+    fourth step)."""
     n_frames = magnitude.shape[-1]
     if config.padding == "center":
         shift, length = 0, config.hop_length * (n_frames - 1)
@@ -342,36 +377,69 @@ def _fast_griffin_lim(
     window = torch.hann_window(
         config.win_length, periodic=True, dtype=magnitude.dtype, device=magnitude.device
     )
-    stft_args = dict(
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        win_length=config.win_length,
-        window=window,
-        center=True,
-    )
+    stft = _Stft(config, window, length)
 
     phase = phase.to(magnitude.dtype)
     angles = torch.polar(torch.ones_like(phase), phase * (2 * math.pi)).to(magnitude.device)
+    wav = _phase_iterations(stft, magnitude, angles, n_iter, momentum)
+    if mel is not None and mel_iter:
+        match = _MelMatch(mel.to(magnitude.device), config)
+        wav = _match_mel(stft, match, wav, mel_iter)
+        if harmonic_iter:
+            spectrum = stft.analysis(wav)
+            level = spectrum.abs()
+            f0 = [frame_f0(item, config.sample_rate, config.hop_length, n_frames)
+                  for item in wav.detach().cpu().numpy()]
+            comb = np.stack([harmonic_comb(item, config.sample_rate, config.n_fft,
+                                           config.win_length) for item in f0])
+            wav = _phase_iterations(stft, level * torch.from_numpy(comb).to(level.device),
+                                    spectrum / (level + 1e-16), harmonic_iter, momentum)
+            wav = _match_mel(stft, match, wav, mel_iter)
+    return F.pad(wav, (shift, 0)) if shift else wav
+
+
+class _Stft:
+    """The STFT pair every step uses: periodic Hann window, centred frames with reflect
+    padding, the synthesis cut to ``length`` samples."""
+
+    def __init__(self, config: MelConfig, window: Tensor, length: int):
+        self.args = {"n_fft": config.n_fft, "hop_length": config.hop_length,
+                     "win_length": config.win_length, "window": window, "center": True}
+        self.length = length
+
+    def analysis(self, wav: Tensor) -> Tensor:
+        return torch.stft(wav, pad_mode="reflect", return_complex=True, **self.args)
+
+    def synthesis(self, spectrum: Tensor) -> Tensor:
+        return torch.istft(spectrum, length=self.length, **self.args)
+
+
+def _phase_iterations(stft: _Stft, magnitude: Tensor, angles: Tensor, n_iter: int,
+                      momentum: float) -> Tensor:
+    """Fast Griffin-Lim: ``n_iter`` iterations for ``magnitude`` from the unit phasors
+    ``angles``; the waveform of the last."""
     decay = momentum / (1 + momentum)
     previous = None
     for _ in range(n_iter):
-        wav = torch.istft(magnitude * angles, length=length, **stft_args)
-        rebuilt = torch.stft(wav, pad_mode="reflect", return_complex=True, **stft_args)
+        rebuilt = stft.analysis(stft.synthesis(magnitude * angles))
         # Accelerated projection (Perraudin et al., 2013): extrapolate away from the
         # previous consistent estimate, then keep only the phase.
         angles = rebuilt if previous is None else rebuilt - decay * previous
         angles = angles / (angles.abs() + 1e-16)
         previous = rebuilt
-    wav = torch.istft(magnitude * angles, length=length, **stft_args)
-    if mel is not None and mel_iter:
-        match, previous = _MelMatch(mel.to(magnitude.device), config), None
-        for _ in range(mel_iter):
-            spectrum = torch.stft(wav, pad_mode="reflect", return_complex=True, **stft_args)
-            matched = spectrum * match.gain(spectrum)
-            step = matched if previous is None else matched + MEL_MOMENTUM * (matched - previous)
-            previous = matched
-            wav = torch.istft(step, length=length, **stft_args)
-    return F.pad(wav, (shift, 0)) if shift else wav
+    return stft.synthesis(magnitude * angles)
+
+
+def _match_mel(stft: _Stft, match: _MelMatch, wav: Tensor, mel_iter: int) -> Tensor:
+    """``mel_iter`` mel-matching iterations on ``wav`` (the module docstring's third step)."""
+    previous = None
+    for _ in range(mel_iter):
+        spectrum = stft.analysis(wav)
+        matched = spectrum * match.gain(spectrum)
+        step = matched if previous is None else matched + MEL_MOMENTUM * (matched - previous)
+        previous = matched
+        wav = stft.synthesis(step)
+    return wav
 
 
 class _MelMatch:

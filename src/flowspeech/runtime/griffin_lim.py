@@ -5,7 +5,8 @@ The same algorithm and the same framing as :func:`flowspeech.audio.griffin_lim.g
 framing with reflect padding, least-squares overlap-add; then the mel-matching iterations),
 written on ``scipy.fft`` so that it runs on the cores numpy's FFT leaves idle. The magnitude
 comes from the mel's non-negative least squares (:func:`mel_to_magnitude`); only the
-iterations run in :class:`GriffinLim`.
+iterations run in :class:`GriffinLim`, and the harmonic restoration after them, on the same
+functions as the PyTorch path (:mod:`flowspeech.audio.harmonics`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from flowspeech.audio.config import DB_MIN, DB_REFERENCE
+from flowspeech.audio.harmonics import frame_f0, harmonic_comb
 
 
 def fft():
@@ -43,15 +45,24 @@ class GriffinLim:
         mel_match: how the mel is measured (needed when ``mel_iter > 0``).
         mel_momentum: their extrapolation from the previous rescaled spectrum
             (:data:`flowspeech.audio.griffin_lim.MEL_MOMENTUM`).
+        harmonic_iter: phase-retrieval iterations of the harmonic restoration after the
+            mel matching, each run followed by the mel matching again (0: none; needs
+            ``mel_iter`` and ``sample_rate``).
+        sample_rate: the signal's rate (the harmonic restoration tracks its pitch).
     """
 
     def __init__(self, n_fft: int, hop_length: int, win_length: int, padding: str = "center",
                  pad: int = 0, n_iter: int = 60, momentum: float = 0.99, workers: int | None = None,
-                 mel_iter: int = 0, mel_match: MelMatch | None = None, mel_momentum: float = 0.9):
+                 mel_iter: int = 0, mel_match: MelMatch | None = None, mel_momentum: float = 0.9,
+                 harmonic_iter: int = 0, sample_rate: int | None = None):
         if n_fft % hop_length:
             raise ValueError(f"n_fft ({n_fft}) must be a multiple of hop_length ({hop_length})")
         if mel_iter and mel_match is None:
             raise ValueError("mel-matching iterations need a MelMatch")
+        if harmonic_iter and (not mel_iter or sample_rate is None):
+            raise ValueError("the harmonic restoration needs mel-matching iterations and the "
+                             "sample rate")
+        self.harmonic_iter, self.sample_rate, self.win_length = harmonic_iter, sample_rate, win_length
         self.n_fft, self.hop, self.n_iter, self.momentum = n_fft, hop_length, n_iter, momentum
         self.mel_iter, self.mel_match, self.mel_momentum = mel_iter, mel_match, mel_momentum
         self.padding, self.workers = padding, max(1, workers or os.cpu_count() or 1)
@@ -73,7 +84,7 @@ class GriffinLim:
             length = self.hop * (n_frames - 1)
         else:
             length = self.hop * n_frames - self.shift
-        magnitude = np.ascontiguousarray(magnitude.T, dtype=np.float32)  # [F, bins]
+        magnitude = np.array(magnitude.T, dtype=np.float32, order="C")  # [F, bins], a copy
         angles = np.exp(2j * math.pi * phase.T.astype(np.float32)).astype(np.complex64)
         half = self.n_fft // 2
         # The signal between iterations lives in one buffer, reflect-padded by half a frame on
@@ -131,11 +142,14 @@ class GriffinLim:
             else:
                 list(self._pool.map(lambda i: fn(i, *args), range(len(slices))))
 
-        for _ in range(self.n_iter):
+        def retrieve_phase(n_iter: int) -> None:  # fast Griffin-Lim from spectra
+            for _ in range(n_iter):
+                each(synthesis_frames)
+                each(analysis, self._signal(frames, length, inverse_envelope, padded))
             each(synthesis_frames)
-            each(analysis, self._signal(frames, length, inverse_envelope, padded))
-        each(synthesis_frames)
-        self._signal(frames, length, inverse_envelope, padded)
+            self._signal(frames, length, inverse_envelope, padded)
+
+        retrieve_phase(self.n_iter)
         if mel is not None and self.mel_iter:
             target = self.mel_match.target(mel)  # [F, n_mels]
             beta = np.float32(self.mel_momentum)
@@ -148,10 +162,31 @@ class GriffinLim:
                 spectra[i] = now.copy() if matched[i] is None else now + beta * (now - matched[i])
                 matched[i] = now
 
-            for _ in range(self.mel_iter):
-                each(matching, padded)
-                each(synthesis_frames)
-                self._signal(frames, length, inverse_envelope, padded)
+            def match_mel() -> None:
+                matched[:] = [None] * len(slices)
+                for _ in range(self.mel_iter):
+                    each(matching, padded)
+                    each(synthesis_frames)
+                    self._signal(frames, length, inverse_envelope, padded)
+
+            match_mel()
+            if self.harmonic_iter:
+                # The harmonic restoration (flowspeech.audio.griffin_lim's fourth step): the
+                # signal's spectrum weighted by the comb of its F0 is the magnitude phase
+                # retrieval runs for, from the signal's own phase; then the mel again.
+                f0 = frame_f0(padded[half:half + length], self.sample_rate, self.hop, n_frames)
+                comb = np.ascontiguousarray(harmonic_comb(f0, self.sample_rate, self.n_fft,
+                                                          self.win_length).T)  # [F, bins]
+
+                def weighted(i: int, wav: np.ndarray) -> None:
+                    now = spectrum(i, wav)
+                    magnitude[slices[i]] = np.abs(now) * comb[slices[i]]
+                    now *= comb[slices[i]]
+                    spectra[i], rebuilt[i] = now, None
+
+                each(weighted, padded)
+                retrieve_phase(self.harmonic_iter)
+                match_mel()
         wav = padded[half:half + length]
         return np.concatenate([np.zeros(self.shift, np.float32), wav]) if self.shift else wav.copy()
 
