@@ -62,6 +62,10 @@ def test_mel_and_griffin_lim(tmp_path, tiny_dataset, capsys):
     assert "8 iterations from the PGHI phase, then 30 matching the mel" in capsys.readouterr().out
     assert main(["griffin-lim", str(mel_path), str(tmp_path / "plain.wav"), "--mel-iter", "0"]) == 0
     assert "then" not in capsys.readouterr().out
+    assert main(["griffin-lim", str(mel_path), str(tmp_path / "comb.wav"), "--n-iter", "2",
+                 "--mel-iter", "2", "--harmonic-iter", "2"]) == 0
+    assert "then 2 matching the mel, then the harmonics restored (2 iterations)" in (
+        capsys.readouterr().out)
     audio, sr = sf.read(out_wav)
     samples = np.load(out_npy)
     assert sr == 22050 and samples.dtype == np.float32

@@ -21,7 +21,12 @@ import torch
 from test_flowavenet import tiny as tiny_flowavenet
 from test_vocode import make_waveglow_checkpoint
 
-from flowspeech.audio.griffin_lim import _fast_griffin_lim, _magnitude, griffin_lim
+from flowspeech.audio.griffin_lim import (
+    _fast_griffin_lim,
+    _magnitude,
+    griffin_lim,
+    harmonic_iterations,
+)
 from flowspeech.cli.main import main
 from flowspeech.errors import CheckpointError, ConfigError, OutputError
 from flowspeech.inference.folding import ChannelAffineFlow
@@ -290,6 +295,16 @@ def test_the_runtime_starts_griffin_lim_where_the_pytorch_path_does(griffin_lim_
     old_voice = OnnxVoice(old, threads=1)
     first, second = (old_voice.vocode(mel, np.random.default_rng(seed)) for seed in (1, 2))
     assert not np.allclose(first, second)
+    # The harmonic restoration: the export names its iterations; voices exported before it
+    # name none and run none.
+    assert config["vocoder"]["harmonic_iter"] == harmonic_iterations(tts.vocoder.mel_iter,
+                                                                     tts.vocoder.harmonic_iter)
+    assert old_voice.griffin_lim.harmonic_iter == 0
+    config["vocoder"]["harmonic_iter"] = 2
+    (old / "voice.onnx.json").write_text(json.dumps(config))
+    restoring = OnnxVoice(old, threads=1).griffin_lim
+    assert (restoring.harmonic_iter, restoring.sample_rate) == (2, tts.sample_rate)
+    del config["vocoder"]["harmonic_iter"]
     config["vocoder"]["init"] = "zeros"
     (old / "voice.onnx.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="Griffin-Lim start 'zeros'"):
@@ -336,6 +351,33 @@ def test_the_runtimes_mel_matching_is_the_pytorch_one_for_every_preset(preset):
         assert np.abs(ours - expected).max() < AUDIO_TOLERANCE * max(1.0, np.abs(expected).max())
     with pytest.raises(ValueError, match="MelMatch"):
         GriffinLim(config.n_fft, config.hop_length, config.win_length, mel_iter=1)
+
+
+@pytest.mark.parametrize("preset", ["glow_tts", "vits", "flowavenet"])
+def test_the_runtimes_harmonic_restoration_is_the_pytorch_one_for_every_preset(preset):
+    from flowspeech.audio import mel_basis, mel_spectrogram
+    from flowspeech.audio.config import MelConfig
+
+    config = MelConfig.preset(preset)
+    t = np.arange(8000) / config.sample_rate  # 30 harmonics of 170 Hz: a comb to restore
+    x = sum(0.3 / k * np.sin(2 * np.pi * 170 * k * t + k) for k in range(1, 31))
+    mel = mel_spectrogram(torch.from_numpy(x.astype(np.float32)), config)[None]
+    magnitude = _magnitude(mel, config, 1.0)
+    phase = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(3))
+    match = MelMatch(mel_basis(config), config.compression, config.magnitude_eps, config.power,
+                     config.log_clamp)
+    without = _fast_griffin_lim(magnitude, config, 2, 0.99, phase, mel, 3)[0].numpy()
+    expected = _fast_griffin_lim(magnitude, config, 2, 0.99, phase, mel, 3, 2)[0].numpy()
+    assert np.abs(expected - without).max() > 0.05  # the step changed the signal
+    runtime = GriffinLim(config.n_fft, config.hop_length, config.win_length,
+                         padding=config.padding, pad=config.pad, n_iter=2, workers=2, mel_iter=3,
+                         mel_match=match, harmonic_iter=2, sample_rate=config.sample_rate)
+    ours = runtime(magnitude[0].numpy(), phase[0].numpy(), mel[0].numpy())
+    assert ours.shape == expected.shape
+    assert np.abs(ours - expected).max() < AUDIO_TOLERANCE * max(1.0, np.abs(expected).max())
+    with pytest.raises(ValueError, match="sample rate"):
+        GriffinLim(config.n_fft, config.hop_length, config.win_length, mel_iter=3,
+                   mel_match=match, harmonic_iter=2)
 
 
 @pytest.mark.parametrize("padding, pad", [("center", 0), ("vits", 384)])

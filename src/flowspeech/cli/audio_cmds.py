@@ -37,6 +37,10 @@ def register(subparsers) -> None:
                         "(default) or random")
     g.add_argument("--mel-iter", type=int, default=None,
                    help="mel-matching iterations after those (default: the voices' 30; 0: none)")
+    g.add_argument("--harmonic-iter", type=int, default=None,
+                   help="phase-retrieval iterations restoring the harmonics above the mel's "
+                        "resolution after those, each followed by the mel matching again "
+                        "(default: the voices', with the mel matching; 0: none)")
     add_seed_arg(g)
     g.set_defaults(run=run_griffin_lim)
 
@@ -65,7 +69,7 @@ def run_mel(args) -> int:
 
 def run_griffin_lim(args) -> int:
     from flowspeech.audio import save_wav
-    from flowspeech.audio.griffin_lim import MEL_ITER, N_ITER, griffin_lim
+    from flowspeech.audio.griffin_lim import MEL_ITER, N_ITER, griffin_lim, harmonic_iterations
     from flowspeech.utils.files import load_mel_npy
 
     out = check_audio_output(audio_output_path(args), [args.mel])
@@ -74,11 +78,14 @@ def run_griffin_lim(args) -> int:
     seed_everything(args.seed)
     n_iter = N_ITER if args.n_iter is None else args.n_iter
     mel_iter = MEL_ITER if args.mel_iter is None else args.mel_iter
+    harmonic_iter = harmonic_iterations(mel_iter, args.harmonic_iter)
     wav = griffin_lim(mel, config, n_iter=n_iter, seed=args.seed or 0, init=args.init,
-                      mel_iter=mel_iter)
+                      mel_iter=mel_iter, harmonic_iter=harmonic_iter)
     save_wav(out, wav, config.sample_rate)
     start = "the PGHI phase" if args.init == "pghi" else "random phases"
     matched = f", then {mel_iter} matching the mel" if mel_iter else ""
+    if harmonic_iter:
+        matched += f", then the harmonics restored ({harmonic_iter} iterations)"
     print(f"{out}: {len(wav) / config.sample_rate:.2f} s of audio from Griffin-Lim "
           f"({n_iter} iterations from {start}{matched})")
     return 0

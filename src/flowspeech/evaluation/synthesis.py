@@ -27,12 +27,13 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
                         griffin_lim_iterations: int | None = None,
                         griffin_lim_init: str | None = None,
                         griffin_lim_mel_iterations: int | None = None,
+                        griffin_lim_harmonic_iterations: int | None = None,
                         device: str = "cpu", progress: bool = True) -> dict:
     """Synthesise every ``id -> text`` of ``texts`` into ``out_dir``. The settings left None
     are the voice's (:class:`~flowspeech.inference.synthesizer.Synthesizer`);
-    ``griffin_lim_iterations``, ``griffin_lim_init`` and ``griffin_lim_mel_iterations``
-    replace Griffin-Lim's iterations, starting phase and mel-matching iterations (ignored with
-    a neural vocoder).
+    ``griffin_lim_iterations``, ``griffin_lim_init``, ``griffin_lim_mel_iterations`` and
+    ``griffin_lim_harmonic_iterations`` replace Griffin-Lim's iterations, starting phase,
+    mel-matching and harmonic-restoration iterations (ignored with a neural vocoder).
 
     Returns:
         ``{"voice", "noise_scale", "length_scale", "duration_rounding", "acoustic", "vocoder",
@@ -46,7 +47,8 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
                       noise_scale=noise_scale, length_scale=length_scale,
                       duration_rounding=duration_rounding)
     load_s = time.perf_counter() - t0
-    set_griffin_lim(tts, griffin_lim_iterations, griffin_lim_init, griffin_lim_mel_iterations)
+    set_griffin_lim(tts, griffin_lim_iterations, griffin_lim_init, griffin_lim_mel_iterations,
+                    griffin_lim_harmonic_iterations)
     totals, stages = {}, {}
     items = sorted(texts.items())
     if progress:
@@ -70,10 +72,10 @@ def synthesize_test_set(texts: dict[str, str], out_dir: str | Path, *, acoustic:
 
 
 def set_griffin_lim(tts: Synthesizer, n_iter: int | None = None, init: str | None = None,
-                    mel_iter: int | None = None) -> None:
+                    mel_iter: int | None = None, harmonic_iter: int | None = None) -> None:
     """Give ``tts``'s Griffin-Lim ``n_iter`` iterations from the ``init`` phase (``"pghi"`` or
-    ``"random"``), then ``mel_iter`` mel-matching ones; None, or a neural vocoder:
-    unchanged."""
+    ``"random"``), then ``mel_iter`` mel-matching ones and ``harmonic_iter`` restoring the
+    harmonics; None, or a neural vocoder: unchanged."""
     if not isinstance(tts.vocoder, GriffinLimVocoder):
         return
     if n_iter is not None:
@@ -82,3 +84,5 @@ def set_griffin_lim(tts: Synthesizer, n_iter: int | None = None, init: str | Non
         tts.vocoder.init = init
     if mel_iter is not None:
         tts.vocoder.mel_iter = mel_iter
+    if harmonic_iter is not None:
+        tts.vocoder.harmonic_iter = harmonic_iter

@@ -56,7 +56,7 @@ from torch import nn
 from flowspeech import __version__
 from flowspeech.align.durations import path_from_durations
 from flowspeech.audio.features import mel_basis
-from flowspeech.audio.griffin_lim import MEL_MOMENTUM
+from flowspeech.audio.griffin_lim import MEL_MOMENTUM, harmonic_iterations
 from flowspeech.errors import ConfigError, OutputError
 from flowspeech.inference.folding import fold_flow_decoder
 from flowspeech.inference.onnx_graph import convolutions_as_2d
@@ -248,6 +248,8 @@ def _export(tts: Synthesizer, folder: Path, opset: int, winograd: bool) -> dict[
         vocoder = {"type": "griffin-lim", "n_iter": tts.vocoder.n_iter, "momentum": 0.99,
                    "init": tts.vocoder.init, "mel_iter": tts.vocoder.mel_iter,
                    "mel_momentum": MEL_MOMENTUM,
+                   "harmonic_iter": harmonic_iterations(tts.vocoder.mel_iter,
+                                                        tts.vocoder.harmonic_iter),
                    "n_fft": mel.n_fft, "win_length": mel.win_length, "padding": mel.padding,
                    "pad": (mel.n_fft - mel.hop_length) // 2, "compression": mel.compression,
                    "magnitude_eps": mel.magnitude_eps, "power": mel.power,

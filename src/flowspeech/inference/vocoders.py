@@ -19,7 +19,7 @@ from flowspeech.audio import MelConfig
 from flowspeech.audio.griffin_lim import INIT as GRIFFIN_LIM_INIT
 from flowspeech.audio.griffin_lim import MEL_ITER as GRIFFIN_LIM_MEL_ITERATIONS
 from flowspeech.audio.griffin_lim import N_ITER as GRIFFIN_LIM_ITERATIONS
-from flowspeech.audio.griffin_lim import griffin_lim, griffin_lim_stream
+from flowspeech.audio.griffin_lim import griffin_lim, griffin_lim_stream, harmonic_iterations
 from flowspeech.config import mel_config as config_mel_config
 from flowspeech.errors import ConfigError
 from flowspeech.inference.loading import load_model
@@ -88,11 +88,14 @@ class GriffinLimVocoder(Vocoder):
     name = "griffin-lim"
 
     def __init__(self, mel_config: MelConfig, n_iter: int = GRIFFIN_LIM_ITERATIONS,
-                 init: str = GRIFFIN_LIM_INIT, mel_iter: int = GRIFFIN_LIM_MEL_ITERATIONS):
+                 init: str = GRIFFIN_LIM_INIT, mel_iter: int = GRIFFIN_LIM_MEL_ITERATIONS,
+                 harmonic_iter: int | None = None):
         self.mel_config = mel_config
         self.n_iter = n_iter
         self.init = init  # the starting phase: "pghi" or "random" (flowspeech.audio.griffin_lim)
         self.mel_iter = mel_iter  # mel-matching iterations after phase retrieval
+        # the harmonic restoration's iterations (0: none; None: the default after mel matching)
+        self.harmonic_iter = harmonic_iter
 
     def _seeds(self, generator: Generators, batch: int) -> list[int]:
         rows = per_utterance(generator, batch)
@@ -106,7 +109,8 @@ class GriffinLimVocoder(Vocoder):
 
         def invert(mel, seed):
             return griffin_lim(mel.float().cpu().numpy(), self.mel_config, n_iter=self.n_iter,
-                               seed=seed, init=self.init, mel_iter=self.mel_iter)
+                               seed=seed, init=self.init, mel_iter=self.mel_iter,
+                               harmonic_iter=self.harmonic_iter)
 
         waves = [torch.from_numpy(np.asarray(invert(mel[:, :n], seed), dtype=np.float32))
                  for mel, n, seed in zip(mels, lengths.tolist(), self._seeds(generator, len(mels)))]
@@ -121,11 +125,14 @@ class GriffinLimVocoder(Vocoder):
         yield from griffin_lim_stream(mel[0].float().cpu(), self.mel_config, chunk_frames,
                                       max_chunk_frames, n_iter=self.n_iter,
                                       seed=self._seeds(generator, 1)[0], init=self.init,
-                                      mel_iter=self.mel_iter)
+                                      mel_iter=self.mel_iter, harmonic_iter=self.harmonic_iter)
 
     def describe(self) -> str:
         start = "the PGHI phase" if self.init == "pghi" else "random phases"
         matched = f", then {self.mel_iter} matching the mel" if self.mel_iter else ""
+        harmonic_iter = harmonic_iterations(self.mel_iter, self.harmonic_iter)
+        if harmonic_iter:
+            matched += f", then the harmonics restored ({harmonic_iter} iterations)"
         return f"griffin-lim ({self.n_iter} iterations from {start}{matched})"
 
 

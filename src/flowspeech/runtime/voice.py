@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from flowspeech.audio.harmonics import pitch_tracker
 from flowspeech.audio.phase import STARTS, pghi_phase
 from flowspeech.errors import CheckpointError, ConfigError, FlowspeechError
 from flowspeech.inference.controls import check_scale
@@ -154,14 +155,18 @@ class OnnxVoice:
             if self.vocoder["init"] not in STARTS:
                 raise CheckpointError(f"{config_path}: unknown Griffin-Lim start "
                                       f"{self.vocoder['init']!r} ({' or '.join(STARTS)})")
-            # Voices exported before the mel-matching iterations name none: none, as then.
+            # Voices exported before the mel-matching iterations or the harmonic restoration
+            # name none: none, as then.
             self.vocoder.setdefault("mel_iter", 0)
+            self.vocoder.setdefault("harmonic_iter", 0)
             match = MelMatch(self.basis, self.vocoder["compression"], self.vocoder["magnitude_eps"],
                              self.vocoder["power"], self.vocoder.get("log_clamp", 1e-5))
             settings = (self.vocoder["n_fft"], self.hop_length, self.vocoder["win_length"], self.vocoder["padding"],
                         self.vocoder["pad"], self.vocoder["n_iter"], self.vocoder["momentum"])
             extra = {"mel_iter": self.vocoder["mel_iter"], "mel_match": match,
-                     "mel_momentum": self.vocoder.get("mel_momentum", 0.9)}
+                     "mel_momentum": self.vocoder.get("mel_momentum", 0.9),
+                     "harmonic_iter": self.vocoder["harmonic_iter"],
+                     "sample_rate": self.sample_rate}
             self.griffin_lim = GriffinLim(*settings, workers=self.threads, **extra)
             # for sentences side by side
             self._single_griffin_lim = GriffinLim(*settings, workers=1, **extra)
@@ -174,6 +179,8 @@ class OnnxVoice:
             self.frontend.encode("a")
             fft()
             sparse()
+            if self.vocoder.get("harmonic_iter"):
+                pitch_tracker()
         except Exception:  # noqa: BLE001 - any real problem shows again on first use
             pass
 
