@@ -76,22 +76,27 @@ def mcd_band_hz(max_hz: float | None, mel_config) -> float | None:
 
 
 
-def griffin_lim_setting(text: str) -> tuple[str, int, int]:
-    """``(init, n_iter, mel_iter)`` of a Griffin-Lim setting written ``INIT:N_ITER[:MEL_ITER]``
-    (``pghi:12:30``; ``random:60``: no mel-matching iterations, as before they existed); exits
-    with a message on anything else."""
+def griffin_lim_setting(text: str) -> tuple[str, int, int, int]:
+    """``(init, n_iter, mel_iter, harmonic_iter)`` of a Griffin-Lim setting written
+    ``INIT:N_ITER[:MEL_ITER[:HARMONIC_ITER]]`` (``pghi:12:30:12``; a step left out does not
+    run: ``random:60`` is Griffin-Lim as it was before the mel matching); exits with a message
+    on anything else."""
     from flowspeech.audio.phase import STARTS
 
-    init, _, rest = text.partition(":")
-    n_iter, _, mel_iter = rest.partition(":")
-    mel_iter = mel_iter or "0"
-    if init not in STARTS or not n_iter.isdigit() or not mel_iter.isdigit():
-        raise SystemExit(f"{text}: expected INIT:N_ITER[:MEL_ITER] with INIT one of "
-                         f"{', '.join(STARTS)}")
-    return init, int(n_iter), int(mel_iter)
+    init, *counts = text.split(":")
+    counts += ["0"] * (3 - len(counts))
+    if init not in STARTS or len(counts) != 3 or not all(c.isdigit() for c in counts):
+        raise SystemExit(f"{text}: expected INIT:N_ITER[:MEL_ITER[:HARMONIC_ITER]] with INIT "
+                         f"one of {', '.join(STARTS)}")
+    n_iter, mel_iter, harmonic_iter = map(int, counts)
+    if harmonic_iter and not mel_iter:
+        raise SystemExit(f"{text}: the harmonic restoration needs the mel matching")
+    return init, n_iter, mel_iter, harmonic_iter
 
 
-def describe_griffin_lim(init: str, n_iter: int, mel_iter: int) -> str:
-    """``Griffin-Lim 12 iterations from pghi phases, 30 matching the mel``."""
+def describe_griffin_lim(init: str, n_iter: int, mel_iter: int, harmonic_iter: int = 0) -> str:
+    """``Griffin-Lim 12 iterations from pghi phases, 30 matching the mel, 12 restoring the
+    harmonics``."""
     matched = f", {mel_iter} matching the mel" if mel_iter else ""
-    return f"Griffin-Lim {n_iter} iterations from {init} phases{matched}"
+    restored = f", {harmonic_iter} restoring the harmonics" if harmonic_iter else ""
+    return f"Griffin-Lim {n_iter} iterations from {init} phases{matched}{restored}"

@@ -1,7 +1,8 @@
 """The ONNX path against the PyTorch path and Piper, side by side in one run.
 
     python benchmarks/bench_onnx.py [--threads 2] [--sentences FILE] [--no-piper]
-        [--compare-griffin-lim INIT:N_ITER] [--paper-parity [--skip-speed]]
+        [--compare-griffin-lim INIT:N_ITER[:MEL_ITER[:HARMONIC_ITER]]]
+        [--paper-parity [--skip-speed]]
 
 1. Speed on the same sentences (an LJSpeech-layout ``metadata.csv``; default the shared
    sample's 32 transcripts): the shipped voice through PyTorch (``Synthesizer``) and through
@@ -78,12 +79,13 @@ def speed(args, texts: list[str], folder: Path) -> None:
     systems = {"flowspeech, PyTorch": lambda t, i: tts.synthesize(t, seed=i),
                "flowspeech, ONNX runtime": lambda t, i: voice.synthesize(t, seed=i)}
     if args.compare_griffin_lim:
-        init, n_iter, mel_iter = griffin_lim_setting(args.compare_griffin_lim)
+        setting = griffin_lim_setting(args.compare_griffin_lim)
+        init, n_iter, mel_iter, harmonic_iter = setting
         other = Synthesizer()
-        set_griffin_lim(other, n_iter, init, mel_iter)
+        set_griffin_lim(other, n_iter, init, mel_iter, harmonic_iter)
         export_onnx(other, folder.parent / "other")
         other_voice = OnnxVoice(folder.parent / "other", threads=args.threads)
-        label = describe_griffin_lim(init, n_iter, mel_iter)
+        label = describe_griffin_lim(*setting)
         systems[f"flowspeech, PyTorch, {label}"] = lambda t, i: other.synthesize(t, seed=i)
         systems[f"flowspeech, ONNX runtime, {label}"] = (
             lambda t, i: other_voice.synthesize(t, seed=i))
@@ -305,7 +307,7 @@ def main() -> None:
     parser.add_argument("--no-piper", dest="piper", action="store_false")
     parser.add_argument("--paper-parity", action="store_true")
     parser.add_argument("--skip-speed", action="store_true", help="only --paper-parity")
-    parser.add_argument("--compare-griffin-lim", metavar="INIT:N_ITER[:MEL_ITER]",
+    parser.add_argument("--compare-griffin-lim", metavar="INIT:N_ITER[:MEL_ITER[:HARMONIC_ITER]]",
                         help="also time both paths with this Griffin-Lim (e.g. random:60, the "
                              "voice's until 2026-12-07)")
     args = parser.parse_args()

@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vocoder", action="append", default=[],
                         help="a vocoder preset to pair with the shipped voice (repeatable)")
-    parser.add_argument("--compare-griffin-lim", metavar="INIT:N_ITER[:MEL_ITER]", action="append", default=[],
+    parser.add_argument("--compare-griffin-lim", metavar="INIT:N_ITER[:MEL_ITER[:HARMONIC_ITER]]", action="append", default=[],
                         help="also the shipped voice with this Griffin-Lim (e.g. random:60, its "
                              "setting until 2026-12-07; repeatable)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -81,8 +81,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         compared = [(setting, *griffin_lim_setting(setting)) for setting in args.compare_griffin_lim]
         rows = ([("shipped voice, Griffin-Lim", None)]
-                + [(f"shipped voice, {describe_griffin_lim(init, n, m)}", setting)
-                   for setting, init, n, m in compared]
+                + [(f"shipped voice, {describe_griffin_lim(*found)}", setting)
+                   for setting, *found in compared]
                 + [(p, p) for p in args.vocoder])
         for label, preset in rows:
             griffin_lim = preset is None or ":" in preset
@@ -90,8 +90,8 @@ def main() -> None:
             vocoder_only = not griffin_lim and load_config(preset)["model"] == "flowavenet"
             tts = Synthesizer(vocoder="griffin-lim" if vocoder_only else vocoder)
             if preset is not None and griffin_lim:
-                init, n_iter, mel_iter = griffin_lim_setting(preset)
-                set_griffin_lim(tts, n_iter, init, mel_iter)
+                init, n_iter, mel_iter, harmonic_iter = griffin_lim_setting(preset)
+                set_griffin_lim(tts, n_iter, init, mel_iter, harmonic_iter)
             if vocoder_only:
                 row = _vocoder_only(tts, vocoder, args.repeats)
                 print(f"| {label} (vocoder only, the acoustic model's first sentence) | " + row)

@@ -84,6 +84,9 @@ def main() -> None:
     ap.add_argument("--griffin-lim-mel-iterations", type=int, default=None,
                     help="Griffin-Lim's mel-matching iterations for the voice and copy-synthesis "
                          "(default: the vocoder's, 30; 0: as the voice had it until 2026-12-07)")
+    ap.add_argument("--griffin-lim-harmonic-iterations", type=int, default=None,
+                    help="Griffin-Lim's harmonic-restoration iterations for the voice and "
+                         "copy-synthesis (default: the vocoder's; 0: none)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
     ap.add_argument("--compare", help="an earlier OUT of this script: paired tests against it")
@@ -117,6 +120,8 @@ def main() -> None:
                                   seed=args.seed, griffin_lim_iterations=args.griffin_lim_iterations,
                                   griffin_lim_init=args.griffin_lim_init,
                                   griffin_lim_mel_iterations=args.griffin_lim_mel_iterations,
+                                  griffin_lim_harmonic_iterations=(
+                                      args.griffin_lim_harmonic_iterations),
                                   progress=False)
         (wav_dir / "run.json").write_text(json.dumps(run, indent=1) + "\n")
 
@@ -225,7 +230,7 @@ def copy_synthesis_of(corpus: Path, ids: list[str], out: Path, args) -> Path:
     if tts.vocoder is None:
         raise SystemExit("an end-to-end model has no separate vocoder to copy-synthesise with")
     set_griffin_lim(tts, args.griffin_lim_iterations, args.griffin_lim_init,
-                    args.griffin_lim_mel_iterations)
+                    args.griffin_lim_mel_iterations, args.griffin_lim_harmonic_iterations)
     if out.exists():
         shutil.rmtree(out)
     for _ in copy_synthesis(tts.vocoder, corpus, ids, out, args.seed):

@@ -44,7 +44,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_split_arguments(ap, split="train", limit=500)
-    ap.add_argument("--griffin-lim", default=None, metavar="INIT:N_ITER[:MEL_ITER]",
+    ap.add_argument("--griffin-lim", default=None,
+                    metavar="INIT:N_ITER[:MEL_ITER[:HARMONIC_ITER]]",
                     help="Griffin-Lim's start and iterations, and the mel-matching iterations "
                          "of the matched row (default: the voices', pghi:12:30)")
     ap.add_argument("--magnitude-probe", metavar="PT",
@@ -65,8 +66,8 @@ def main() -> None:
     from flowspeech.evaluation import EvalOptions, compare_reports, evaluate
     from flowspeech.evaluation.report import load_report, write_report
 
-    init, n_iter, mel_iter = (griffin_lim_setting(args.griffin_lim) if args.griffin_lim
-                              else (INIT, N_ITER, MEL_ITER))
+    init, n_iter, mel_iter, harmonic_iter = (griffin_lim_setting(args.griffin_lim)
+                                             if args.griffin_lim else (INIT, N_ITER, MEL_ITER, 0))
     mel_iter = mel_iter or MEL_ITER  # the matched row's iterations
     corpus, out = Path(args.corpus), Path(args.out)
     sentences, text_file = first_sentences(corpus, args.split, args.limit, out)
@@ -89,7 +90,8 @@ def main() -> None:
         for kind in set(todo) & set(names):
             if kind in ("mel", "matched"):
                 made = griffin_lim(mel, config, n_iter=n_iter, init=init,
-                                   mel_iter=mel_iter if kind == "matched" else 0)
+                                   mel_iter=mel_iter if kind == "matched" else 0,
+                                   harmonic_iter=harmonic_iter if kind == "matched" else 0)
             else:
                 magnitude = linear(wav) if kind == "linear" else probe.magnitude(mel[None])[0]
                 made = phase_retrieval(magnitude, config, n_iter=n_iter, init=init)

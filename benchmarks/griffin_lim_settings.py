@@ -10,8 +10,8 @@ and a minute per setting makes a grid affordable. Confirm the chosen setting wit
     python benchmarks/griffin_lim_settings.py --corpus data/slt_hts --out reports/gl-settings \\
         --setting random:60 --setting pghi:16 --setting pghi:32 --setting pghi:60
 
-A setting is ``INIT:N_ITER[:MEL_ITER]``: the starting phase, the iterations and the
-mel-matching iterations after them (none if left out). Each setting's clips are in
+A setting is ``INIT:N_ITER[:MEL_ITER[:HARMONIC_ITER]]``: the starting phase, the iterations,
+the mel-matching iterations after them and the harmonic restoration's (none if left out). Each setting's clips are in
 ``OUT/<voice|copy_synthesis>-<init><n_iter>[m<mel_iter>]/``; the table is also
 ``OUT/settings.json``.
 """
@@ -70,16 +70,18 @@ def main() -> None:
 
     options = EvalOptions(asr=False, f0_method="dio", mcd_max_hz=config.top_filter_hz)
     rows = []
-    for init, n_iter, mel_iter in settings:
+    for init, n_iter, mel_iter, harmonic_iter in settings:
         for kind in ("voice", "copy_synthesis"):
-            folder = out / (f"{kind}-{init}{n_iter}" + (f"m{mel_iter}" if mel_iter else ""))
+            folder = out / (f"{kind}-{init}{n_iter}" + (f"m{mel_iter}" if mel_iter else "")
+                            + (f"h{harmonic_iter}" if harmonic_iter else ""))
             folder.mkdir(parents=True, exist_ok=True)
             seconds = 0.0
             for uid, _ in sentences:
                 pieces = []
                 for i, mel in enumerate(mels[uid][kind]):
                     t = time.perf_counter()
-                    wav = griffin_lim(mel, config, n_iter=n_iter, init=init, mel_iter=mel_iter)
+                    wav = griffin_lim(mel, config, n_iter=n_iter, init=init, mel_iter=mel_iter,
+                                      harmonic_iter=harmonic_iter)
                     pieces += [pause, wav] if i else [wav]
                     seconds += time.perf_counter() - t
                 save_wav(folder / f"{uid}.wav", np.concatenate(pieces), config.sample_rate)
@@ -88,6 +90,7 @@ def main() -> None:
             samples = sum(len(load_wav(folder / f"{uid}.wav")[0]) for uid, _ in sentences)
             audio = samples / config.sample_rate
             row = {"kind": kind, "init": init, "n_iter": n_iter, "mel_iter": mel_iter,
+                   "harmonic_iter": harmonic_iter,
                    **{k: float(np.mean([r[k] for r in report.rows]))
                       for k in ("log_f0_rmse", "vde", "mcd")},
                    "rtf_griffin_lim": seconds / audio}
