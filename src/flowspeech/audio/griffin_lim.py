@@ -77,6 +77,19 @@ def harmonic_iterations(mel_iter: int, harmonic_iter: int | None = None) -> int:
     return harmonic_iter
 
 
+def describe(n_iter: int, init: str, mel_iter: int, harmonic_iter: int | None = None) -> str:
+    """The steps in words: ``12 iterations from the PGHI phase, then 30 matching the mel``
+    (and ``, then the harmonics restored (N iterations)`` when that step runs)."""
+    start = "the PGHI phase" if init == "pghi" else "random phases"
+    steps = f"{n_iter} iterations from {start}"
+    if mel_iter:
+        steps += f", then {mel_iter} matching the mel"
+    harmonic_iter = harmonic_iterations(mel_iter, harmonic_iter)
+    if harmonic_iter:
+        steps += f", then the harmonics restored ({harmonic_iter} iterations)"
+    return steps
+
+
 def griffin_lim(
     mel: Tensor | np.ndarray,
     config: MelConfig | None = None,

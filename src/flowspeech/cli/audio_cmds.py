@@ -69,7 +69,7 @@ def run_mel(args) -> int:
 
 def run_griffin_lim(args) -> int:
     from flowspeech.audio import save_wav
-    from flowspeech.audio.griffin_lim import MEL_ITER, N_ITER, griffin_lim, harmonic_iterations
+    from flowspeech.audio.griffin_lim import MEL_ITER, N_ITER, describe, griffin_lim
     from flowspeech.utils.files import load_mel_npy
 
     out = check_audio_output(audio_output_path(args), [args.mel])
@@ -78,14 +78,9 @@ def run_griffin_lim(args) -> int:
     seed_everything(args.seed)
     n_iter = N_ITER if args.n_iter is None else args.n_iter
     mel_iter = MEL_ITER if args.mel_iter is None else args.mel_iter
-    harmonic_iter = harmonic_iterations(mel_iter, args.harmonic_iter)
     wav = griffin_lim(mel, config, n_iter=n_iter, seed=args.seed or 0, init=args.init,
-                      mel_iter=mel_iter, harmonic_iter=harmonic_iter)
+                      mel_iter=mel_iter, harmonic_iter=args.harmonic_iter)
     save_wav(out, wav, config.sample_rate)
-    start = "the PGHI phase" if args.init == "pghi" else "random phases"
-    matched = f", then {mel_iter} matching the mel" if mel_iter else ""
-    if harmonic_iter:
-        matched += f", then the harmonics restored ({harmonic_iter} iterations)"
-    print(f"{out}: {len(wav) / config.sample_rate:.2f} s of audio from Griffin-Lim "
-          f"({n_iter} iterations from {start}{matched})")
+    steps = describe(n_iter, args.init, mel_iter, args.harmonic_iter)
+    print(f"{out}: {len(wav) / config.sample_rate:.2f} s of audio from Griffin-Lim ({steps})")
     return 0

@@ -19,7 +19,8 @@ from flowspeech.audio import MelConfig
 from flowspeech.audio.griffin_lim import INIT as GRIFFIN_LIM_INIT
 from flowspeech.audio.griffin_lim import MEL_ITER as GRIFFIN_LIM_MEL_ITERATIONS
 from flowspeech.audio.griffin_lim import N_ITER as GRIFFIN_LIM_ITERATIONS
-from flowspeech.audio.griffin_lim import griffin_lim, griffin_lim_stream, harmonic_iterations
+from flowspeech.audio.griffin_lim import describe as describe_griffin_lim
+from flowspeech.audio.griffin_lim import griffin_lim, griffin_lim_stream
 from flowspeech.config import mel_config as config_mel_config
 from flowspeech.errors import ConfigError
 from flowspeech.inference.loading import load_model
@@ -128,12 +129,8 @@ class GriffinLimVocoder(Vocoder):
                                       mel_iter=self.mel_iter, harmonic_iter=self.harmonic_iter)
 
     def describe(self) -> str:
-        start = "the PGHI phase" if self.init == "pghi" else "random phases"
-        matched = f", then {self.mel_iter} matching the mel" if self.mel_iter else ""
-        harmonic_iter = harmonic_iterations(self.mel_iter, self.harmonic_iter)
-        if harmonic_iter:
-            matched += f", then the harmonics restored ({harmonic_iter} iterations)"
-        return f"griffin-lim ({self.n_iter} iterations from {start}{matched})"
+        steps = describe_griffin_lim(self.n_iter, self.init, self.mel_iter, self.harmonic_iter)
+        return f"griffin-lim ({steps})"
 
 
 class NeuralVocoder(Vocoder):

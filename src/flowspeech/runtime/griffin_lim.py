@@ -84,7 +84,7 @@ class GriffinLim:
             length = self.hop * (n_frames - 1)
         else:
             length = self.hop * n_frames - self.shift
-        magnitude = np.array(magnitude.T, dtype=np.float32, order="C")  # [F, bins], a copy
+        magnitude = np.ascontiguousarray(magnitude.T, dtype=np.float32)  # [F, bins]
         angles = np.exp(2j * math.pi * phase.T.astype(np.float32)).astype(np.complex64)
         half = self.n_fft // 2
         # The signal between iterations lives in one buffer, reflect-padded by half a frame on
@@ -184,6 +184,7 @@ class GriffinLim:
                     now *= comb[slices[i]]
                     spectra[i], rebuilt[i] = now, None
 
+                magnitude = np.empty_like(magnitude)  # the comb's; the caller's stays as it was
                 each(weighted, padded)
                 retrieve_phase(self.harmonic_iter)
                 match_mel()
@@ -281,7 +282,6 @@ class MelMatch:
             return np.log(np.maximum(mel, self.log_clamp))
         db = 20.0 * np.log10(np.maximum(mel, self.log_clamp)) - DB_REFERENCE
         return np.clip((db - DB_MIN) / -DB_MIN, 0.0, 1.0)
-
 
 
 def decompress(features: np.ndarray, compression: str) -> np.ndarray:
