@@ -3,11 +3,11 @@
 From about 2 kHz up, a band of the 80-band mel is as wide as a voice's harmonic spacing or
 wider, so the mel says how much energy a band holds but not that it lies on harmonics.
 Griffin-Lim's output (its mel matched) keeps little of that structure: its peak-to-valley
-contrast above 2 kHz is about two thirds of the recordings'. The fourth step of
+contrast above 2 kHz is about two thirds of the recordings'. The harmonic restoration of
 :func:`flowspeech.audio.griffin_lim.griffin_lim` (``harmonic_iter``) puts it back: F0 of the
-output at each STFT frame (Praat's tracker), a harmonic comb on the bins above 1.5 kHz in the
-voiced frames, phase retrieval from that magnitude started from the output's own phase, and
-the mel matched again.
+phase retrieval's output at each STFT frame (Praat's tracker), a harmonic comb on the bins
+above 1.5 kHz in the voiced frames, phase retrieval again from that magnitude started from
+the output's own phase, then the mel matching.
 
 This script speaks the first sentences of a split with a voice (its own settings) and inverts
 the same mels, and the recordings' own mels (copy-synthesis), with the voices' Griffin-Lim

@@ -446,7 +446,9 @@ def test_phase_retrieval_of_a_true_magnitude_comes_closer_than_griffin_lim_of_it
     from_mel_wav = griffin_lim(mel_spectrogram(x, config), config)
     assert wav.dtype == np.float32 and wav.shape == from_mel_wav.shape
     from_mel = distance(from_mel_wav)
-    assert distance(wav) < 0.12 and distance(wav) < 0.6 * from_mel  # measured: 0.081 and 0.167
+    # measured: 0.081 and 0.114 (0.167 without the harmonic restoration, which puts back part
+    # of what the mel does not hold)
+    assert distance(wav) < 0.12 and distance(wav) < 0.8 * from_mel
     batch = phase_retrieval(np.stack([magnitude.numpy()] * 2), config, n_iter=2)
     np.testing.assert_allclose(batch[1], phase_retrieval(magnitude, config, n_iter=2), atol=1e-5)
     with pytest.raises(AudioError, match="513"):
@@ -509,8 +511,9 @@ def _contrast_above_2khz(wav: np.ndarray, config: MelConfig) -> float:
 @pytest.mark.parametrize("preset", ["glow_tts", "vits", "flowavenet"])
 def test_restoring_the_harmonics_brings_back_the_contrast_the_mel_does_not_hold(preset):
     """Above 2 kHz a mel band is wider than the harmonics' spacing, and Griffin-Lim's signal
-    loses their peaks and valleys there (contrast 1.1 against the tone's 3.4); the fourth step
-    puts them back (2.2) and leaves the signal's mel at least as close to the target."""
+    loses their peaks and valleys there (contrast 1.1 against the tone's 3.4); the harmonic
+    restoration puts them back (2.2) and leaves the signal's mel at least as close to the
+    target."""
     config = MelConfig.preset(preset)
     x = _vowel(config)
     mel = mel_spectrogram(x, config)
@@ -521,7 +524,7 @@ def test_restoring_the_harmonics_brings_back_the_contrast_the_mel_does_not_hold(
     before = griffin_lim(mel, config, harmonic_iter=0)
     after = griffin_lim(mel, config, harmonic_iter=12)
     assert _contrast_above_2khz(after, config) > 1.5 * _contrast_above_2khz(before, config)
-    assert distance(after) < 1.05 * distance(before)  # measured: 0.84-0.89 times
+    assert distance(after) < 1.05 * distance(before)  # measured: 0.94-0.99 times
     streamed = np.concatenate(list(griffin_lim_stream(mel, config, harmonic_iter=12)))
     assert streamed.shape == after.shape
     assert _contrast_above_2khz(streamed, config) > 1.5 * _contrast_above_2khz(before, config)

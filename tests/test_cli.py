@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from flowspeech.audio.griffin_lim import HARMONIC_ITER
 from flowspeech.cli.main import main
 from flowspeech.training.checkpoint import CheckpointManager
 
@@ -59,12 +60,13 @@ def test_mel_and_griffin_lim(tmp_path, tiny_dataset, capsys):
     out_wav, out_npy = tmp_path / "gl.wav", tmp_path / "gl.npy"
     assert main(["griffin-lim", str(mel_path), str(out_wav), "--seed", "1", "--n-iter", "8"]) == 0
     assert main(["griffin-lim", str(mel_path), "--out", str(out_npy), "--seed", "1", "--n-iter", "8"]) == 0
-    assert "8 iterations from the PGHI phase, then 30 matching the mel" in capsys.readouterr().out
+    assert (f"8 iterations from the PGHI phase, then the harmonics restored ({HARMONIC_ITER} "
+            "iterations), then 30 matching the mel") in capsys.readouterr().out
     assert main(["griffin-lim", str(mel_path), str(tmp_path / "plain.wav"), "--mel-iter", "0"]) == 0
     assert "then" not in capsys.readouterr().out
     assert main(["griffin-lim", str(mel_path), str(tmp_path / "comb.wav"), "--n-iter", "2",
                  "--mel-iter", "2", "--harmonic-iter", "2"]) == 0
-    assert "then 2 matching the mel, then the harmonics restored (2 iterations)" in (
+    assert "then the harmonics restored (2 iterations), then 2 matching the mel" in (
         capsys.readouterr().out)
     audio, sr = sf.read(out_wav)
     samples = np.load(out_npy)

@@ -287,18 +287,18 @@ def test_the_runtime_starts_griffin_lim_where_the_pytorch_path_does(griffin_lim_
     assert alone.shape == expected.shape
     assert np.abs(alone - expected).max() < 1e-3 * np.abs(expected).max()
     assert got.shape == expected.shape and np.isfinite(got).all()
-    # A voice exported before the PGHI start has none in its settings: random phases, as then.
+    # The harmonic restoration: the export names its iterations.
+    assert config["vocoder"]["harmonic_iter"] == harmonic_iterations(tts.vocoder.mel_iter,
+                                                                     tts.vocoder.harmonic_iter)
+    # A voice exported before the PGHI start has none in its settings: random phases, as then;
+    # nor, before the harmonic restoration, its iterations: it runs none.
     old = tmp_path / "old"
     shutil.copytree(folder, old)
-    del config["vocoder"]["init"]
+    del config["vocoder"]["init"], config["vocoder"]["harmonic_iter"]
     (old / "voice.onnx.json").write_text(json.dumps(config))
     old_voice = OnnxVoice(old, threads=1)
     first, second = (old_voice.vocode(mel, np.random.default_rng(seed)) for seed in (1, 2))
     assert not np.allclose(first, second)
-    # The harmonic restoration: the export names its iterations; voices exported before it
-    # name none and run none.
-    assert config["vocoder"]["harmonic_iter"] == harmonic_iterations(tts.vocoder.mel_iter,
-                                                                     tts.vocoder.harmonic_iter)
     assert old_voice.griffin_lim.harmonic_iter == 0
     config["vocoder"]["harmonic_iter"] = 2
     (old / "voice.onnx.json").write_text(json.dumps(config))

@@ -6,8 +6,9 @@ holds, not that it lies on harmonics. Griffin-Lim's output keeps about two third
 recordings' peak-to-valley contrast there, and that costs intelligibility
 (``docs/default-voice.md``, "Restoring the harmonics the mel does not resolve"). Where the
 harmonics lie is known: at multiples of F0, which the low bands do resolve.
-:func:`flowspeech.audio.griffin_lim.griffin_lim`'s fourth step weights the spectrum of its
-output by :func:`harmonic_comb` of :func:`frame_f0` and inverts again.
+:func:`flowspeech.audio.griffin_lim.griffin_lim`'s harmonic restoration weights the spectrum
+of its phase retrieval's output by :func:`harmonic_comb` of :func:`frame_f0` and inverts
+again, before the mel matching.
 
 numpy only (and parselmouth), so that the runtime without PyTorch
 (:mod:`flowspeech.runtime.griffin_lim`) uses the same functions.

@@ -5,8 +5,8 @@ The same algorithm and the same framing as :func:`flowspeech.audio.griffin_lim.g
 framing with reflect padding, least-squares overlap-add; then the mel-matching iterations),
 written on ``scipy.fft`` so that it runs on the cores numpy's FFT leaves idle. The magnitude
 comes from the mel's non-negative least squares (:func:`mel_to_magnitude`); only the
-iterations run in :class:`GriffinLim`, and the harmonic restoration after them, on the same
-functions as the PyTorch path (:mod:`flowspeech.audio.harmonics`).
+iterations run in :class:`GriffinLim`, and the harmonic restoration between them, on the
+same functions as the PyTorch path (:mod:`flowspeech.audio.harmonics`).
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ class GriffinLim:
         mel_match: how the mel is measured (needed when ``mel_iter > 0``).
         mel_momentum: their extrapolation from the previous rescaled spectrum
             (:data:`flowspeech.audio.griffin_lim.MEL_MOMENTUM`).
-        harmonic_iter: phase-retrieval iterations of the harmonic restoration after the
-            mel matching, each run followed by the mel matching again (0: none; needs
-            ``mel_iter`` and ``sample_rate``).
+        harmonic_iter: phase-retrieval iterations of the harmonic restoration, between
+            phase retrieval and the mel matching (0: none; needs ``mel_iter`` and
+            ``sample_rate``).
         sample_rate: the signal's rate (the harmonic restoration tracks its pitch).
     """
 
@@ -151,29 +151,10 @@ class GriffinLim:
 
         retrieve_phase(self.n_iter)
         if mel is not None and self.mel_iter:
-            target = self.mel_match.target(mel)  # [F, n_mels]
-            beta = np.float32(self.mel_momentum)
-            matched: list[np.ndarray | None] = [None] * len(slices)  # the last rescaled spectra
-
-            def matching(i: int, wav: np.ndarray) -> None:
-                now = spectrum(i, wav)
-                now *= self.mel_match.gain(now, target[slices[i]])
-                # A new array: the synthesis transforms spectra[i] in place.
-                spectra[i] = now.copy() if matched[i] is None else now + beta * (now - matched[i])
-                matched[i] = now
-
-            def match_mel() -> None:
-                matched[:] = [None] * len(slices)
-                for _ in range(self.mel_iter):
-                    each(matching, padded)
-                    each(synthesis_frames)
-                    self._signal(frames, length, inverse_envelope, padded)
-
-            match_mel()
             if self.harmonic_iter:
-                # The harmonic restoration (flowspeech.audio.griffin_lim's fourth step): the
+                # The harmonic restoration (flowspeech.audio.griffin_lim's step 2b): the
                 # signal's spectrum weighted by the comb of its F0 is the magnitude phase
-                # retrieval runs for, from the signal's own phase; then the mel again.
+                # retrieval runs for, from the signal's own phase.
                 f0 = frame_f0(padded[half:half + length], self.sample_rate, self.hop, n_frames)
                 comb = np.ascontiguousarray(harmonic_comb(f0, self.sample_rate, self.n_fft,
                                                           self.win_length).T)  # [F, bins]
@@ -187,7 +168,22 @@ class GriffinLim:
                 magnitude = np.empty_like(magnitude)  # the comb's; the caller's stays as it was
                 each(weighted, padded)
                 retrieve_phase(self.harmonic_iter)
-                match_mel()
+
+            target = self.mel_match.target(mel)  # [F, n_mels]
+            beta = np.float32(self.mel_momentum)
+            matched: list[np.ndarray | None] = [None] * len(slices)  # the last rescaled spectra
+
+            def matching(i: int, wav: np.ndarray) -> None:
+                now = spectrum(i, wav)
+                now *= self.mel_match.gain(now, target[slices[i]])
+                # A new array: the synthesis transforms spectra[i] in place.
+                spectra[i] = now.copy() if matched[i] is None else now + beta * (now - matched[i])
+                matched[i] = now
+
+            for _ in range(self.mel_iter):
+                each(matching, padded)
+                each(synthesis_frames)
+                self._signal(frames, length, inverse_envelope, padded)
         wav = padded[half:half + length]
         return np.concatenate([np.zeros(self.shift, np.float32), wav]) if self.shift else wav.copy()
 
