@@ -11,9 +11,10 @@ and a minute per setting makes a grid affordable. Confirm the chosen setting wit
         --setting random:60 --setting pghi:16 --setting pghi:32 --setting pghi:60
 
 A setting is ``INIT:N_ITER[:MEL_ITER[:HARMONIC_ITER]]``: the starting phase, the iterations,
-the mel-matching iterations after them and the harmonic restoration's (none if left out). Each setting's clips are in
-``OUT/<voice|copy_synthesis>-<init><n_iter>[m<mel_iter>]/``; the table is also
-``OUT/settings.json``.
+the mel-matching iterations after them and the harmonic restoration's (between the two; none
+if left out). Each setting's clips are in
+``OUT/<voice|copy_synthesis>-<init><n_iter>[m<mel_iter>][h<harmonic_iter>]/``; the table is
+also ``OUT/settings.json``.
 """
 
 from __future__ import annotations
