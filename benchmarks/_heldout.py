@@ -95,8 +95,8 @@ def griffin_lim_setting(text: str) -> tuple[str, int, int, int]:
 
 
 def describe_griffin_lim(init: str, n_iter: int, mel_iter: int, harmonic_iter: int = 0) -> str:
-    """``Griffin-Lim 12 iterations from pghi phases, 12 restoring the harmonics, 30 matching
-    the mel``."""
-    restored = f", {harmonic_iter} restoring the harmonics" if harmonic_iter else ""
-    matched = f", {mel_iter} matching the mel" if mel_iter else ""
-    return f"Griffin-Lim {n_iter} iterations from {init} phases{restored}{matched}"
+    """A setting of :func:`griffin_lim_setting` in words, as the vocoder describes itself:
+    ``Griffin-Lim (12 iterations from the PGHI phase, then 30 matching the mel)``."""
+    from flowspeech.audio.griffin_lim import describe
+
+    return f"Griffin-Lim ({describe(n_iter, init, mel_iter, harmonic_iter)})"
